@@ -1,0 +1,75 @@
+"""Time sampling and training schedules (method.md section 4), as pure functions.
+
+Schedules take ``progress`` in [0, 1] (global step / total steps), so they work the same with
+``trainer.max_steps`` and ``trainer.max_epochs``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from meanflowse.path import PathConfig
+
+TIME_SAMPLERS = ("uniform", "logit_normal")
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    mf_warmup_frac: float = 0.5      # w_mf rises linearly 0 -> mf.weight_final over this fraction
+    mf_skip_below: float = 0.05      # MeanFlow branch (and its JVP) skipped while w_mf is below
+    gamma_start: float = 8.0         # r = t - U**gamma (t - r_min): large gamma keeps r near t
+    gamma_end: float = 1.0
+    gamma_anneal_frac: float = 0.7
+    p_r_equals_t: float = 0.1        # fraction of MeanFlow samples forced to r = t
+    time_sampler: str = "uniform"    # uniform (reference) | logit_normal (Geng et al. 2025)
+    logit_normal_mean: float = -0.4
+    logit_normal_std: float = 1.0
+    r_min: float = 0.03              # lower bound of r: t_eps (reference) or 0 (strict 1 -> 0 jump)
+
+
+def _ramp(progress: float, frac: float) -> float:
+    return 1.0 if frac <= 0 else min(max(progress / frac, 0.0), 1.0)
+
+
+def mf_weight(progress: float, *, weight_final: float, cfg: CurriculumConfig) -> float:
+    """MeanFlow loss weight ``w_mf`` at this point of training."""
+    return weight_final * _ramp(progress, cfg.mf_warmup_frac)
+
+
+def gamma_at(progress: float, cfg: CurriculumConfig) -> float:
+    a = _ramp(progress, cfg.gamma_anneal_frac)
+    return cfg.gamma_start + a * (cfg.gamma_end - cfg.gamma_start)
+
+
+def sample_t(n: int, *, cfg: CurriculumConfig, path: PathConfig, device=None,
+             generator: torch.Generator | None = None) -> Tensor:
+    """Training times in ``(t_eps, T_rev]``."""
+    if cfg.time_sampler == "uniform":
+        s = 1.0 - torch.rand(n, device=device, generator=generator)  # (0, 1]
+    elif cfg.time_sampler == "logit_normal":
+        g = torch.randn(n, device=device, generator=generator)
+        s = torch.sigmoid(cfg.logit_normal_mean + cfg.logit_normal_std * g)
+    else:
+        raise ValueError(f"curriculum.time_sampler={cfg.time_sampler!r}; use one of {TIME_SAMPLERS}")
+    return path.t_eps + (path.T_rev - path.t_eps) * s
+
+
+def sample_r(t: Tensor, *, gamma: float, p_equal: float, r_min: float,
+             generator: torch.Generator | None = None) -> Tensor:
+    """``r = t - U**gamma (t - r_min)``; with probability ``p_equal`` exactly ``r = t``."""
+    u = torch.rand(t.shape, device=t.device, generator=generator)
+    r = t - u.pow(gamma) * (t - r_min).clamp_min(0.0)
+    equal = torch.rand(t.shape, device=t.device, generator=generator) < p_equal
+    return torch.where(equal, t, r)
+
+
+def single_pass_p_equal(w_mf: float, p_r_equals_t: float) -> float:
+    """Probability of ``r = t`` in the single-pass objective.
+
+    The reference loss is ``(1 - w) L_cfm + w L_mf`` with a fraction ``p`` of ``r = t`` inside
+    ``L_mf``. Drawing ``r = t`` with probability ``(1 - w) + w p`` gives the same expected loss
+    with one network pass per sample: the ``r = t`` samples *are* the CFM term.
+    """
+    return (1.0 - w_mf) + w_mf * p_r_equals_t

@@ -1,0 +1,90 @@
+"""Jacobian-vector products of the average-velocity network along the flow (method.md section 4).
+
+All implementations compute ``d/dt u(x_t, r, t | y) = v . grad_x u + d_t u`` with tangent ``(v, 1)``
+on ``(x_t, t)`` and ``r`` held fixed, so ``d = t - r`` moves with ``t``. ``net_fn(x_t, y, t, r)``
+is the network as a function of its inputs (batch-sliceable, for chunking).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from meanflowse.path import expand_time
+
+NetFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+JVP_IMPLS = ("func", "autograd", "fd", "auto")
+log = logging.getLogger(__name__)
+
+
+def jvp_func(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor
+             ) -> tuple[Tensor, Tensor]:
+    """Exact forward-mode JVP (``torch.func.jvp``).
+
+    Returns ``(u, dudt)``; ``u`` keeps its autograd graph, so it can serve as the prediction
+    and spare a second forward pass.
+    """
+    return torch.func.jvp(lambda x, tt: net_fn(x, y, tt, r), (x_t, t), (v, torch.ones_like(t)))
+
+
+def jvp_autograd(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor
+                 ) -> Tensor:
+    """``torch.autograd.functional.jvp`` (reverse mode twice, the reference's "autograd")."""
+    with torch.enable_grad():
+        _, dudt = torch.autograd.functional.jvp(
+            lambda x, tt: net_fn(x, y, tt, r), (x_t.detach(), t.detach()),
+            (v.detach(), torch.ones_like(t)), create_graph=False, strict=False)
+    return dudt
+
+
+@torch.no_grad()
+def jvp_fd(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
+           eps_rel: float = 1e-3, chunk: int | None = None) -> Tensor:
+    """Central difference with a per-sample step ``eps = eps_rel * (mean|x_t| + mean|v|)``.
+
+    ``chunk`` bounds how many samples go through the network at once (memory, not maths).
+    """
+    dims = tuple(range(1, x_t.dim()))
+    eps = eps_rel * (x_t.abs().mean(dims) + v.abs().mean(dims))
+    step = chunk or x_t.shape[0]
+    parts = []
+    for i in range(0, x_t.shape[0], step):
+        s = slice(i, i + step)
+        e, xs, vs, ts = eps[s], x_t[s], v[s], t[s]
+        ex = expand_time(e, xs)
+        plus = net_fn(xs + ex * vs, y[s], ts + e, r[s])
+        minus = net_fn(xs - ex * vs, y[s], ts - e, r[s])
+        parts.append((plus - minus) / (2 * ex))
+    return torch.cat(parts)
+
+
+class AutoJvp:
+    """``auto``: the exact ``func`` JVP, falling back to ``fd`` (once, with a warning) when the
+    network cannot be traced in forward mode. Stateful so the warning is not repeated."""
+
+    def __init__(self) -> None:
+        self.fallback_reason: str | None = None
+
+    def __call__(self, net_fn: NetFn, **kw) -> tuple[Tensor | None, Tensor]:
+        if self.fallback_reason is None:
+            try:
+                return jvp_func(net_fn, **{k: kw[k] for k in ("x_t", "y", "t", "r", "v")})
+            except (RuntimeError, NotImplementedError) as err:
+                self.fallback_reason = f"{type(err).__name__}: {err}".splitlines()[0]
+                log.warning("mf.jvp_impl=auto: torch.func.jvp failed (%s); using the finite "
+                            "difference ('fd') from now on", self.fallback_reason)
+        return None, jvp_fd(net_fn, **kw)
+
+
+def clip_per_sample(j: Tensor, max_norm: float | None) -> tuple[Tensor, Tensor]:
+    """Scale each sample's JVP to an L2 norm of at most ``max_norm``.
+
+    Returns the clipped JVP and a boolean ``[B]`` telling which samples were clipped.
+    """
+    norms = j.flatten(1).norm(dim=1)
+    if max_norm is None:
+        return j, torch.zeros_like(norms, dtype=torch.bool)
+    scale = (max_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
+    return j * expand_time(scale, j), norms > max_norm

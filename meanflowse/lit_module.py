@@ -1,0 +1,114 @@
+"""LightningModule: glue between the data, the backbone and the pure MeanFlow functions."""
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any, Callable
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from meanflowse.curriculum import (CurriculumConfig, gamma_at, mf_weight, sample_r, sample_t,
+                                   single_pass_p_equal)
+from meanflowse.jvp import AutoJvp
+from meanflowse.objective import (MeanFlowConfig, NonFiniteError, cfm_loss, single_pass_loss,
+                                  two_pass_loss)
+from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
+from meanflowse.samplers import SamplerConfig, resolve_sampler, sample
+
+log = logging.getLogger(__name__)
+
+
+class MeanFlowSEModule(LightningModule):
+    """Trains ``backbone`` as the average velocity ``u(x_t, r, t | y)``.
+
+    Batches are ``{"clean": [B,2,F,T], "noisy": [B,2,F,T]}`` compressed spectrograms.
+    ``config`` (the composed Hydra config) is stored in every checkpoint so that evaluation can
+    rebuild the model from the checkpoint alone.
+    """
+
+    def __init__(self, *, backbone: nn.Module, path: PathConfig, mf: MeanFlowConfig,
+                 curriculum: CurriculumConfig, sampler: SamplerConfig,
+                 optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.Adam, lr=1e-4),
+                 config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.path, self.mf, self.curriculum, self.sampler_cfg = path, mf, curriculum, sampler
+        self.optimizer_factory = optimizer
+        self.auto_jvp = AutoJvp()
+        self.save_hyperparameters({"config": config})
+        self.trained_with_meanflow = mf.weight_final > 0
+
+    # -- the network as a function of (x_t, y, t, r) -------------------------------------------
+    def net_fn(self, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        return self.backbone(x_t, y, t, t - r)
+
+    def progress(self) -> float:
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+        return min(self.global_step / total, 1.0) if total and total != float("inf") else 0.0
+
+    # -- training --------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        x, y = batch["clean"], batch["noisy"]
+        progress = self.progress()
+        w_mf = mf_weight(progress, weight_final=self.mf.weight_final, cfg=self.curriculum)
+        gamma = gamma_at(progress, self.curriculum)
+        use_mf = w_mf > 0 and w_mf >= self.curriculum.mf_skip_below
+        t = sample_t(x.shape[0], cfg=self.curriculum, path=self.path, device=x.device)
+        z = complex_noise_like(x)
+        x_t = sample_xt(x=x, y=y, z=z, t=t, cfg=self.path)
+        v = conditional_velocity(x=x, y=y, z=z, cfg=self.path)
+        try:
+            out = self._loss(x_t=x_t, y=y, t=t, v=v, w_mf=w_mf if use_mf else 0.0, gamma=gamma)
+        except NonFiniteError as err:
+            msg = f"step {self.global_step}: {err}"
+            if self.mf.nan_policy == "skip":
+                log.warning("%s; skipping this step (mf.nan_policy=skip)", msg)
+                self.log("train/skipped_nonfinite", 1.0)
+                return None
+            raise NonFiniteError(f"{msg}. Training stopped (set mf.nan_policy=skip to skip such "
+                                 "steps, or lower optim.lr / enable mf.jvp_clip)") from err
+        self.log("train/loss", out.loss, prog_bar=True)
+        self.log_dict({"train/w_mf": w_mf, "train/gamma": gamma, "train/progress": progress})
+        self.log_dict({f"train/{k}": v for k, v in out.logs.items()})
+        return out.loss
+
+    def _loss(self, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor, w_mf: float, gamma: float):
+        cur, kw = self.curriculum, dict(x_t=x_t, y=y, t=t, v=v, cfg=self.mf)
+        if self.mf.formulation == "two_pass":
+            r = sample_r(t, gamma=gamma, p_equal=cur.p_r_equals_t, r_min=cur.r_min)
+            return two_pass_loss(self.net_fn, r=r, w_mf=w_mf, auto=self.auto_jvp, **kw)
+        if self.mf.formulation != "single_pass":
+            raise ValueError(f"mf.formulation={self.mf.formulation!r}; use single_pass or two_pass")
+        p_equal = single_pass_p_equal(w_mf, cur.p_r_equals_t)
+        r = sample_r(t, gamma=gamma, p_equal=p_equal, r_min=cur.r_min)
+        with_jvp = w_mf > 0 and bool((r < t).any())
+        return single_pass_loss(self.net_fn, r=r, with_jvp=with_jvp, auto=self.auto_jvp, **kw)
+
+    # -- validation: the flow-matching loss and the shipped sampler's error ----------------------
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        x, y = batch["clean"], batch["noisy"]
+        gen = torch.Generator(device=x.device).manual_seed(batch_idx)  # same noise every epoch
+        t = sample_t(x.shape[0], cfg=self.curriculum, path=self.path, device=x.device, generator=gen)
+        z = complex_noise_like(x, generator=gen)
+        x_t = sample_xt(x=x, y=y, z=z, t=t, cfg=self.path)
+        v = conditional_velocity(x=x, y=y, z=z, cfg=self.path)
+        self.log("val/loss_cfm", cfm_loss(self.net_fn, x_t=x_t, y=y, t=t, v=v, cfg=self.mf),
+                 sync_dist=True)
+        x_hat = self.enhance_spec(y, z=complex_noise_like(y, generator=gen))
+        err = 0.5 * (x_hat - x).pow(2).flatten(1).sum(1).mean()
+        self.log("val/one_step_mse", err, prog_bar=True, sync_dist=True)
+
+    @torch.no_grad()
+    def enhance_spec(self, y: Tensor, *, z: Tensor | None = None, name: str | None = None,
+                     nfe: int | None = None, t_end: float | None = None) -> Tensor:
+        """Sample the clean spectrogram given the noisy one with the configured sampler."""
+        s = self.sampler_cfg
+        name = resolve_sampler(name or s.name, trained_with_meanflow=self.trained_with_meanflow)
+        z = complex_noise_like(y) if z is None else z
+        return sample(self.net_fn, y=y, z=z, name=name, nfe=nfe or s.nfe,
+                      t_end=s.t_end if t_end is None else t_end, path=self.path)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(params=self.parameters())

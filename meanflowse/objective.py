@@ -1,0 +1,145 @@
+"""The CFM and MeanFlow objectives (method.md section 4), as pure functions of tensors.
+
+``net_fn(x_t, y, t, r)`` returns the average velocity ``u(x_t, r, t | y)``; states are real
+``[B, 2, F, T]``. The MeanFlow target is ``stopgrad(v - c (t - r) du/dt)``; at ``r = t`` it is
+``v``, so the loss reduces exactly to conditional flow matching.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from meanflowse.jvp import JVP_IMPLS, AutoJvp, NetFn, clip_per_sample, jvp_autograd, jvp_fd, jvp_func
+from meanflowse.path import expand_time
+
+LOSSES = ("mse", "mae")
+FORMULATIONS = ("single_pass", "two_pass")
+
+
+@dataclass(frozen=True)
+class MeanFlowConfig:
+    first_order_coef: float = 0.5     # c: 0.5 trapezoid-like (reference), 1.0 the pure identity
+    weight_final: float = 0.25        # final MeanFlow weight w_mf; 0 gives plain CFM
+    jvp_impl: str = "func"            # func | autograd | fd | auto
+    jvp_eps: float = 1e-3             # fd: relative step
+    jvp_chunk: Optional[int] = None     # fd: samples per network call (None = whole batch)
+    jvp_clip: Optional[float] = 5.0     # per-sample L2 clip of the JVP (None disables)
+    loss: str = "mse"                 # mse: 0.5 sum |err|^2 per sample; mae: sum |err|
+    adaptive_p: float = 0.0           # adaptive weighting loss / sg(loss + eps)**p (0 = off)
+    adaptive_eps: float = 1e-3
+    formulation: str = "single_pass"  # single_pass (r=t samples are the CFM term) | two_pass (ref)
+    nan_policy: str = "raise"         # raise | skip: what a NaN/Inf in the loss or JVP does
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf in a loss term or the JVP; the message names the term."""
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+def per_sample_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
+    """``0.5 * sum |err|^2`` (mse) or ``sum |err|`` (mae, complex modulus) per sample."""
+    err = pred - target
+    if kind == "mse":
+        return 0.5 * err.pow(2).flatten(1).sum(1)
+    if kind == "mae":  # |Re + j Im| of each bin; the small floor keeps the gradient finite at 0
+        return (err.pow(2).sum(1) + 1e-12).sqrt().flatten(1).sum(1)
+    raise ValueError(f"mf.loss={kind!r}; use one of {LOSSES}")
+
+
+def adaptive_weighting(per_sample: Tensor, *, p: float, eps: float) -> Tensor:
+    """``loss / stopgrad(loss + eps)**p`` (MeanFlow paper); identity for ``p = 0``."""
+    if p == 0:
+        return per_sample
+    return per_sample / (per_sample.detach() + eps).pow(p)
+
+
+def _check_finite(name: str, x: Tensor) -> None:
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(f"non-finite values in {name}")
+
+
+def mean_flow_target(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
+                     cfg: MeanFlowConfig, auto: AutoJvp | None = None
+                     ) -> tuple[Tensor | None, Tensor, dict[str, float]]:
+    """The MeanFlow target ``v - c (t - r) clip(du/dt)`` (no gradient).
+
+    Returns ``(u, target, logs)``; ``u`` is the prediction with its graph when the JVP produced
+    it on the way (``func``), else ``None`` and the caller runs an ordinary forward.
+    """
+    kw = dict(x_t=x_t, y=y, t=t, r=r, v=v)
+    u = None
+    # The JVP is computed in fp32 whatever the surrounding autocast says.
+    with torch.autocast(x_t.device.type, enabled=False):
+        if cfg.jvp_impl == "func":
+            u, dudt = jvp_func(net_fn, **kw)
+        elif cfg.jvp_impl == "autograd":
+            dudt = jvp_autograd(net_fn, **kw)
+        elif cfg.jvp_impl == "fd":
+            dudt = jvp_fd(net_fn, **kw, eps_rel=cfg.jvp_eps, chunk=cfg.jvp_chunk)
+        elif cfg.jvp_impl == "auto":
+            u, dudt = (auto or AutoJvp())(net_fn, **kw, eps_rel=cfg.jvp_eps, chunk=cfg.jvp_chunk)
+        else:
+            raise ValueError(f"mf.jvp_impl={cfg.jvp_impl!r}; use one of {JVP_IMPLS}")
+    dudt = dudt.detach()
+    _check_finite("the JVP du/dt", dudt)
+    dudt, clipped = clip_per_sample(dudt, cfg.jvp_clip)
+    target = v - cfg.first_order_coef * expand_time(t - r, v) * dudt
+    logs = {"jvp_norm": dudt.flatten(1).norm(dim=1).mean().item(),
+            "jvp_clip_rate": clipped.float().mean().item()}
+    return u, target.detach(), logs
+
+
+def _reduce(pred: Tensor, target: Tensor, cfg: MeanFlowConfig) -> Tensor:
+    per = per_sample_loss(pred, target, cfg.loss)
+    return adaptive_weighting(per, p=cfg.adaptive_p, eps=cfg.adaptive_eps)
+
+
+def cfm_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor,
+             cfg: MeanFlowConfig) -> Tensor:
+    """Conditional flow matching: ``loss(u(x_t, t, t | y), v)``, batch mean."""
+    loss = _reduce(net_fn(x_t, y, t, t), v, cfg).mean()
+    _check_finite("the CFM loss", loss)
+    return loss
+
+
+def single_pass_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
+                     cfg: MeanFlowConfig, with_jvp: bool = True, auto: AutoJvp | None = None
+                     ) -> LossOutput:
+    """One network pass per sample: ``r = t`` samples regress ``v`` (the CFM term), the others
+    the MeanFlow target. ``with_jvp=False`` (all ``r = t``) is plain CFM without the JVP."""
+    logs: dict[str, float] = {}
+    u, target = None, v
+    if with_jvp:
+        u, target, logs = mean_flow_target(net_fn, x_t=x_t, y=y, t=t, r=r, v=v, cfg=cfg, auto=auto)
+    if u is None:
+        u = net_fn(x_t, y, t, r)
+    per = _reduce(u, target, cfg)
+    loss = per.mean()
+    _check_finite("the MeanFlow loss", loss)
+    equal = r == t
+    logs["frac_r_eq_t"] = equal.float().mean().item()
+    with torch.no_grad():
+        if equal.any():
+            logs["loss_cfm"] = per[equal].mean().item()
+        if (~equal).any():
+            logs["loss_mf"] = per[~equal].mean().item()
+    return LossOutput(loss, logs)
+
+
+def two_pass_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
+                  w_mf: float, cfg: MeanFlowConfig, auto: AutoJvp | None = None) -> LossOutput:
+    """The reference form: ``(1 - w) L_cfm + w L_mf``, a CFM pass plus a MeanFlow pass."""
+    l_cfm = cfm_loss(net_fn, x_t=x_t, y=y, t=t, v=v, cfg=cfg)
+    if w_mf <= 0:
+        return LossOutput(l_cfm, {"loss_cfm": l_cfm.item()})
+    mf = single_pass_loss(net_fn, x_t=x_t, y=y, t=t, r=r, v=v, cfg=cfg, auto=auto)
+    logs = dict(mf.logs, loss_cfm=l_cfm.item(), loss_mf=mf.loss.item())
+    return LossOutput((1 - w_mf) * l_cfm + w_mf * mf.loss, logs)

@@ -1,0 +1,32 @@
+import torch
+import pytest
+from torch import nn
+
+torch.set_num_threads(2)
+
+
+class TinyNet(nn.Module):
+    """A small smooth stand-in backbone with the real contract: (x_t, y, t, d) -> [B,2,F,T]."""
+
+    frame_multiple = 1
+
+    def __init__(self, hidden: int = 8) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(4, hidden, 3, padding=1)
+        self.emb_t = nn.Linear(2, hidden)
+        self.emb_d = nn.Linear(2, hidden)
+        self.out = nn.Conv2d(hidden, 2, 3, padding=1)
+
+    def forward(self, x_t, y, t, d):
+        def feats(s):
+            s = s.to(x_t.dtype)[:, None]
+            return torch.cat([torch.sin(3 * s), torch.cos(2 * s)], dim=1)
+        h = self.inp(torch.cat([x_t, y], dim=1))
+        h = h + (self.emb_t(feats(t)) + self.emb_d(feats(torch.log1p(d))))[:, :, None, None]
+        return self.out(torch.nn.functional.silu(h))
+
+
+@pytest.fixture
+def tiny_net():
+    torch.manual_seed(0)
+    return TinyNet()

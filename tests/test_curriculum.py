@@ -1,0 +1,53 @@
+"""r sampling and schedules follow their config (issue 3, point 5)."""
+import pytest
+import torch
+
+from meanflowse.curriculum import (CurriculumConfig, gamma_at, mf_weight, sample_r, sample_t,
+                                   single_pass_p_equal)
+from meanflowse.path import PathConfig
+
+N = 200_000
+
+
+def test_times_lie_in_the_training_range():
+    path = PathConfig()
+    for sampler in ("uniform", "logit_normal"):
+        t = sample_t(N, cfg=CurriculumConfig(time_sampler=sampler), path=path)
+        assert t.min() > path.t_eps and t.max() <= path.T_rev
+    t = sample_t(N, cfg=CurriculumConfig(), path=path)
+    assert abs(t.mean().item() - (path.t_eps + path.T_rev) / 2) < 0.005
+    ln = sample_t(N, cfg=CurriculumConfig(time_sampler="logit_normal", logit_normal_mean=-0.4), path=path)
+    assert ln.median() < 0.5  # a negative mean puts most times below the middle
+
+
+@pytest.mark.parametrize("p_equal", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("r_min", [0.0, 0.03])
+def test_r_fraction_and_lower_bound(p_equal, r_min):
+    t = torch.rand(N) * 0.97 + 0.03
+    r = sample_r(t, gamma=1.0, p_equal=p_equal, r_min=r_min)
+    assert abs((r == t).float().mean().item() - p_equal) < 0.005
+    assert (r >= r_min - 1e-7).all() and (r <= t).all()
+
+
+def test_r_can_reach_zero_only_when_allowed():
+    t = torch.ones(N)
+    assert sample_r(t, gamma=1.0, p_equal=0.0, r_min=0.0).min() < 1e-3
+    assert sample_r(t, gamma=1.0, p_equal=0.0, r_min=0.03).min() >= 0.03 - 1e-7
+
+
+def test_larger_gamma_keeps_r_near_t():
+    t = torch.ones(N)
+    gap = {g: (t - sample_r(t, gamma=g, p_equal=0.0, r_min=0.0)).mean().item() for g in (1.0, 8.0)}
+    assert abs(gap[1.0] - 0.5) < 0.01          # E[U] = 1/2
+    assert abs(gap[8.0] - 1 / 9) < 0.01        # E[U**8] = 1/9
+
+
+def test_schedules_by_progress():
+    cfg = CurriculumConfig()
+    assert mf_weight(0.0, weight_final=0.25, cfg=cfg) == 0.0
+    assert mf_weight(0.25, weight_final=0.25, cfg=cfg) == pytest.approx(0.125)
+    assert mf_weight(0.9, weight_final=0.25, cfg=cfg) == 0.25
+    assert gamma_at(0.0, cfg) == 8.0 and gamma_at(0.35, cfg) == pytest.approx(4.5)
+    assert gamma_at(1.0, cfg) == 1.0
+    assert single_pass_p_equal(0.0, 0.1) == 1.0
+    assert single_pass_p_equal(0.25, 0.1) == pytest.approx(0.775)

@@ -1,0 +1,16 @@
+"""Train MeanFlowSE: `python train.py [backbone=ncsnpp] [mf.first_order_coef=0.5] ...`."""
+import hydra
+from omegaconf import DictConfig
+
+import meanflowse.config  # noqa: F401  (registers the structured-config schemas)
+from meanflowse.training import train
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics, _ = train(cfg)
+    return metrics.get(cfg.get("optimized_metric", "val/one_step_mse"))
+
+
+if __name__ == "__main__":
+    main()
