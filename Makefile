@@ -14,6 +14,8 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# speaker similarity: resemblyzer ships its GE2E weights; its own deps (librosa, webrtcvad) are not needed
+	$(PY) -m pip install -q --no-deps resemblyzer==0.1.4
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install pinned dependencies (idempotent)
