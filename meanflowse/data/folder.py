@@ -1,0 +1,384 @@
+"""Paired folder datasets: scan, validate and prepare ``base_dir/<split>/{clean,noisy}/``.
+
+Layout: ``base_dir/{train,valid,test}/{clean,noisy}/**/NAME.<ext>``; a clean and a noisy file
+form a pair when their paths relative to ``clean/`` and ``noisy/`` match without the extension
+(so ``clean/p1/a.flac`` pairs with ``noisy/p1/a.wav``). A split may have no ``clean/`` folder
+at all only when it is not ``train`` or ``valid`` (noisy-only test sets).
+
+:func:`scan_split` reads only headers and raises one :class:`DatasetError` listing every problem
+of the split. :func:`prepare_split` then reads each file once: it verifies the samples (NaN,
+silence, exact length) and writes a float32 mono WAV at the model rate into the cache for every
+file that is at another rate, has several channels or is not WAV/FLAC. What was verified is
+recorded in ``<cache>/<split>.json`` (keyed by file size and mtime), so later runs only stat the
+files. Writes are atomic (temp file + ``os.replace``), so an interrupted run resumes cleanly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from meanflowse.data.audio import AudioError, audio_info, is_truncated, load_audio
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+                        ".aifc", ".au", ".w64", ".caf"})
+# audio that libsndfile cannot read: reported, never silently skipped
+UNSUPPORTED_EXTS = frozenset({".m4a", ".aac", ".wma", ".mp4", ".webm", ".amr", ".mka"})
+DIRECT_FORMATS = frozenset({"WAV", "WAVEX", "FLAC"})  # read in place when rate and channels fit
+RESAMPLER = "torchaudio.functional.resample(sinc_interp_hann, lowpass_filter_width=6, rolloff=0.99)"
+CACHE_VERSION = 1
+DEFAULT_MIN_SAMPLES = 510  # one STFT window at n_fft=510
+DEFAULT_LENGTH_TOLERANCE_S = 0.02
+
+
+class DatasetError(ValueError):
+    """Every problem found in a dataset, reported together before anything is trained."""
+
+    max_lines = 50
+
+    def __init__(self, problems: Sequence[str] | str, where: str = "dataset"):
+        if isinstance(problems, str):  # re-raised from a message (pickling, DataLoader workers)
+            super().__init__(problems)
+            self.problems = [problems]
+            return
+        self.problems = list(problems)
+        shown = "\n".join(f"  - {p}" for p in self.problems[:self.max_lines])
+        more = len(self.problems) - self.max_lines
+        super().__init__(
+            f"{len(self.problems)} problem(s) in {where}:\n{shown}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+            + "\nFix or remove these files and run again; `python -m meanflowse.data.prepare "
+              "data.base_dir=...` checks a dataset without training.")
+
+
+class DatasetWarning(UserWarning):
+    """Files that are usable but probably not what was meant (truncated, silent)."""
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """Header facts of one source file."""
+
+    path: Path
+    sample_rate: int
+    frames: int
+    channels: int
+    format: str
+    truncated: bool
+
+    def length_at(self, sample_rate: int) -> int:
+        """Samples after resampling to ``sample_rate`` (torchaudio rounds up)."""
+        return math.ceil(self.frames * sample_rate / self.sample_rate)
+
+    def needs_cache(self, sample_rate: int) -> bool:
+        return (self.sample_rate != sample_rate or self.channels != 1
+                or self.format not in DIRECT_FORMATS)
+
+
+@dataclass(frozen=True)
+class ScannedPair:
+    name: str  # path relative to clean/ and noisy/, without extension, with '/'
+    clean: AudioFile | None
+    noisy: AudioFile
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A prepared pair: ``clean``/``noisy`` are mono WAV/FLAC files at the model rate (the cache
+    copy or the original); ``length`` is the shorter of the two, what the pipeline uses."""
+
+    name: str
+    noisy: Path
+    clean: Path | None
+    length: int
+    noisy_source: Path
+    clean_source: Path | None
+
+
+# ----------------------------------------------------------------------------- scanning
+def _index_folder(folder: Path, problems: list[str]) -> dict[str, Path | None]:
+    """Audio files by name (relative path without extension); None for an ambiguous name."""
+    found: dict[str, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith("."):
+                continue
+            path = Path(dirpath) / fname
+            ext = path.suffix.lower()
+            if ext in UNSUPPORTED_EXTS:
+                problems.append(f"{path}: {ext} cannot be read by libsndfile; convert it to WAV "
+                                "or FLAC (e.g. `ffmpeg -i in.m4a out.wav`)")
+            elif ext in AUDIO_EXTS:
+                found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
+    index = {}
+    for name, paths in found.items():
+        if len(paths) > 1:
+            problems.append(f"{folder}: {' and '.join(p.name for p in paths)} have the same name; "
+                            "keep one of them")
+        index[name] = paths[0] if len(paths) == 1 else None
+    return index
+
+
+def _header(path: Path, problems: list[str]) -> AudioFile | None:
+    try:
+        info = audio_info(path)
+    except AudioError as err:
+        problems.append(str(err))
+        return None
+    return AudioFile(path, int(info.samplerate), int(info.frames), int(info.channels),
+                     str(info.format), is_truncated(info))
+
+
+def _length_problem(name: str, split_dir: Path, clean_len: int | None, noisy_len: int,
+                    sample_rate: int, min_samples: int, tolerance: int) -> str | None:
+    where = f"{split_dir}/{{clean,noisy}}/{name}"
+    if clean_len is not None and abs(clean_len - noisy_len) > tolerance:
+        return (f"{where}: clean has {clean_len} samples and noisy {noisy_len} at {sample_rate} Hz, "
+                f"{abs(clean_len - noisy_len) / sample_rate:.3f} s apart (tolerance "
+                f"data.length_tolerance_s={tolerance / sample_rate:g}); the pair is probably "
+                "misaligned: fix or remove it (smaller differences are trimmed to the shorter)")
+    length = noisy_len if clean_len is None else min(clean_len, noisy_len)
+    if length < min_samples:
+        return (f"{where}: too short: {length} samples at {sample_rate} Hz, fewer than one STFT "
+                f"window ({min_samples} = n_fft); remove the pair")
+    return None
+
+
+def scan_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int = 16000,
+               min_samples: int = DEFAULT_MIN_SAMPLES,
+               length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
+               require_clean: bool | None = None) -> list[ScannedPair]:
+    """Pairs of ``base_dir/split`` sorted by name, from headers only.
+
+    Raises one :class:`DatasetError` listing all problems: missing folders or partners, two files
+    with one name (``a.wav`` and ``a.flac``), unreadable files, too-short files, clean and noisy
+    lengths further apart than ``length_tolerance_s``, an empty split. A different sample rate is
+    not a problem (:func:`prepare_split` resamples). ``require_clean=None`` requires ``clean/``
+    for train and valid, and for other splits only when that folder exists.
+    """
+    pairs, problems = _scan(Path(base_dir) / split, split, sample_rate, min_samples,
+                            length_tolerance_s, require_clean)
+    if problems:
+        raise DatasetError(problems, where=str(Path(base_dir) / split))
+    return pairs
+
+
+def _scan(split_dir: Path, split: str, sample_rate: int, min_samples: int,
+          length_tolerance_s: float, require_clean: bool | None
+          ) -> tuple[list[ScannedPair], list[str]]:
+    """The good pairs and the problems of a split (see :func:`scan_split`)."""
+    if not split_dir.is_dir():
+        return [], [f"{split_dir}: split folder not found (expected {split_dir}/clean/ and "
+                    f"{split_dir}/noisy/)"]
+    clean_dir, noisy_dir = split_dir / "clean", split_dir / "noisy"
+    if require_clean is None:
+        require_clean = split in ("train", "valid") or clean_dir.exists()
+    problems: list[str] = []
+    for folder, needed in ((clean_dir, require_clean), (noisy_dir, True)):
+        if needed and not folder.is_dir():
+            problems.append(f"{folder}: folder not found")
+    noisy = _index_folder(noisy_dir, problems) if noisy_dir.is_dir() else {}
+    clean = _index_folder(clean_dir, problems) if require_clean and clean_dir.is_dir() else {}
+    if not noisy and not clean and noisy_dir.is_dir():
+        problems.append(f"{split_dir}: no audio files (looked for {', '.join(sorted(AUDIO_EXTS))} "
+                        "under clean/ and noisy/)")
+
+    tolerance = round(length_tolerance_s * sample_rate)
+    pairs, truncated = [], []
+    for name in sorted(set(noisy) | set(clean)):
+        if noisy.get(name, 0) is None or clean.get(name, 0) is None:
+            continue  # ambiguous name, reported above
+        if name not in noisy:
+            problems.append(f"{clean[name]}: no noisy partner (expected {noisy_dir}/{name}.wav)")
+            continue
+        if require_clean and name not in clean:
+            problems.append(f"{noisy[name]}: no clean partner (expected {clean_dir}/{name}.wav)")
+            continue
+        n_file = _header(noisy[name], problems)
+        c_file = _header(clean[name], problems) if require_clean else None
+        if n_file is None or (require_clean and c_file is None):
+            continue
+        truncated += [f.path for f in (c_file, n_file) if f is not None and f.truncated]
+        problem = _length_problem(name, split_dir, c_file and c_file.length_at(sample_rate),
+                                  n_file.length_at(sample_rate), sample_rate, min_samples, tolerance)
+        if problem:
+            problems.append(problem)
+        else:
+            pairs.append(ScannedPair(name, c_file, n_file))
+    if truncated:
+        _warn(f"{len(truncated)} truncated file(s) in {split_dir} (the header declares more "
+              "samples than the file holds; the samples present are used)", truncated)
+    return pairs, problems
+
+
+def _warn(message: str, paths: Sequence[Path]) -> None:
+    listed = "\n".join(f"  - {p}" for p in paths[:20])
+    more = f"\n  ... and {len(paths) - 20} more" if len(paths) > 20 else ""
+    warnings.warn(f"{message}:\n{listed}{more}", DatasetWarning, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------- preparing
+def cache_path(base_dir: str | os.PathLike, sample_rate: int,
+               cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<base_dir>/.cache/sr<rate>-<hash>`` (or under ``cache_dir``): one folder per setting,
+    so changing the rate or the resampler prepares again instead of reusing stale files."""
+    key = {"sample_rate": int(sample_rate), "resampler": RESAMPLER, "version": CACHE_VERSION}
+    if cache_dir is not None:  # a shared cache root: keep datasets apart
+        key["base_dir"] = str(Path(base_dir).resolve())
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    root = Path(cache_dir) if cache_dir is not None else Path(base_dir) / ".cache"
+    return root / f"sr{int(sample_rate)}-{digest}"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_write_wav(path: Path, wav, sample_rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        # float32 keeps resampling overshoot beyond +-1 and all the precision: nothing is lost
+        sf.write(str(tmp), wav.numpy(), sample_rate, subtype="FLOAT", format="WAV")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _verify(file: AudioFile, sample_rate: int, target: Path | None) -> dict:
+    with warnings.catch_warnings():  # truncation was reported by the scan
+        warnings.simplefilter("ignore")
+        wav, _ = load_audio(file.path, target_sr=sample_rate)
+    if target is not None:
+        _atomic_write_wav(target, wav, sample_rate)
+    # numpy: small torch ops stall on a busy intra-op thread pool (10 ms each on a shared CPU)
+    return {"frames": int(wav.shape[-1]), "peak": float(np.abs(wav.numpy()).max()),
+            "cached": target is not None}
+
+
+def prepare_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int = 16000,
+                  min_samples: int = DEFAULT_MIN_SAMPLES,
+                  length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
+                  cache_dir: str | os.PathLike | None = None, limit: int | None = None,
+                  require_clean: bool | None = None) -> list[Pair]:
+    """Scan, verify and (where needed) resample one split; returns its pairs sorted by name.
+
+    ``limit`` keeps the first ``limit`` pairs (the scan still checks every header).
+    Raises :class:`DatasetError` listing every problem of the split, those of the headers
+    (:func:`scan_split`) and those found in the samples (NaN, unreadable data) together.
+    """
+    split_dir = Path(base_dir) / split
+    # header problems do not stop here: the good pairs are verified too, so one run reports all
+    scanned, problems = _scan(split_dir, split, sample_rate, min_samples, length_tolerance_s,
+                              require_clean)
+    if not scanned and problems:
+        raise DatasetError(problems, where=str(split_dir))
+    if limit is not None:
+        scanned = scanned[:int(limit)]
+    cache = cache_path(base_dir, sample_rate, cache_dir)
+    manifest_path = cache / f"{split}.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    if not (cache / "key.json").is_file():
+        try:
+            _atomic_write_text(cache / "key.json", json.dumps(
+                {"base_dir": str(Path(base_dir).resolve()), "sample_rate": int(sample_rate),
+                 "resampler": RESAMPLER, "version": CACHE_VERSION}, indent=2) + "\n")
+        except OSError as err:
+            raise DatasetError([f"{cache}: cannot write the cache ({err}); set data.cache_dir to "
+                                "a writable folder"], where=str(split_dir)) from err
+
+    silent: list[Path] = []
+    pairs: list[Pair] = []
+    todo = sum(1 for sp in scanned for f in (sp.clean, sp.noisy) if f is not None)
+    done = changed = 0
+    for sp in scanned:
+        ready = {}
+        for role, file in (("clean", sp.clean), ("noisy", sp.noisy)):
+            if file is None:
+                continue
+            rel = file.path.relative_to(split_dir)
+            key = rel.as_posix()
+            stat = file.path.stat()
+            stamp = [stat.st_size, stat.st_mtime_ns]
+            target = cache / split / rel.with_suffix(".wav") if file.needs_cache(sample_rate) else None
+            entry = manifest.get(key)
+            if (entry is None or entry.get("stamp") != stamp
+                    or entry.get("cached") != (target is not None)
+                    or (target is not None and not target.is_file())):
+                try:
+                    entry = {**_verify(file, sample_rate, target), "stamp": stamp}
+                except AudioError as err:
+                    problems.append(str(err))
+                    continue
+                manifest[key] = entry
+                changed += 1
+                if changed % 500 == 0:  # resume point for big datasets
+                    _atomic_write_text(manifest_path, json.dumps(manifest))
+            done += 1
+            if done % 2000 == 0:
+                log.info("%s: %d/%d files verified", split_dir, done, todo)
+            ready[role] = (target or file.path, entry)
+        if "noisy" not in ready or (sp.clean is not None and "clean" not in ready):
+            continue
+        noisy_path, noisy_entry = ready["noisy"]
+        clean_path, clean_entry = ready.get("clean", (None, None))
+        clean_len = clean_entry["frames"] if clean_entry else None
+        problem = _length_problem(sp.name, split_dir, clean_len, noisy_entry["frames"],
+                                  sample_rate, min_samples, round(length_tolerance_s * sample_rate))
+        if problem:
+            problems.append(problem)
+            continue
+        if noisy_entry["peak"] == 0.0:
+            silent.append(sp.noisy.path)
+        length = noisy_entry["frames"] if clean_len is None else min(clean_len, noisy_entry["frames"])
+        pairs.append(Pair(sp.name, noisy_path, clean_path, length, sp.noisy.path,
+                          sp.clean.path if sp.clean else None))
+    if changed:
+        _atomic_write_text(manifest_path, json.dumps(manifest))
+        log.info("%s: verified %d file(s), cache %s", split_dir, changed, cache)
+    if problems:
+        raise DatasetError(problems, where=str(split_dir))
+    if silent:
+        _warn(f"{len(silent)} all-zero noisy file(s) in {split_dir} (kept; they normalise to "
+              "silence and teach nothing)", silent)
+    return pairs
+
+
+def prepare_dataset(base_dir: str | os.PathLike, *, splits: Sequence[str] = SPLITS,
+                    **kwargs) -> dict[str, list[Pair]]:
+    """:func:`prepare_split` for each of ``splits`` that exists; one :class:`DatasetError` for
+    all problems of all splits. ``kwargs`` go to :func:`prepare_split`."""
+    result, problems = {}, []
+    for split in splits:
+        if not (Path(base_dir) / split).is_dir():
+            continue
+        try:
+            result[split] = prepare_split(base_dir, split, **kwargs)
+        except DatasetError as err:
+            problems += err.problems
+    if problems:
+        raise DatasetError(problems, where=str(base_dir))
+    if not result:
+        raise DatasetError([f"{base_dir}: none of the split folders {', '.join(splits)} exists"],
+                           where=str(base_dir))
+    return result
