@@ -17,25 +17,25 @@ from meanflowse.path import PathConfig
 from meanflowse.samplers import SamplerConfig
 from meanflowse.stft import SpecConfig
 
-SCHEMAS = {  # config key -> (group, schema name, dataclass)
-    "path": ("path", "path_schema", PathConfig),
-    "mf": ("mf_objective", "mf_schema", MeanFlowConfig),
-    "curriculum": ("curriculum", "curriculum_schema", CurriculumConfig),
-    "sampler": ("sampler", "sampler_schema", SamplerConfig),
+SCHEMAS = {  # config key -> dataclass; stored as `schema/<key>` (out of sight of --help)
+    "path": PathConfig,
+    "mf": MeanFlowConfig,
+    "curriculum": CurriculumConfig,
+    "sampler": SamplerConfig,
 }
 
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
-    for group, name, node in SCHEMAS.values():
-        cs.store(group=group, name=name, node=node)
+    for key, node in SCHEMAS.items():
+        cs.store(group="schema", name=key, node=node)
 
 
 def to_dataclass(cfg: DictConfig, key: str) -> Any:
-    """``cfg[key]`` as its frozen dataclass (validated again, so a hand-built config is checked too)."""
-    cls = SCHEMAS[key][2]
-    merged = OmegaConf.merge(OmegaConf.structured(cls), cfg[key])
-    return cls(**OmegaConf.to_container(merged, resolve=True))
+    """``cfg[key]`` as its dataclass (validated again, so a hand-built config is checked too)."""
+    cls = SCHEMAS[key]
+    values = OmegaConf.to_container(cfg[key], resolve=True)  # resolve in the full config first
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
 
 
 def spec_config(cfg: DictConfig) -> SpecConfig:

@@ -15,7 +15,7 @@ from meanflowse.path import PathConfig
 TIME_SAMPLERS = ("uniform", "logit_normal")
 
 
-@dataclass(frozen=True)
+@dataclass
 class CurriculumConfig:
     mf_warmup_frac: float = 0.5      # w_mf rises linearly 0 -> mf.weight_final over this fraction
     mf_skip_below: float = 0.05      # MeanFlow branch (and its JVP) skipped while w_mf is below

@@ -19,7 +19,7 @@ LOSSES = ("mse", "mae")
 FORMULATIONS = ("single_pass", "two_pass")
 
 
-@dataclass(frozen=True)
+@dataclass
 class MeanFlowConfig:
     first_order_coef: float = 0.5     # c: 0.5 trapezoid-like (reference), 1.0 the pure identity
     weight_final: float = 0.25        # final MeanFlow weight w_mf; 0 gives plain CFM

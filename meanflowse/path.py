@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 
-@dataclass(frozen=True)
+@dataclass
 class PathConfig:
     """``mu_t = (1-t) x + t y``, ``sigma_t = (1-t) sigma_min + t sigma_max``; reference defaults."""
 

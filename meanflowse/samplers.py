@@ -15,7 +15,7 @@ from meanflowse.path import PathConfig, prior_sample
 SAMPLERS = ("euler_mf", "euler", "auto")
 
 
-@dataclass(frozen=True)
+@dataclass
 class SamplerConfig:
     name: str = "auto"   # euler_mf | euler | auto (euler_mf for MeanFlow-trained models)
     nfe: int = 1         # network evaluations = Euler steps

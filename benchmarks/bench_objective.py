@@ -1,0 +1,74 @@
+"""Cost of one MeanFlow training step relative to one plain CFM step (issue 3).
+
+Same backbone (ncsnpp_tiny preset), same batch (2 x 128 frames, 256 bins), CPU, fp32.
+`python -m benchmarks.bench_objective [--frames 128] [--batch 2] [--repeats 3]`
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from benchmarks.common import machine, markdown_table, time_call
+from meanflowse.objective import MeanFlowConfig, cfm_loss, single_pass_loss, two_pass_loss
+from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
+
+VARIANTS = [  # (label, formulation, jvp_impl, jvp_chunk)
+    ("func, single pass", "single_pass", "func", None),
+    ("func, two pass (reference form)", "two_pass", "func", None),
+    ("autograd, single pass", "single_pass", "autograd", None),
+    ("autograd, two pass (reference form)", "two_pass", "autograd", None),
+    ("fd chunk 1, single pass", "single_pass", "fd", 1),
+    ("fd chunk 1, two pass (reference form)", "two_pass", "fd", 1),
+    ("fd whole batch, single pass", "single_pass", "fd", None),
+]
+
+
+def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = "ncsnpp_tiny"):
+    torch.manual_seed(0)
+    net = instantiate(OmegaConf.load(f"configs/backbone/{backbone}.yaml"))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    fn = lambda x_t, y, t, r: net(x_t, y, t, t - r)
+    path = PathConfig()
+    x, y = torch.randn(batch, 2, 256, frames) * 0.3, torch.randn(batch, 2, 256, frames) * 0.3
+    z = complex_noise_like(x)
+    t = torch.full((batch,), 0.8)
+    r = torch.full((batch,), 0.3)  # every sample takes the MeanFlow branch
+    b = dict(x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=path), y=y, t=t,
+             v=conditional_velocity(x=x, y=y, z=z, cfg=path))
+    base = MeanFlowConfig()
+
+    def step(loss_fn):
+        def go():
+            opt.zero_grad(set_to_none=True)
+            loss_fn().backward()
+            opt.step()
+        return go
+
+    cfm = time_call(step(lambda: cfm_loss(fn, cfg=base, **b)), repeats=repeats)
+    rows = [["CFM (reference point)", f"{cfm:.3f}", "1.00x"]]
+    for label, form, impl, chunk in VARIANTS:
+        cfg = replace(base, formulation=form, jvp_impl=impl, jvp_chunk=chunk)
+        if form == "single_pass":
+            loss = lambda: single_pass_loss(fn, r=r, cfg=cfg, **b).loss
+        else:
+            loss = lambda: two_pass_loss(fn, r=r, w_mf=0.25, cfg=cfg, **b).loss
+        sec = time_call(step(loss), repeats=repeats)
+        rows.append([label, f"{sec:.3f}", f"{sec / cfm:.2f}x"])
+    table = markdown_table(["training step", "seconds", "vs CFM"], rows)
+    print(f"MeanFlow step cost, {backbone}, batch {batch} x {frames} frames, {machine()}\n")
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--frames", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--backbone", default="ncsnpp_tiny")
+    a = ap.parse_args()
+    run(frames=a.frames, batch=a.batch, repeats=a.repeats, backbone=a.backbone)
