@@ -3,12 +3,16 @@ import hydra
 from omegaconf import DictConfig
 
 import meanflowse.config  # noqa: F401  (registers the structured-config schemas)
+from meanflowse.data.folder import DatasetError
 from meanflowse.training import train
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
+    try:
+        metrics, _ = train(cfg)
+    except DatasetError as err:  # a bad dataset: its list of problems, not a traceback
+        raise SystemExit(str(err)) from None
     return metrics.get(cfg.get("optimized_metric", "val/one_step_mse"))
 
 

@@ -154,8 +154,15 @@ def test_resampled_dataset_flows_through(tmp_path):
     assert next(iter(dm.train_dataloader()))["noisy"].shape == (1, 2, 256, 256)
 
 
-@pytest.mark.parametrize("name", ["synthetic", "folder", "vbd"])
-def test_data_configs_compose_and_instantiate(tmp_path, name):
+SPEC_16K = {"n_fft": 510, "hop_length": 128, "spec_factor": 0.15, "spec_abs_exponent": 0.5}
+SPEC_48K = {"n_fft": 1534, "hop_length": 384, "spec_factor": 0.065, "spec_abs_exponent": 0.667}
+
+
+@pytest.mark.parametrize("name,rate,spec,bins", [("synthetic", 16000, SPEC_16K, 256),
+                                                 ("folder", 16000, SPEC_16K, 256),
+                                                 ("vbd", 16000, SPEC_16K, 256),
+                                                 ("folder_48k", 48000, SPEC_48K, 768)])
+def test_data_configs_compose_and_instantiate(tmp_path, name, rate, spec, bins):
     conf = tmp_path / "conf"
     shutil.copytree(CONFIGS / "data", conf / "data")
     (conf / "root.yaml").write_text(
@@ -163,11 +170,25 @@ def test_data_configs_compose_and_instantiate(tmp_path, name):
     overrides = [] if name == "synthetic" else [f"data.base_dir={tmp_path}/vbd"]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name="root", overrides=overrides)
-    assert dict(cfg.data.spec) == {"n_fft": 510, "hop_length": 128, "spec_factor": 0.15,
-                                   "spec_abs_exponent": 0.5}
+    assert dict(cfg.data.spec) == spec
     dm = instantiate(cfg.data)
-    assert isinstance(dm, PairedSpecDataModule) and dm.spec.num_bins == 256
-    assert dm.sample_rate == 16000 and dm.num_frames == 256
+    assert isinstance(dm, PairedSpecDataModule) and dm.spec.num_bins == bins
+    assert dm.sample_rate == rate and dm.num_frames == 256
     if name == "synthetic":
         assert dm.base_dir == tmp_path / "data" / "synthetic"
         assert dm.synthetic["noise_kinds"] == ["white", "pink", "brown", "babble", "hum", "bursts"]
+
+
+def test_48k_preset_resamples_to_48k_and_gives_768_bins(tmp_path):
+    rng = np.random.default_rng(1)
+    for split in ("train", "valid"):  # 16 kHz sources: upsampled into a 48 kHz cache
+        for role in ("clean", "noisy"):
+            path = tmp_path / split / role / "a.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), 0.1 * rng.standard_normal(8000), 16000)
+    dm = make(tmp_path, batch_size=1, sample_rate=48000, num_frames=64, spec=SPEC_48K)
+    [pair] = dm.test_files("train")
+    assert pair.length == 24000 and sf.info(str(pair.noisy)).samplerate == 48000
+    assert "sr48000-" in str(pair.noisy)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["noisy"].shape == (1, 2, 768, 64)

@@ -24,6 +24,10 @@ from meanflowse.data.folder import (DEFAULT_LENGTH_TOLERANCE_S, SPLITS, DatasetE
 from meanflowse.data.synthetic import generate_dataset
 from meanflowse.stft import SpecConfig, wav_to_spec
 
+# the splits each Lightning stage reads (trainer.state.fn values and `setup` stages)
+STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",),
+                "predict": ("test",)}
+
 
 def _read(path: Path, start: int, frames: int) -> np.ndarray:
     data = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)[0]
@@ -108,8 +112,11 @@ class EpochRandomSampler(RandomSampler):
 
     A plain ``RandomSampler`` carries its generator state from epoch to epoch, and how far that
     state advances depends on whether the last partial pass was consumed (it is with workers,
-    not without). Lightning calls ``set_epoch`` on it like on its ``DistributedSampler``, which
-    replaces it under DDP.
+    not without). Under DDP (``use_distributed_sampler``, Lightning's default) Lightning sees a
+    ``RandomSampler`` and replaces it with a shuffling ``DistributedSampler`` seeded by the run
+    seed, inside an :class:`EpochDataLoader` of the same settings; ``set_epoch`` reaches that
+    sampler from the fit loop and from the loader, so every rank shuffles alike and each rank
+    reads its own share (tested in ``tests/test_data_distributed.py``).
     """
 
     def __init__(self, data_source, *, seed: int = 0):
@@ -134,6 +141,8 @@ class EpochDataLoader(DataLoader):
         super().__init__(*args, **kwargs)
         self.epoch_fn = epoch_fn
         self._passes = 0
+        self._position = {"epoch": -1, "batches": 0}  # batches handed out in the current pass
+        self._resume_at: dict[str, int] = {}
 
     def __iter__(self):
         epoch = self.epoch_fn() if self.epoch_fn is not None else None
@@ -142,7 +151,27 @@ class EpochDataLoader(DataLoader):
         for obj in (self.dataset, self.sampler):
             if callable(getattr(obj, "set_epoch", None)):
                 obj.set_epoch(epoch)
-        return super().__iter__()
+        resume, self._resume_at = self._resume_at, {}
+        skip = resume.get("batches", 0) if resume.get("epoch") == epoch else 0
+        skip = skip if 0 < skip < len(self) else 0
+        self._position = {"epoch": epoch, "batches": skip}
+        return self._counted(super().__iter__(), skip)
+
+    def _counted(self, batches, skip: int):
+        # The epoch's order is a function of (seed, epoch), so skipping the batches a killed run
+        # already trained on continues it exactly (the skipped batches are loaded, not trained).
+        for i, batch in enumerate(batches):
+            if i >= skip:
+                self._position["batches"] += 1
+                yield batch
+
+    # Lightning saves these with the fit loop (a loader with state_dict is "resumable"), so
+    # ckpt_path=... continues mid-epoch from the next batch instead of the epoch's first.
+    def state_dict(self) -> dict[str, int]:
+        return dict(self._position)
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_at = {k: int(v) for k, v in state_dict.items()}
 
 
 def _plain(value):
@@ -198,16 +227,37 @@ class PairedSpecDataModule(L.LightningDataModule):
         if self.synthetic is not None:
             generate_dataset(self.base_dir, sample_rate=self.sample_rate, **self.synthetic)
 
+    def _required_splits(self, stage: str | None = None) -> tuple[str, ...]:
+        """The splits ``stage`` (by default the attached trainer's) reads; () when unknown."""
+        if stage is None and self.trainer is not None:
+            stage = getattr(self.trainer.state.fn, "value", None)
+        return STAGE_SPLITS.get(stage or "", ())
+
+    def _missing_split(self, split: str) -> str:
+        if not self.base_dir.is_dir():
+            return (f"{self.base_dir}: data.base_dir not found (expected {self.base_dir}/"
+                    f"{{{','.join(SPLITS)}}}/{{clean,noisy}}/)")
+        return (f"{self.base_dir / split}: split folder not found; the data module reads "
+                f"{self.base_dir}/{{{','.join(SPLITS)}}}/{{clean,noisy}}/ (VoiceBank-DEMAND "
+                "has no valid split: move a few speakers of train, e.g. p226 and p287, to valid/)")
+
     def prepare_data(self) -> None:
         """Generate (synthetic) and scan/verify/resample every split folder that exists, raising
-        one :class:`DatasetError` for all problems before training starts."""
+        one :class:`DatasetError` for all problems before training starts: those of every file
+        and the split folders the trainer's stage needs but does not find."""
         self._generate()
-        prepare_dataset(self.base_dir, splits=SPLITS, **self._prepare_kwargs())
+        problems = list(dict.fromkeys(self._missing_split(s) for s in self._required_splits()
+                                      if not (self.base_dir / s).is_dir()))
+        if any((self.base_dir / s).is_dir() for s in SPLITS) or not problems:
+            try:
+                prepare_dataset(self.base_dir, splits=SPLITS, **self._prepare_kwargs())
+            except DatasetError as err:
+                problems += err.problems
+        if problems:
+            raise DatasetError(problems, where=str(self.base_dir))
 
     def setup(self, stage: str | None = None) -> None:
-        needed = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",),
-                  "predict": ("test",)}.get(stage or "", ())
-        for split in needed:
+        for split in self._required_splits(stage or ""):
             self.dataset(split)
 
     def dataset(self, split: str) -> PairedSpecDataset:
@@ -215,11 +265,7 @@ class PairedSpecDataModule(L.LightningDataModule):
         if split not in self._datasets:
             self._generate()
             if not (self.base_dir / split).is_dir():
-                raise DatasetError(
-                    [f"{self.base_dir / split}: split folder not found; the data module reads "
-                     f"{self.base_dir}/{{{','.join(SPLITS)}}}/{{clean,noisy}}/ (VoiceBank-DEMAND "
-                     "has no valid split: move a few speakers of train, e.g. p226 and p287, to "
-                     "valid/)"], where=str(self.base_dir))
+                raise DatasetError([self._missing_split(split)], where=str(self.base_dir))
             pairs = prepare_split(self.base_dir, split, **self._prepare_kwargs())
             self._datasets[split] = PairedSpecDataset(
                 pairs, spec=self.spec, sample_rate=self.sample_rate, num_frames=self.num_frames,
