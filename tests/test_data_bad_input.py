@@ -75,6 +75,15 @@ def make_truncated(root):
         truncate(root / "train" / role / "x.wav", 6000)
 
 
+def make_truncated_flac(root):
+    """A compressed file cut short cannot be decoded up to the cut: an error, not a warning."""
+    for role in ("clean", "noisy"):
+        path = root / "train" / role / "x.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), tone(), SR, format="FLAC")
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) * 7 // 10])
+
+
 def make_nan(root):
     bad = tone()
     bad[100] = np.nan
@@ -85,6 +94,7 @@ def make_nan(root):
 ERRORS: dict[str, tuple[Callable, str]] = {
     "empty file": (make_empty, r"noisy/x\.wav: empty file \(0 bytes\)"),
     "text file named .wav": (make_text, r"noisy/x\.wav: not a readable audio file"),
+    "truncated FLAC": (make_truncated_flac, r"noisy/x\.flac: reading failed"),
     "header without samples": (make_header_only, r"noisy/x\.wav: the file has a header but no samples"),
     "one sample": (lambda r: both(r, tone(1)), r"train/\{clean,noisy\}/x: too short: 1 samples"),
     "NaN samples": (make_nan, r"noisy/x\.wav: 1 NaN or infinite samples \(first at sample 100\)"),
@@ -211,7 +221,8 @@ def test_all_problems_of_all_splits_and_a_missing_valid_split_in_one_list(tmp_pa
         sub = tmp_path / f"case{i}"
         make(good_dataset(sub))
         for role in ("clean", "noisy"):  # move the bad pair x in as x<i>
-            os.replace(sub / "train" / role / "x.wav", tmp_path / "train" / role / f"x{i}.wav")
+            [src] = (sub / "train" / role).glob("x.*")
+            os.replace(src, tmp_path / "train" / role / f"x{i}{src.suffix}")
         names.append(f"x{i}")
     write(tmp_path / "test" / "noisy" / "t.wav", np.zeros(0, np.float32))
     os.rename(tmp_path / "valid", tmp_path / "elsewhere")

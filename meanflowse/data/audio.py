@@ -1,11 +1,13 @@
 """Robust audio loading: every bad file is an :class:`AudioError` that names the file and the fix.
 
-Behaviour for each kind of input (each one is tested in ``tests/test_data_folder.py``):
+Behaviour for each kind of input (each one is tested in ``tests/test_data_folder.py``, and
+through the DataModule and the command lines in ``tests/test_data_bad_input.py``):
 
 - missing, empty (0 bytes), not audio (e.g. a text file named ``.wav``), or a header with no
   samples: :class:`AudioError`.
 - truncated file (the header promises more data than the file holds, e.g. an interrupted copy):
-  the samples that are there are loaded and a :class:`TruncatedAudioWarning` is issued.
+  the samples that are there are loaded and a :class:`TruncatedAudioWarning` is issued. A
+  compressed file (FLAC, ...) cut short cannot be decoded: :class:`AudioError` ("reading failed").
 - NaN or infinite samples (float files only): :class:`AudioError`.
 - float files with values beyond +-1: kept as they are; the noisy-peak normalisation of the
   data pipeline (method.md section 1) brings them back to +-1.
