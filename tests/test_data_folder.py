@@ -262,4 +262,6 @@ def test_prepare_cli(tmp_path, capsys):
     assert "b.wav: empty file" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="unknown argument"):
         prepare_main([f"data.base_dir={tmp_path}", "data.sampel_rate=8000"])
+    with pytest.raises(SystemExit, match="data.sample_rate must be int"):
+        prepare_main([f"data.base_dir={tmp_path}", "data.sample_rate=16k"])
     assert os.path.isdir(tmp_path / ".cache")

@@ -28,7 +28,10 @@ def parse_args(argv: list[str]) -> dict:
         if not sep or key not in _KEYS:
             raise SystemExit(f"unknown argument {arg!r}; expected key=value with keys "
                              f"{', '.join('data.' + k for k in _KEYS)}\n\n{__doc__}")
-        args[key] = None if value.lower() in ("null", "none", "") else _KEYS[key](value)
+        try:
+            args[key] = None if value.lower() in ("null", "none", "") else _KEYS[key](value)
+        except ValueError:
+            raise SystemExit(f"{arg!r}: data.{key} must be {_KEYS[key].__name__}") from None
     if not args.get("base_dir"):
         raise SystemExit(f"data.base_dir=... is required\n\n{__doc__}")
     return args
