@@ -1,7 +1,9 @@
 """Exponential moving average of the weights, as a Lightning callback.
 
-The EMA weights are saved in every checkpoint (under ``callbacks["EMA"]``), swapped in for
-validation, and used by evaluation by default.
+The EMA weights are saved in every checkpoint (under ``callbacks["EMA"]["shadow"]``, the
+format :func:`meanflowse.enhance.load_module` reads), restored on resume, swapped in for
+validation, and used by evaluation by default. Under DDP every rank holds the same parameters
+after each step, so every rank's average is the same too.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ class EMA(Callback):
         self.num_updates = 0
         self.shadow: dict[str, torch.Tensor] = {}
         self._backup: dict[str, torch.Tensor] | None = None
+        self._last_step = 0  # trainer.global_step at the last update (steps count from 1)
 
     @property
     def state_key(self) -> str:
@@ -39,6 +42,10 @@ class EMA(Callback):
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        # one update per optimizer step: not for accumulation batches or skipped (NaN) steps
+        if trainer.global_step == self._last_step:
+            return
+        self._last_step = trainer.global_step
         self.num_updates += 1
         n = self.num_updates
         decay = min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
@@ -66,7 +73,12 @@ class EMA(Callback):
         self._swap_in(pl_module)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning runs ModelCheckpoint after the other callbacks, so checkpoints written at
+        # validation end hold the training weights in state_dict and the average here.
         self._swap_out(pl_module)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._swap_out(pl_module)  # never leave the average in place of the training weights
 
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "num_updates": self.num_updates,
@@ -74,4 +86,5 @@ class EMA(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.num_updates = int(state_dict["num_updates"])
+        self._last_step = -1  # a resumed run's first step is new, whatever its number
         self.shadow = dict(state_dict["shadow"])

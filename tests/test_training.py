@@ -1,0 +1,248 @@
+"""Training glue: precision, compile, EMA, validation metrics, checkpoints, loggers, seeding."""
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from helpers import TINY, compose_cfg
+from meanflowse.checkpointing import AtomicCheckpointIO, ResumeError, resolve_ckpt_path
+from meanflowse.ema import EMA
+from meanflowse.objective import MeanFlowConfig, mean_flow_target
+from meanflowse.training import rank_seed
+from meanflowse.validation import ValidationMetrics, eval_indices, spectrogram_image
+from meanflowse.stft import SpecConfig
+
+
+def _inputs(b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x_t, y, v = (torch.randn(b, 2, 8, 8, generator=g) for _ in range(3))
+    t = 0.2 + 0.8 * torch.rand(b, generator=g)
+    return dict(x_t=x_t, y=y, v=v, t=t, r=t * torch.rand(b, generator=g))
+
+
+# -- precision and compile ---------------------------------------------------------------------
+@pytest.mark.parametrize("impl", ["func", "autograd", "fd"])
+def test_jvp_stays_fp32_under_bf16_autocast(tiny_net, monkeypatch, impl):
+    import meanflowse.objective as objective
+    seen = {}
+
+    def spy(name, fn):
+        def wrapped(*a, **kw):
+            out = fn(*a, **kw)
+            seen[name] = (out[1] if isinstance(out, tuple) else out).dtype
+            return out
+        monkeypatch.setattr(objective, name, wrapped)
+
+    for name in ("jvp_func", "jvp_autograd", "jvp_fd"):
+        spy(name, getattr(objective, name))
+    net_fn = lambda x, y, t, r: tiny_net(x, y, t, t - r)
+    kw = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        # the control: the same network outside the guard does run in bf16
+        assert net_fn(kw["x_t"], kw["y"], kw["t"], kw["r"]).dtype == torch.bfloat16
+        _, target, _ = mean_flow_target(net_fn, **kw, cfg=MeanFlowConfig(jvp_impl=impl))
+    assert seen[f"jvp_{impl}"] == torch.float32 and target.dtype == torch.float32
+
+
+def test_compiled_backbone_gives_the_same_jvp(tiny_net):
+    from conftest import TinyNet
+    eager = TinyNet()
+    eager.load_state_dict(tiny_net.state_dict())
+    tiny_net.compile()  # in place: parameter names unchanged
+    assert set(tiny_net.state_dict()) == set(eager.state_dict())
+    kw = _inputs()
+    cfg = MeanFlowConfig(jvp_impl="func", jvp_clip=None)
+    u1, t1, _ = mean_flow_target(lambda x, y, t, r: tiny_net(x, y, t, t - r), **kw, cfg=cfg)
+    u2, t2, _ = mean_flow_target(lambda x, y, t, r: eager(x, y, t, t - r), **kw, cfg=cfg)
+    torch.testing.assert_close(u1, u2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(t1, t2, rtol=1e-4, atol=1e-5)
+
+
+# -- small pure pieces --------------------------------------------------------------------------
+def test_rank_seeds_differ_by_rank_and_step():
+    seeds = {rank_seed(0, r, s) for r in range(4) for s in (0, 100)}
+    assert len(seeds) == 8 and rank_seed(0, 1, 5) == rank_seed(0, 1, 5)
+
+
+def test_eval_indices_spread_over_the_split():
+    assert eval_indices(100, 3) == [0, 50, 99]
+    assert eval_indices(2, 10) == [0, 1] and eval_indices(0, 5) == [] and eval_indices(5, 0) == []
+
+
+def test_spectrogram_image_stacks_panels_on_one_scale():
+    spec = SpecConfig()
+    loud, quiet = torch.randn(4000), 1e-3 * torch.randn(4000)
+    img = spectrogram_image([loud, quiet], spec)
+    bins = spec.num_bins
+    assert img.dtype.name == "uint8" and img.shape[0] == 2 * bins + 2
+    assert img[:bins].mean() > img[bins + 2:].mean() + 50  # 60 dB quieter is visibly darker
+
+
+def test_ema_updates_once_per_optimizer_step():
+    net = torch.nn.Linear(2, 2)
+    ema = EMA(decay=0.5, warmup=False)
+    trainer = SimpleNamespace(global_step=0)
+    ema.on_fit_start(trainer, net)
+    start = {k: v.clone() for k, v in ema.shadow.items()}
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.on_train_batch_end(trainer, net)  # no step taken (accumulation / skipped NaN step)
+    assert ema.num_updates == 0 and torch.equal(ema.shadow["weight"], start["weight"])
+    trainer.global_step = 1
+    ema.on_train_batch_end(trainer, net)
+    ema.on_train_batch_end(trainer, net)  # same step again: no second update
+    assert ema.num_updates == 1
+    torch.testing.assert_close(ema.shadow["weight"], start["weight"] + 0.5)
+
+
+class _FakeStrategy:
+    def __init__(self):
+        self.broadcasts = 0
+
+    def broadcast(self, obj, src=0):
+        self.broadcasts += 1
+        return obj
+
+
+def test_val_metrics_measure_on_schedule_and_repeat_the_last_values(monkeypatch):
+    cb = ValidationMetrics(num_eval_files=2, every_n_epochs=3, nfe_extra=[2])
+    calls = []
+    monkeypatch.setattr(cb, "measure", lambda tr, m: calls.append(tr.current_epoch) or
+                        {k: float(tr.current_epoch) for k in cb.keys()})
+    logged = []
+    module = SimpleNamespace(log=lambda k, v, **kw: logged.append((k, v)))
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, strategy=_FakeStrategy())
+    per_epoch = {}
+    for epoch in range(6):
+        trainer.current_epoch = epoch
+        logged.clear()
+        cb.on_validation_epoch_end(trainer, module)
+        per_epoch[epoch] = dict(logged)
+    assert calls == [0, 2, 5]  # the first validation, then every third epoch
+    assert set(per_epoch[1]) == {"val/pesq", "val/estoi", "val/si_sdr", "val/pesq_nfe2",
+                                 "val/estoi_nfe2", "val/si_sdr_nfe2"}
+    assert [per_epoch[e]["val/pesq"] for e in range(6)] == [0, 0, 2, 2, 2, 5]
+    # a resumed run repeats the values it measured before the restart
+    again = ValidationMetrics(num_eval_files=2, every_n_epochs=3, nfe_extra=[2])
+    again.load_state_dict(cb.state_dict())
+    assert not again.should_measure(6) and again.last["val/pesq"] == 5
+
+
+def test_val_metrics_on_other_ranks_log_what_rank_zero_measured(monkeypatch):
+    cb = ValidationMetrics(num_eval_files=2)
+    monkeypatch.setattr(cb, "measure", lambda *a: pytest.fail("only rank 0 measures"))
+    logged = {}
+    module = SimpleNamespace(log=lambda k, v, **kw: logged.__setitem__(k, v))
+    strategy = SimpleNamespace(broadcast=lambda obj, src=0: {k: 2.5 for k in cb.keys()})
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=False, current_epoch=0,
+                              strategy=strategy)
+    cb.on_validation_epoch_end(trainer, module)
+    assert logged == {"val/pesq": 2.5, "val/estoi": 2.5, "val/si_sdr": 2.5}
+
+
+def test_resolve_ckpt_path(tmp_path):
+    import os
+    old, new, empty = (tmp_path / "runs" / n for n in ("a", "b", "c"))
+    for run, stamp in ((old, 1000), (new, 2000)):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        os.utime(run / "checkpoints" / "last.ckpt", (stamp, stamp))
+    empty.mkdir()
+    assert resolve_ckpt_path("last", run_dir=empty) == new / "checkpoints" / "last.ckpt"
+    assert resolve_ckpt_path(str(old), run_dir=empty) == old / "checkpoints" / "last.ckpt"
+    assert resolve_ckpt_path(None) is None
+    with pytest.raises(ResumeError, match="without checkpoints/last.ckpt"):
+        resolve_ckpt_path(str(empty))
+    with pytest.raises(ResumeError, match="no last.ckpt"):
+        resolve_ckpt_path("last", run_dir=tmp_path / "elsewhere" / "x")
+    with pytest.raises(ResumeError, match="no such checkpoint"):
+        resolve_ckpt_path(str(tmp_path / "nope.ckpt"))
+
+
+def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": torch.tensor(1)}, path)
+    with pytest.raises(Exception):
+        io.save_checkpoint({"step": torch.tensor(2), "bad": lambda: None}, path)  # unpicklable
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left behind
+
+
+# -- a short real run with every logger ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Four steps, two validations with metrics, logged to W&B (offline), TensorBoard and CSV."""
+    from meanflowse.training import train
+    out = tmp_path_factory.mktemp("run")
+    cfg = compose_cfg("train", [*TINY, "logger=[wandb,tensorboard,csv]", "trainer.max_steps=4",
+                                "trainer.max_epochs=-1", "trainer.num_sanity_val_steps=0",
+                                "trainer.log_every_n_steps=1",
+                                "callbacks.progress=null", "callbacks.val_metrics.num_media=1",
+                                "mf.weight_final=1.0", "curriculum.mf_warmup_frac=0",
+                                "curriculum.mf_skip_below=0"], out)
+    metrics, objs = train(cfg)
+    return out, metrics, objs
+
+
+def test_validation_logs_one_step_metrics_and_checkpoints_follow_them(run):
+    out, metrics, objs = run
+    for key in ("val/pesq", "val/estoi", "val/si_sdr"):
+        assert math.isfinite(metrics[key])
+    for key in ("train/w_mf", "train/gamma", "train/jvp_norm", "train/jvp_clip_rate"):
+        assert key in metrics
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert "last.ckpt" in names and not any(n.startswith("last-v") for n in names)
+    assert any(n.startswith("best-step") for n in names)
+    assert any(n.startswith("best_si_sdr-step") for n in names)
+    cb = next(c for c in objs["trainer"].callbacks if type(c).__name__ == "ModelCheckpoint"
+              and c.monitor == "val/pesq")
+    assert cb.best_model_score is not None and math.isfinite(float(cb.best_model_score))
+
+
+def test_checkpoints_are_safe_to_load_and_hold_training_weights_and_ema(run):
+    out, _, objs = run
+    for ckpt_file in (out / "checkpoints").glob("*.ckpt"):
+        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        assert ckpt["hyper_parameters"]["config"]["backbone"]["nf"] == 8
+        assert ckpt["callbacks"]["EMA"]["num_updates"] == ckpt["global_step"]
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    shadow, raw = last["callbacks"]["EMA"]["shadow"], last["state_dict"]
+    module = objs["module"]
+    # after validation (EMA swapped in and out) the module holds the training weights again
+    for name, p in module.named_parameters():
+        torch.testing.assert_close(p.detach().cpu(), raw[name], rtol=0, atol=0)
+    assert any(not torch.equal(shadow[k], raw[k]) for k in shadow)
+
+
+def test_loggers_get_metrics_audio_and_spectrograms(run):
+    out, _, _ = run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent), size_guidance={"audio": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "val/pesq" in tags["scalars"] and "train/jvp_norm" in tags["scalars"]
+    assert any(t.startswith("val_audio/") and t.endswith("/enhanced") for t in tags["audio"])
+    assert any(t.startswith("val_spec/") for t in tags["images"])
+    wandb_runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1  # offline: no account, no network
+    media = {p.suffix for p in (wandb_runs[0] / "files" / "media").rglob("*") if p.is_file()}
+    assert {".wav", ".png"} <= media
+    assert "val/pesq" in (out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_bf16_mixed_training_steps_run_with_the_meanflow_branch(tmp_path):
+    from meanflowse.training import train
+    cfg = compose_cfg("train", [*TINY, "trainer.precision=bf16-mixed", "trainer.max_steps=1",
+                                "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
+                                "callbacks.progress=null", "mf.weight_final=1.0",
+                                "curriculum.mf_warmup_frac=0", "curriculum.mf_skip_below=0",
+                                "compile=true"], tmp_path)
+    metrics, objs = train(cfg)
+    assert objs["trainer"].global_step == 1 and math.isfinite(metrics["train/loss"])
+    assert "train/jvp_norm" in metrics
+    assert all(p.dtype == torch.float32 for p in objs["module"].parameters())
