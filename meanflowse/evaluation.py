@@ -1,12 +1,34 @@
-"""``evaluate(cfg)``: enhance a file or folder, write wavs atomically, measure where references exist."""
+"""``evaluate(cfg)``: enhance a file, a folder or a dataset split; write wavs atomically; measure.
+
+Inputs (exactly one of ``input`` and ``split``):
+
+* ``input=FILE``; ``input=DIR`` (every audio file below it, recursively); ``input=DIR`` holding
+  ``noisy/`` (enhanced) and ``clean/`` (the references, same relative names);
+* ``split=test`` (or train/valid): that split of the dataset the checkpoint was trained on, at
+  ``data.base_dir`` when given, else the ``data.base_dir`` stored in the checkpoint's config;
+  the checkpoint's data module finds (and, for the built-in corpus, generates) the files.
+
+Outputs, under ``output`` (default ``<run>/enhanced/<input or split name>``): the enhanced files
+with the inputs' relative paths, rate, length, channels, format and sample format;
+``metrics.csv`` (a row per file, failures included, with their error); ``summary.json`` (means
+over files: :data:`SUMMARY_KEYS` plus ``rtf, nfe, num_files, num_failed`` and the noisy input's
+means under ``noisy``); ``plots/`` with ``plots=true``.
+
+A file whose output exists is not enhanced again (``overwrite=true`` redoes it): its output is
+read back and measured, so an interrupted run resumes and still reports every file.
+RTF = enhancement wall time (normalisation, STFT, sampler, inverse STFT, resampling; no disk
+I/O and no metrics) / audio duration, after a warm-up call and with device synchronisation.
+"""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import math
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,155 +41,437 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from meanflowse import metrics as M
-from meanflowse.data.audio import AudioError, load_audio
-from meanflowse.enhance import Enhancer
+from meanflowse.data.audio import AudioError, audio_info, load_audio
+from meanflowse.data.folder import AUDIO_EXTS, SPLITS, UNSUPPORTED_EXTS, DatasetError
+from meanflowse.enhance import CheckpointError, Enhancer, padded_frames
 
 log = logging.getLogger(__name__)
-AUDIO_SUFFIXES = (".wav", ".flac")
-SUMMARY_KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+SUMMARY_KEYS = M.METRIC_KEYS  # pesq, estoi, si_sdr, dnsmos_sig, dnsmos_bak, dnsmos_ovrl
+SPEAKER_KEY = "spk_sim"
+# what one bad file may raise; anything else is a bug and stops the run
+FILE_ERRORS = (AudioError, OSError, RuntimeError, ValueError, sf.SoundFileError)
 
 
 class EvalError(ValueError):
     """A bad eval.py argument; the message names the key and what to do."""
 
 
-def resolve_io(cfg: DictConfig) -> tuple[Path, list[Path], Path, Path | None]:
-    """``(input_root, files, output_dir, reference_dir)``; a split folder with ``clean/`` and
-    ``noisy/`` enhances ``noisy`` and uses ``clean`` as the reference."""
+@dataclass
+class Item:
+    """One file to enhance: ``src`` -> ``output/rel``, measured against ``ref`` when given."""
+
+    src: Path
+    rel: Path
+    ref: Path | None = None
+    row: dict[str, Any] = field(default_factory=dict)
+    frames: int = 0
+    sr: int = 0
+    channels: int = 0
+    format: str = "WAV"
+    subtype: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sr if self.sr else 0.0
+
+
+# ------------------------------------------------------------------------------ arguments
+def check_args(cfg: DictConfig) -> None:
+    """Argument combinations, checked before the checkpoint is loaded."""
+    has_input, split = cfg.get("input") is not None, cfg.get("split")
+    base_dir = (cfg.get("data") or {}).get("base_dir")
+    if has_input == (split is not None):
+        raise EvalError("give exactly one of input=PATH (a file or folder) and split=NAME "
+                        f"(a split of the checkpoint's dataset: {', '.join(SPLITS)})")
+    if split is not None and split not in SPLITS:
+        raise EvalError(f"split={split}: use one of {', '.join(SPLITS)}")
+    if split is not None and cfg.get("reference"):
+        raise EvalError("reference= goes with input=; a split's references are its clean/ folder")
+    if base_dir and split is None:
+        raise EvalError("data.base_dir= goes with split=NAME; for a folder pass input=DIR")
+    if int(cfg.batch_size) < 1:
+        raise EvalError(f"batch_size={cfg.batch_size}: needs at least 1")
+    nfe = (cfg.get("sampler") or {}).get("nfe")
+    if nfe is not None and int(nfe) < 1:
+        raise EvalError(f"sampler.nfe={nfe}: needs at least one network evaluation")
+    if cfg.get("limit_files") is not None and int(cfg.limit_files) < 1:
+        raise EvalError(f"limit_files={cfg.limit_files}: use null (all files) or a positive number")
+
+
+def _scan(folder: Path, skip: Path | None) -> list[Path]:
+    """Audio files below ``folder`` (hidden ones and the ``skip`` folder left out), sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (skip is None or (here / d).resolve() != skip))
+        found += [here / f for f in sorted(filenames) if not f.startswith(".")
+                  and Path(f).suffix.lower() in AUDIO_EXTS | UNSUPPORTED_EXTS]
+    return found
+
+
+def _default_output(cfg: DictConfig, name: str) -> Path:
+    return Path(str(cfg.ckpt_path)).resolve().parent.parent / "enhanced" / name
+
+
+def input_items(cfg: DictConfig) -> tuple[list[Item], Path, list[Path]]:
+    """``(items, output_dir, protected)`` for ``input=PATH``; ``protected`` are the folders the
+    output must not be (the input's and the references')."""
     src = Path(str(cfg.input)).expanduser()
     if not src.exists():
         raise EvalError(f"input={src}: no such file or folder")
-    reference = Path(str(cfg.reference)) if cfg.get("reference") else None
-    if src.is_dir() and (src / "noisy").is_dir():
-        reference = reference or ((src / "clean") if (src / "clean").is_dir() else None)
+    ref_dir = Path(str(cfg.reference)).expanduser() if cfg.get("reference") else None
+    if ref_dir is not None and not ref_dir.is_dir():
+        raise EvalError(f"reference={ref_dir}: no such folder")
+    name = src.stem if src.is_file() else src.resolve().name
+    if src.is_dir() and (src / "noisy").is_dir():  # a split folder
+        ref_dir = ref_dir or ((src / "clean") if (src / "clean").is_dir() else None)
         src = src / "noisy"
-    if src.is_file():
-        files, root = [src], src.parent
-    else:
-        files, root = sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES), src
-        if not files:
-            raise EvalError(f"input={src}: no .wav or .flac files in this folder")
-    out = Path(str(cfg.output)) if cfg.get("output") else Path(str(cfg.ckpt_path)).parent.parent / "enhanced"
-    if out.resolve() == root.resolve():
-        raise EvalError(f"output={out} is the input folder: choose another so no input is overwritten")
-    return root, files, out, reference
+    out = Path(str(cfg.output)).expanduser() if cfg.get("output") else _default_output(cfg, name)
+    root = src.parent if src.is_file() else src
+    protected = [root] + ([ref_dir] if ref_dir is not None else [])
+    _check_output(out, protected)
+    files = [src] if src.is_file() else _scan(src, skip=out.resolve())
+    if not files:
+        raise EvalError(f"input={src}: no audio files ({', '.join(sorted(AUDIO_EXTS))}) in this folder")
+    items = []
+    for f in files:
+        rel = f.relative_to(root)
+        ref = None
+        if ref_dir is not None:  # same relative name, any audio extension
+            ref = next((c for c in (ref_dir / rel, *sorted((ref_dir / rel.parent).glob(rel.stem + ".*")))
+                        if c.is_file() and c.suffix.lower() in AUDIO_EXTS), None)
+        items.append(Item(src=f, rel=rel, ref=ref))
+    return items, out, protected
 
 
-def write_atomic(path: Path, wav: torch.Tensor, sr: int, subtype: str | None) -> None:
-    """Write ``wav [C, L]`` to a temp file beside ``path``, then rename: never a half-written file."""
+def split_items(cfg: DictConfig, train_cfg: DictConfig) -> tuple[list[Item], Path, list[Path]]:
+    """Items of ``split`` of the checkpoint's dataset (see the module docstring)."""
+    from hydra.utils import instantiate
+
+    data_cfg = train_cfg.get("data")
+    if data_cfg is None or "_target_" not in data_cfg:
+        raise EvalError(f"{cfg.ckpt_path}: the checkpoint stores no data config; pass input=DIR")
+    given = (cfg.get("data") or {}).get("base_dir")
+    base_dir = given or data_cfg.get("base_dir")
+    if not base_dir:
+        raise EvalError("split= needs data.base_dir=DIR (the checkpoint stores none)")
+    # the checkpoint's own built-in corpus is regenerated if it was deleted; a folder named on
+    # the command line is read as it is
+    extra = {"synthetic": None} if given else {}
+    try:
+        dm = instantiate(data_cfg, base_dir=str(base_dir), num_workers=0, **extra)
+        pairs = dm.test_files(cfg.split)
+    except (DatasetError, FileExistsError) as err:
+        raise EvalError(f"split={cfg.split} of data.base_dir={base_dir}: {err}") from err
+    if not pairs:
+        raise EvalError(f"split={cfg.split} of data.base_dir={base_dir} holds no files")
+    items = [Item(src=p.noisy_source, ref=p.clean_source,
+                  rel=Path(p.name + p.noisy_source.suffix)) for p in pairs]
+    out = Path(str(cfg.output)).expanduser() if cfg.get("output") else _default_output(cfg, cfg.split)
+    protected = [Path(base_dir) / cfg.split / role for role in ("noisy", "clean")]
+    _check_output(out, protected)
+    return items, out, protected
+
+
+def _check_output(out: Path, protected: list[Path]) -> None:
+    if out.exists() and not out.is_dir():
+        raise EvalError(f"output={out} is a file; give a folder")
+    for p in protected:
+        if out.resolve() == p.resolve():
+            raise EvalError(f"output={out} is the input folder ({p}): choose another so no input "
+                            "is overwritten")
+
+
+# ------------------------------------------------------------------------------ writing
+def write_atomic(path: Path, wav: torch.Tensor, sr: int, *, format: str = "WAV",
+                 subtype: str | None = None) -> None:
+    """Write ``wav [C, L]`` to a temp file beside ``path``, then rename: never a half-written
+    file. ``format``/``subtype`` as soundfile names them (the input's, so the output matches)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
-        fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-        ok = subtype if subtype and sf.check_format(fmt, subtype) else None
-        sf.write(tmp, wav.T.numpy(), sr, format=fmt, subtype=ok)
+        if not sf.check_format(format, subtype):
+            subtype = None  # soundfile's default for the format
+        data = wav.T.numpy()
+        if subtype is not None and (subtype.startswith("PCM") or subtype in ("ULAW", "ALAW")):
+            data = data.clip(-1.0, 1.0)  # integer formats: clip rather than wrap around
+        sf.write(tmp, data, sr, format=format, subtype=subtype)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def enhance_file(enhancer: Enhancer, src: Path, dst: Path) -> dict[str, Any]:
-    """Enhance one file at the model rate; the output keeps the input's rate, length and channels."""
-    wav, sr = load_audio(src, mono=False)  # [C, L]
-    model_sr = enhancer.sample_rate
-    x = torchaudio.functional.resample(wav, sr, model_sr) if sr != model_sr else wav
+def read_info(item: Item) -> None:
+    if item.src.suffix.lower() in UNSUPPORTED_EXTS:
+        raise AudioError(f"{item.src}: {item.src.suffix} cannot be read by libsndfile; convert it "
+                         "to WAV or FLAC (e.g. `ffmpeg -i in.m4a out.wav`)")
+    info = audio_info(item.src)
+    item.frames, item.sr, item.channels = int(info.frames), int(info.samplerate), int(info.channels)
+    item.format, item.subtype = info.format, info.subtype
+
+
+# ------------------------------------------------------------------------------ enhancing
+def to_rate(wav: torch.Tensor, sr: int, target: int) -> torch.Tensor:
+    return torchaudio.functional.resample(wav, sr, target) if sr != target else wav
+
+
+def fit_length(wav: torch.Tensor, length: int) -> torch.Tensor:
+    """Crop or zero-pad the last axis to ``length`` (resampling may be off by a sample)."""
+    return torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))[..., :length]
+
+
+def enhance_group(enhancer: Enhancer, items: list[Item], noisy: list[torch.Tensor]
+                  ) -> tuple[list[torch.Tensor], float]:
+    """Enhance a batch of loaded files ``[C, L]`` at their own rates; returns the outputs (same
+    rate, length, channels) and the enhancement wall time."""
+    sr = enhancer.sample_rate
     with M.Stopwatch(enhancer.device) as sw:
-        out = enhancer.enhance(x)
-    if sr != model_sr:
-        out = torchaudio.functional.resample(out, model_sr, sr)
-    out = torch.nn.functional.pad(out, (0, max(0, wav.shape[-1] - out.shape[-1])))[..., :wav.shape[-1]]
-    write_atomic(dst, out, sr, sf.info(str(src)).subtype)
-    return {"seconds": sw.seconds, "duration": wav.shape[-1] / sr, "sr": sr, "wav": out, "noisy": wav}
+        outs = enhancer.enhance_many([to_rate(w, it.sr, sr) for it, w in zip(items, noisy)])
+        outs = [fit_length(to_rate(o, sr, it.sr), w.shape[-1]) for o, it, w in zip(outs, items, noisy)]
+    return outs, sw.seconds
 
 
-def _measure(ref_path: Path, noisy: torch.Tensor, enhanced: torch.Tensor, sr: int,
-             with_dnsmos: bool) -> dict[str, Any]:
-    ref, ref_sr = load_audio(ref_path, target_sr=sr, mono=True)
-    n = min(ref.shape[-1], enhanced.shape[-1])
+def group_items(items: list[Item], enhancer: Enhancer) -> list[list[Item]]:
+    """Files of the same padded size at the model rate, up to ``batch_size`` channels a group;
+    a file longer than a chunk goes alone (its chunks make its batches)."""
+    hop, m, sr = enhancer.spec.hop_length, enhancer.frame_multiple, enhancer.sample_rate
+    key = lambda it: padded_frames(math.ceil(it.frames * sr / it.sr), hop=hop, multiple=m)
+    groups: list[list[Item]] = []
+    for it in sorted(items, key=lambda it: (key(it), str(it.rel))):
+        long = it.frames * sr / it.sr > enhancer.chunk
+        g = groups[-1] if groups else None
+        if (g is None or long or g[0].frames * sr / g[0].sr > enhancer.chunk or key(g[0]) != key(it)
+                or sum(x.channels for x in g) + it.channels > enhancer.batch_size):
+            groups.append([it])
+        else:
+            g.append(it)
+    return groups
+
+
+# ------------------------------------------------------------------------------ measuring
+def measure(ref_path: Path | None, noisy: torch.Tensor, enhanced: torch.Tensor, sr: int, *,
+            with_dnsmos: bool, with_speaker: bool) -> dict[str, Any]:
+    """Metrics of the enhanced and the noisy signal (channel mean, cropped to the reference),
+    as ``key`` and ``noisy_key``; each metric that fails is NaN plus an ``error_key`` entry."""
+    ref = None
+    if ref_path is not None:
+        ref = load_audio(ref_path, target_sr=sr, mono=True)[0]
+        n = min(ref.shape[-1], enhanced.shape[-1])
+        ref, noisy, enhanced = ref[:n], noisy[..., :n], enhanced[..., :n]
     row: dict[str, Any] = {}
     for prefix, sig in (("", enhanced), ("noisy_", noisy)):
-        res = M.compute_all(ref[:n].numpy(), sig.mean(0)[:n].numpy(), sr, with_dnsmos=with_dnsmos)
+        res = M.compute_all(None if ref is None else ref.numpy(), sig.mean(0).numpy(), sr,
+                            with_dnsmos=with_dnsmos, with_speaker=with_speaker and ref is not None)
         row.update({prefix + k: v for k, v in res.items() if k != "errors"})
         row.update({f"{prefix}error_{k}": v for k, v in res["errors"].items()})
     return row
 
 
+def _speaker_on(cfg: DictConfig) -> bool:
+    choice = cfg.get("speaker", "auto")
+    if choice == "auto":
+        return M.speaker_similarity_available()
+    if choice and not M.speaker_similarity_available():
+        raise EvalError("speaker=true but speaker similarity is unavailable: "
+                        "`pip install --no-deps resemblyzer==0.1.4` (it ships the encoder weights)")
+    return bool(choice)
+
+
+# ------------------------------------------------------------------------------ the run
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    root, files, out_dir, ref_dir = resolve_io(cfg)
+    check_args(cfg)
+    plots = None
+    if cfg.get("plots"):
+        try:
+            plots = importlib.import_module("meanflowse.plots")
+        except ImportError as err:
+            raise EvalError(f"plots=true needs matplotlib ({err}); `pip install matplotlib` "
+                            "or run without plots") from err
+    with_speaker = bool(cfg.metrics) and _speaker_on(cfg)
     s = cfg.get("sampler") or {}
-    enhancer = Enhancer.from_checkpoint(cfg.ckpt_path, use_ema=cfg.use_ema, device=cfg.device,
-                                        sampler=s.get("name"), nfe=s.get("nfe"), t_end=s.get("t_end"),
-                                        seed=cfg.seed)
-    nfe = enhancer.nfe or enhancer.module.sampler_cfg.nfe
+    try:
+        enhancer = Enhancer.from_checkpoint(
+            cfg.ckpt_path, use_ema=cfg.use_ema, device=cfg.device, sampler=s.get("name"),
+            nfe=s.get("nfe"), t_end=s.get("t_end"), seed=cfg.seed, chunk_s=cfg.chunk_s,
+            overlap_s=cfg.overlap_s, batch_size=cfg.batch_size)
+    except CheckpointError:
+        raise
+    except ValueError as err:  # chunk_s/overlap_s/sampler settings the enhancer refuses
+        raise EvalError(str(err)) from err
+    if cfg.get("split") is not None:
+        items, out_dir, protected = split_items(cfg, enhancer.config)
+    else:
+        items, out_dir, protected = input_items(cfg)
+    if cfg.get("limit_files") is not None:
+        items = items[:int(cfg.limit_files)]
+    inputs = {p.resolve() for it in items for p in (it.src, it.ref) if p is not None}
     console = Console()
-    rows, failures, seconds, duration = [], [], 0.0, 0.0
-    enhancer.enhance(torch.zeros(1, enhancer.sample_rate))  # warm-up, so the RTF is steady-state
-    columns = (TextColumn("[bold]enhancing"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+    failures: list[Item] = []
+    todo, done = [], []
+    for it in items:
+        dst = out_dir / it.rel
+        it.row = {"file": it.rel.as_posix()}
+        if dst.resolve() in inputs:
+            raise EvalError(f"output={out_dir} would overwrite the input {dst}; choose another folder")
+        try:
+            read_info(it)
+        except FILE_ERRORS as err:
+            _fail(it, err, failures)
+            continue
+        (done if dst.exists() and not cfg.overwrite else todo).append(it)
+    if done:
+        log.info("%d of %d outputs exist in %s; measured, not redone (overwrite=true redoes them)",
+                 len(done), len(items), out_dir)
+
+    def finish(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
+        it.row.update(duration_s=round(it.duration, 4), sample_rate=it.sr, channels=it.channels)
+        if cfg.metrics:
+            it.row.update(measure(it.ref, noisy, enhanced, it.sr, with_dnsmos=cfg.dnsmos,
+                                  with_speaker=with_speaker))
+        if plots is not None:
+            clean = load_audio(it.ref, target_sr=it.sr)[0] if it.ref is not None else None
+            plots.spectrogram_figure(out_dir / "plots" / it.rel.with_suffix(".png"), noisy=noisy.mean(0),
+                                     enhanced=enhanced.mean(0), clean=clean, sr=it.sr,
+                                     title=it.rel.as_posix())
+
+    if todo:  # warm-up, so the RTF is steady-state (lazy init, allocator, kernel selection)
+        enhancer.enhance(torch.zeros(1, enhancer.sample_rate // 4))
+    seconds, duration = 0.0, 0.0
+    columns = (TextColumn("[bold]enhancing"), BarColumn(), TextColumn("{task.fields[files]} files"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not cfg.progress) as bar:
-        task = bar.add_task("enhance", total=len(files))
-        for src in files:
-            rel = src.relative_to(root)
-            dst = out_dir / rel
-            row: dict[str, Any] = {"file": str(rel)}
+        task = bar.add_task("enhance", total=sum(it.duration for it in todo) + len(done), files=0)
+        for group in group_items(todo, enhancer):
+            for it, noisy, enhanced, sec in _enhance_robustly(enhancer, group, failures):
+                dst = out_dir / it.rel
+                try:
+                    write_atomic(dst, enhanced, it.sr, format=it.format, subtype=it.subtype)
+                    # measure what was shipped (quantised to the input's sample format), as a
+                    # resumed run does
+                    enhanced = load_audio(dst, mono=False)[0]
+                    it.row.update(status="enhanced", rtf=M.rtf(sec, it.frames, it.sr))
+                    seconds, duration = seconds + sec, duration + it.duration
+                    finish(it, noisy, enhanced)
+                except FILE_ERRORS as err:
+                    _fail(it, err, failures)
+            bar.update(task, advance=sum(it.duration for it in group),
+                       files=bar.tasks[0].fields["files"] + len(group))
+        for it in done:
             try:
-                if dst.exists() and not cfg.overwrite:
-                    log.info("%s exists; skipped (overwrite=true redoes it)", dst)
-                    row["skipped"] = True
-                else:
-                    res = enhance_file(enhancer, src, dst)
-                    seconds, duration = seconds + res["seconds"], duration + res["duration"]
-                    row["rtf"] = M.rtf(res["seconds"], int(res["duration"] * res["sr"]), res["sr"])
-                    ref = ref_dir / rel if ref_dir else None
-                    if cfg.metrics and ref is not None and ref.exists():
-                        row.update(_measure(ref, res["noisy"], res["wav"], res["sr"], cfg.dnsmos))
-                rows.append(row)
-            except (AudioError, OSError, RuntimeError, ValueError) as err:
-                failures.append({"file": str(rel), "error": f"{type(err).__name__}: {err}"})
-                log.error("%s: %s", src, err)
-            bar.advance(task)
-    summary = summarize(rows, failures, nfe=nfe, rtf=seconds / duration if duration else math.nan)
+                noisy = load_audio(it.src, mono=False)[0]
+                enhanced = load_audio(out_dir / it.rel, mono=False)[0]
+                it.row.update(status="resumed")
+                finish(it, noisy, enhanced)
+            except FILE_ERRORS as err:
+                _fail(it, err, failures)
+            bar.update(task, advance=1, files=bar.tasks[0].fields["files"] + 1)
+    ok = [it.row for it in items if it not in failures and it.row.get("status")]
+    summary = summarize(ok, len(failures), nfe=enhancer.steps,
+                        rtf=seconds / duration if duration else math.nan, with_speaker=with_speaker)
+    rows = sorted((it.row for it in items), key=lambda r: r["file"])
     write_reports(out_dir, rows, summary)
-    console.print(results_table(rows, summary, title=f"MeanFlowSE, NFE {nfe}: {len(rows)} files"))
-    for f in failures:
-        console.print(f"[red]failed[/red] {f['file']}: {f['error']}")
+    if plots is not None and ok:
+        plots.summary_figure(out_dir / "plots" / "summary.png", ok, keys=_keys(with_speaker))
+    title = (f"{enhancer.sampler_name}, NFE {enhancer.steps}: {len(ok)} files"
+             + (f", {len(failures)} failed" if failures else "") + f" -> {out_dir}")
+    console.print(results_table(ok, summary, title=title, keys=_keys(with_speaker)))
+    for it in failures:
+        console.print(f"[red]failed[/red] {it.row['file']}: {it.row['error']}")
     return summary
 
 
-def summarize(rows: list[dict], failures: list[dict], *, nfe: int, rtf: float) -> dict[str, Any]:
+def _fail(item: Item, err: Exception, failures: list[Item]) -> None:
+    item.row.update(status="failed", error=f"{type(err).__name__}: {err}")
+    if item not in failures:
+        failures.append(item)
+    log.error("%s: %s", item.src, err)
+
+
+def _enhance_robustly(enhancer: Enhancer, group: list[Item], failures: list[Item]):
+    """Yield ``(item, noisy, enhanced, seconds)``; a file that fails to load or enhance is
+    recorded and skipped, and a failing batch is retried file by file so the others go on."""
+    loaded = []
+    for it in group:
+        try:
+            loaded.append((it, load_audio(it.src, mono=False)[0]))
+        except FILE_ERRORS as err:
+            _fail(it, err, failures)
+    if not loaded:
+        return
+    try:
+        outs, sec = enhance_group(enhancer, [it for it, _ in loaded], [w for _, w in loaded])
+    except FILE_ERRORS as err:
+        if len(loaded) == 1:
+            _fail(loaded[0][0], err, failures)
+            return
+        for it, _ in loaded:
+            yield from _enhance_robustly(enhancer, [it], failures)
+        return
+    total = sum(it.duration for it, _ in loaded)
+    for (it, noisy), out in zip(loaded, outs):  # a batch's time, shared by duration
+        yield it, noisy, out, sec * it.duration / total
+
+
+# ------------------------------------------------------------------------------ reports
+def _keys(with_speaker: bool) -> tuple[str, ...]:
+    return SUMMARY_KEYS + ((SPEAKER_KEY,) if with_speaker else ())
+
+
+def summarize(rows: list[dict], num_failed: int, *, nfe: int, rtf: float,
+              with_speaker: bool = False) -> dict[str, Any]:
+    """Means over files: the summary.json layout (see the module docstring)."""
     def means(prefix: str) -> dict[str, float]:
-        return {k: M.summarize([r.get(prefix + k, math.nan) for r in rows])[0] for k in SUMMARY_KEYS}
+        return {k: M.summarize([r.get(prefix + k, math.nan) for r in rows])[0]
+                for k in _keys(with_speaker)}
     summary: dict[str, Any] = means("")
-    summary.update(rtf=rtf, nfe=nfe, num_files=len(rows), num_failed=len(failures),
-                   failures=failures, noisy=means("noisy_"))
+    summary.update(rtf=rtf, nfe=int(nfe), num_files=len(rows), num_failed=int(num_failed),
+                   noisy=means("noisy_"))
     return summary
 
 
-def results_table(rows: list[dict], summary: dict, title: str) -> Table:
+def results_table(rows: list[dict], summary: dict, title: str,
+                  keys: tuple[str, ...] = SUMMARY_KEYS) -> Table:
     table = Table(title=title)
-    for col in ("metric", "noisy (mean ± 95% CI)", "enhanced (mean ± 95% CI)"):
+    for col in ("metric", "noisy (mean ± 95% CI)", "enhanced (mean ± 95% CI)", "n"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     fmt = lambda m, h: "—" if math.isnan(m) else (f"{m:.3f}" + ("" if math.isnan(h) else f" ± {h:.3f}"))
-    for key in SUMMARY_KEYS:
+    for key in keys:
         noisy = M.summarize([r.get("noisy_" + key, math.nan) for r in rows])
-        enh = M.summarize([r.get(key, math.nan) for r in rows])
-        if not (math.isnan(noisy[0]) and math.isnan(enh[0])):
-            table.add_row(key, fmt(*noisy), fmt(*enh))
-    table.add_row("rtf", "", fmt(summary["rtf"], math.nan))
+        values = [r.get(key, math.nan) for r in rows]
+        if not (math.isnan(noisy[0]) and all(math.isnan(v) for v in values)):
+            n = sum(math.isfinite(v) for v in values)
+            table.add_row(key, fmt(*noisy), fmt(*M.summarize(values)), str(n))
+    rtf = M.summarize([r["rtf"] for r in rows if "rtf" in r])
+    table.add_row("rtf (overall; ± over files)", "", fmt(summary["rtf"], rtf[1]),
+                  str(sum("rtf" in r for r in rows)))
     return table
+
+
+def _replace_text(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        write(fh)
+    os.replace(tmp, path)
 
 
 def write_reports(out_dir: Path, rows: list[dict], summary: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != "file", k))
-    tmp = out_dir / ".metrics.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out_dir / "metrics.csv")
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=float))
-    os.replace(tmp, out_dir / "summary.json")
+    first = ("file", "status", "error", "duration_s", "sample_rate", "channels", "rtf")
+    seen = {k for r in rows for k in r}
+    keys = [k for k in first if k in seen] + sorted(seen - set(first))
+    _replace_text(out_dir / "metrics.csv", lambda fh: (w := csv.DictWriter(fh, fieldnames=keys),
+                                                       w.writeheader(), w.writerows(rows)))
+    _replace_text(out_dir / "summary.json",
+                  lambda fh: fh.write(json.dumps(_json_safe(summary), indent=2) + "\n"))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a metric with no finite value) as JSON ``null``, which every JSON reader accepts."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,6 +1,7 @@
 """The thin slice end to end: train (fast_dev_run and a few MeanFlow steps), then eval.py."""
 import json
 import math
+import shutil
 
 import pytest
 import soundfile as sf
@@ -47,11 +48,12 @@ def test_meanflow_steps_write_checkpoints_with_config_and_ema(trained):
     assert any(not torch.equal(shadow[k], raw[k]) for k in shadow)  # the average differs
 
 
-def test_eval_enhances_a_split_and_writes_metrics(trained, data_dir, tmp_path):
+def test_eval_enhances_a_split_folder_and_writes_metrics(trained, data_dir, tmp_path):
     from meanflowse.evaluation import evaluate
     out, _, _ = trained
     cfg = compose_cfg("eval", [f"ckpt_path={out}/checkpoints/last.ckpt", f"input={data_dir}/synthetic/test",
-                               f"output={tmp_path}/enh", "dnsmos=false", "progress=false"], tmp_path)
+                               f"output={tmp_path}/enh", "dnsmos=false", "speaker=false",
+                               "progress=false"], tmp_path)
     summary = evaluate(cfg)
     noisy = sorted((data_dir / "synthetic" / "test" / "noisy").glob("*.wav"))
     assert summary["num_files"] == len(noisy) == 2 and summary["num_failed"] == 0
@@ -62,16 +64,34 @@ def test_eval_enhances_a_split_and_writes_metrics(trained, data_dir, tmp_path):
     saved = json.loads((tmp_path / "enh" / "summary.json").read_text())
     assert saved["nfe"] == 1 and math.isfinite(saved["si_sdr"]) and math.isfinite(saved["noisy"]["pesq"])
     assert (tmp_path / "enh" / "metrics.csv").read_text().count("\n") == 3
-    # resumable: a second run skips what is done and still writes its reports
+    # resumable: a second run enhances nothing, measures the outputs on disk and reports the same
     again = evaluate(cfg)
-    assert again["num_files"] == 2 and math.isnan(again["si_sdr"])
+    assert again["num_files"] == 2 and math.isnan(again["rtf"])
+    assert again["si_sdr"] == saved["si_sdr"] and again["pesq"] == saved["pesq"]
 
 
-def test_eval_refuses_to_write_into_the_input_folder(trained, data_dir, tmp_path):
-    from meanflowse.evaluation import EvalError, evaluate
+def test_eval_split_of_the_checkpoints_dataset(trained, data_dir, tmp_path):
+    """`eval.py ckpt_path=... split=test`: the base_dir comes from the checkpoint's config."""
+    from meanflowse.evaluation import evaluate
     out, _, _ = trained
-    noisy = data_dir / "synthetic" / "test" / "noisy"
-    cfg = compose_cfg("eval", [f"ckpt_path={out}/checkpoints/last.ckpt", f"input={noisy}",
-                               f"output={noisy}", "progress=false"], tmp_path)
-    with pytest.raises(EvalError, match="input folder"):
-        evaluate(cfg)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "split=test", "dnsmos=false", "speaker=false",
+                               "progress=false", "sampler.name=euler", "sampler.nfe=2"], tmp_path)
+    summary = evaluate(cfg)
+    enh = out / "enhanced" / "test"  # default: <run>/enhanced/<split>
+    assert summary["num_files"] == 2 and summary["nfe"] == 2 and math.isfinite(summary["pesq"])
+    assert sorted(p.name for p in enh.glob("*.wav")) == ["test_00000.wav", "test_00001.wav"]
+    # data.base_dir= names another dataset folder: read as it is, never generated into
+    from meanflowse.evaluation import EvalError
+    other = tmp_path / "other"
+    for role in ("clean", "noisy"):
+        (other / "test" / role).mkdir(parents=True)
+        shutil.copy(data_dir / "synthetic" / "test" / role / "test_00001.wav", other / "test" / role)
+    summary = evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", "split=test", f"data.base_dir={other}",
+                                            f"output={tmp_path}/other_enh", "metrics=false",
+                                            "progress=false"], tmp_path))
+    assert summary["num_files"] == 1 and (tmp_path / "other_enh" / "test_00001.wav").is_file()
+    with pytest.raises(EvalError, match="split=test"):
+        evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", "split=test", f"data.base_dir={tmp_path}/none",
+                                      "progress=false"], tmp_path))
+    assert not (tmp_path / "none").exists()

@@ -1,0 +1,315 @@
+"""Enhancement at any length, rate and channel count; eval.py inputs, outputs, resume, failures.
+
+Chunking is checked with stand-in backbones whose result is known exactly (identity) or is
+local in time-frequency (a magnitude gate), so a wrong cross-fade, chunk position or gain shows.
+The pipeline tests use a checkpoint written from an untrained tiny model (no training needed
+for I/O); tests that need a trained model live in test_train_eval.py.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from conftest import TinyNet
+from helpers import TINY, compose_cfg
+from meanflowse import metrics as M
+from meanflowse.curriculum import CurriculumConfig
+from meanflowse.enhance import Enhancer, chunk_starts, chunk_weight, load_module
+from meanflowse.evaluation import EvalError, evaluate
+from meanflowse.lit_module import MeanFlowSEModule
+from meanflowse.objective import MeanFlowConfig
+from meanflowse.path import PathConfig
+from meanflowse.samplers import SamplerConfig
+from meanflowse.stft import SpecConfig
+
+SR = 16000
+
+
+class Identity(nn.Module):
+    """u = x_t - y: one euler_mf step from t=1 to 0 returns y, so enhancement is the identity."""
+
+    frame_multiple = 8
+
+    def forward(self, x_t, y, t, d):
+        return x_t - y
+
+
+class Gate(nn.Module):
+    """One step returns ``y * |y| / (|y| + 0.05)``: a pointwise, level-dependent TF gate."""
+
+    frame_multiple = 8
+
+    def forward(self, x_t, y, t, d):
+        mag = y.pow(2).sum(1, keepdim=True).sqrt()
+        return x_t - y * mag / (mag + 0.05)
+
+
+def _enhancer(backbone: nn.Module, **kw) -> Enhancer:
+    module = MeanFlowSEModule(backbone=backbone, path=PathConfig(), mf=MeanFlowConfig(),
+                              curriculum=CurriculumConfig(), sampler=SamplerConfig(name="euler_mf"))
+    return Enhancer(module=module.eval(), spec=SpecConfig(), sample_rate=SR, **kw)
+
+
+def _signal(seconds: float, channels: int = 1, seed: int = 0) -> torch.Tensor:
+    """Noise-like test signal whose level sweeps over 40 dB, so a per-chunk gain would show."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * SR)
+    env = torch.logspace(-2, 0, n)
+    return torch.randn(channels, n, generator=g) * env * 0.5
+
+
+def _snr_db(ref: torch.Tensor, est: torch.Tensor) -> float:
+    return float(10 * torch.log10(ref.pow(2).sum() / (est - ref).pow(2).sum()))
+
+
+# ------------------------------------------------------------------------------ chunk plan
+@pytest.mark.parametrize("length", [100, 15232, 15233, 40000, 97531])
+def test_chunks_are_equal_sized_cover_the_signal_and_fade_to_one(length):
+    chunk, overlap = 15232, 1600
+    starts = chunk_starts(length, chunk=chunk, overlap=overlap)
+    size = min(length, chunk)
+    assert starts[0] == 0 and starts[-1] + size == length
+    assert all(b - a <= chunk - overlap for a, b in zip(starts, starts[1:]))
+    total = torch.zeros(length)
+    for k, s in enumerate(starts):
+        w = chunk_weight(starts, k, size)
+        assert w.shape == (size,) and bool((w > 0).all())
+        total[s:s + size] += w
+    # the regular overlaps are complementary raised-cosine fades: they sum to exactly one
+    regular = starts[-1]  # where the last, end-aligned window (longer overlap) begins
+    torch.testing.assert_close(total[:regular], torch.ones(regular), atol=1e-6, rtol=0)
+
+
+def test_chunked_identity_reconstructs_a_long_stereo_signal():
+    wav = _signal(7.3, channels=2)
+    enh = _enhancer(Identity(), chunk_s=1.0, overlap_s=0.1, batch_size=3)
+    assert enh.chunk < wav.shape[-1] / 5  # several chunks, the last one irregular
+    out = enh.enhance(wav)
+    assert out.shape == wav.shape
+    torch.testing.assert_close(out, wav, atol=2e-5, rtol=0)
+
+
+def test_chunked_equals_whole_file_for_a_local_model_and_crossfade_has_no_seams():
+    wav = _signal(6.1)[0]
+    whole = _enhancer(Gate(), chunk_s=30.0).enhance(wav)
+    chunked_enh = _enhancer(Gate(), chunk_s=1.0, overlap_s=0.1, batch_size=4)
+    chunked = chunked_enh.enhance(wav)
+    assert _snr_db(whole, chunked) > 35.0
+    # what a per-chunk cut without cross-fade gives: each piece enhanced alone and butted together
+    piece = chunked_enh.chunk
+    hard = torch.cat([_enhancer(Gate(), chunk_s=30.0).enhance(wav[i:i + piece])
+                      for i in range(0, wav.shape[-1], piece)])
+    assert _snr_db(whole, hard) < _snr_db(whole, chunked) - 10.0
+    # and no seams: the error near chunk borders is no larger than elsewhere
+    err = (chunked - whole).abs()
+    starts = chunk_starts(wav.shape[-1], chunk=piece, overlap=chunked_enh.overlap)
+    near = torch.cat([err[s - 300:s + 300] for s in starts[1:]])
+    ref = torch.cat([whole[s - 300:s + 300] for s in starts[1:]]).abs().mean()
+    assert float(near.mean()) < 0.01 * float(ref)
+
+
+def test_batching_and_chunking_order_do_not_change_the_result():
+    torch.manual_seed(0)
+    net = TinyNet()
+    wavs = [_signal(1.3, 2, seed=1), _signal(1.31, 1, seed=2), _signal(0.4, 1, seed=3),
+            _signal(3.2, 1, seed=4)]
+    one = _enhancer(net, chunk_s=1.0, overlap_s=0.1, batch_size=1)
+    many = _enhancer(net, chunk_s=1.0, overlap_s=0.1, batch_size=5)
+    alone = [one.enhance(w) for w in wavs]
+    together = many.enhance_many(wavs)
+    for a, b in zip(alone, together):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(alone[0][0, :100], wavs[0][0, :100])  # the net did something
+
+
+def test_enhancer_refuses_bad_chunk_settings():
+    with pytest.raises(ValueError, match="overlap_s"):
+        _enhancer(Identity(), chunk_s=1.0, overlap_s=0.9)
+    with pytest.raises(ValueError, match="STFT window"):
+        _enhancer(Identity(), chunk_s=1.0, overlap_s=0.001)
+    with pytest.raises(ValueError, match="batch_size"):
+        _enhancer(Identity(), batch_size=0)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A checkpoint as train.py writes it, of an untrained tiny model, with an EMA shadow."""
+    from meanflowse.training import build_module
+    tmp = tmp_path_factory.mktemp("ckpt")
+    cfg = compose_cfg("train", TINY, tmp)
+    torch.manual_seed(0)
+    module = build_module(cfg)
+    shadow = {k: v + 0.01 for k, v in module.state_dict().items() if v.is_floating_point()}
+    path = tmp / "run" / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "callbacks": {"EMA": {"shadow": shadow}},
+                "hyper_parameters": {"config": module.hparams["config"]}}, path)
+    return path
+
+
+def _eval_cfg(ckpt, tmp_path, *overrides):
+    return compose_cfg("eval", [f"ckpt_path={ckpt}", "progress=false", "dnsmos=false",
+                                "speaker=false", *overrides], tmp_path)
+
+
+def _rows(out_dir):
+    with open(out_dir / "metrics.csv", newline="") as fh:
+        return {r["file"]: r for r in csv.DictReader(fh)}
+
+
+def test_checkpoint_loads_ema_weights_by_default(ckpt):
+    ema, _ = load_module(ckpt)
+    raw, _ = load_module(ckpt, use_ema=False)
+    name, p = next(iter(raw.named_parameters()))
+    torch.testing.assert_close(dict(ema.named_parameters())[name], p + 0.01)
+
+
+def test_sampler_comes_from_the_checkpoint_and_nfe_is_overridable(ckpt, tmp_path):
+    sf.write(tmp_path / "a.wav", _signal(0.5)[0].numpy(), SR)
+    enh = Enhancer.from_checkpoint(ckpt, device="auto")
+    assert enh.sampler_name == "euler_mf" and enh.steps == 1  # auto, MeanFlow-trained
+    assert enh.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    calls = []
+    hook = MeanFlowSEModule.net_fn
+    MeanFlowSEModule.net_fn = lambda self, *a: calls.append(1) or hook(self, *a)
+    try:
+        summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={tmp_path / 'a.wav'}",
+                                     f"output={tmp_path / 'out'}", "sampler.nfe=3"))
+    finally:
+        MeanFlowSEModule.net_fn = hook
+    assert summary["nfe"] == 3 and len(calls) == 2 * 3  # warm-up + one file, 3 steps each
+
+
+def test_output_keeps_rate_length_channels_and_format(ckpt, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    cases = {"stereo44k.wav": (44100, 2, "PCM_24", 1.3), "sub/mono22k.flac": (22050, 1, "PCM_16", 0.7),
+             "long48k.wav": (48000, 1, "FLOAT", 2.6), "short8k.wav": (8000, 3, "PCM_U8", 0.3)}
+    for name, (sr, ch, subtype, sec) in cases.items():
+        sig = (np.random.default_rng(len(name)).standard_normal((int(sr * sec), ch)) * 0.1)
+        sf.write(src / name, sig, sr, subtype=subtype)
+    out = tmp_path / "out"
+    summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "chunk_s=1.0",
+                                 "overlap_s=0.1", "batch_size=4", "metrics=false"))
+    assert summary["num_files"] == 4 and summary["num_failed"] == 0
+    assert summary["rtf"] > 0 and math.isnan(summary["pesq"])
+    for name, (sr, ch, subtype, sec) in cases.items():
+        a, b = sf.info(str(src / name)), sf.info(str(out / name))
+        assert (b.samplerate, b.channels, b.frames, b.subtype, b.format) == (
+            a.samplerate, a.channels, a.frames, a.subtype, a.format), name
+        data = sf.read(str(out / name))[0]
+        assert np.isfinite(data).all() and np.abs(data).max() > 0
+    assert not list(out.rglob(".*"))  # no temp files left behind
+
+
+def test_resume_skips_finished_files_and_overwrite_redoes_them(ckpt, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(3):
+        sf.write(src / f"f{i}.wav", _signal(0.6, seed=i)[0].numpy(), SR)
+    cfg = _eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}")
+    evaluate(cfg)
+    sf.write(out / "f0.wav", np.zeros(10), SR)  # a marker: a skipped file is left as it is
+    (out / "f1.wav").unlink()                    # as if the run had been interrupted
+    again = evaluate(cfg)
+    rows = _rows(out)
+    assert sf.info(str(out / "f0.wav")).frames == 10
+    assert [rows[f"f{i}.wav"]["status"] for i in range(3)] == ["resumed", "enhanced", "resumed"]
+    assert again["num_files"] == 3 and math.isfinite(again["rtf"])
+    evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "overwrite=true"))
+    assert sf.info(str(out / "f0.wav")).frames == sf.info(str(src / "f0.wav")).frames
+    assert {r["status"] for r in _rows(out).values()} == {"enhanced"}
+
+
+def test_refuses_to_write_over_inputs(ckpt, tmp_path):
+    split = tmp_path / "split"
+    for role in ("clean", "noisy"):
+        (split / role).mkdir(parents=True)
+        sf.write(split / role / "a.wav", _signal(0.5)[0].numpy(), SR)
+    for inp, out in [(split / "noisy", split / "noisy"), (split, split / "noisy"),
+                     (split, split / "clean"), (split / "noisy" / "a.wav", split / "noisy")]:
+        with pytest.raises(EvalError, match="input folder"):
+            evaluate(_eval_cfg(ckpt, tmp_path, f"input={inp}", f"output={out}"))
+    assert sf.info(str(split / "noisy" / "a.wav")).frames == int(0.5 * SR)
+    # an output folder inside the input folder is fine: its files are not taken as inputs
+    evaluate(_eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}", f"output={split / 'noisy' / 'enh'}"))
+    again = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}",
+                               f"output={split / 'noisy' / 'enh'}"))
+    assert again["num_files"] == 1
+
+
+def test_a_bad_file_is_reported_and_skipped(ckpt, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    sf.write(src / "good.wav", _signal(0.4)[0].numpy(), SR)
+    (src / "text.wav").write_text("not audio")
+    (src / "empty.wav").write_bytes(b"")
+    (src / "phone.m4a").write_bytes(b"\0" * 64)
+    nan = np.zeros(4000, dtype=np.float32)
+    nan[100] = np.nan
+    sf.write(src / "nan.wav", nan, SR, subtype="FLOAT")
+    summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}"))
+    assert summary["num_files"] == 1 and summary["num_failed"] == 4
+    rows = _rows(out)
+    assert rows["good.wav"]["status"] == "enhanced" and (out / "good.wav").is_file()
+    for name in ("text.wav", "empty.wav", "phone.m4a", "nan.wav"):
+        assert rows[name]["status"] == "failed" and name in rows[name]["error"], rows[name]
+        assert not (out / name).exists()
+
+
+def test_metrics_and_summary_keys(ckpt, tmp_path):
+    split = tmp_path / "split"
+    for role in ("clean", "noisy"):
+        (split / role).mkdir(parents=True)
+    clean = _signal(1.0)[0] * 0.5
+    sf.write(split / "clean" / "a.wav", clean.numpy(), SR)
+    sf.write(split / "noisy" / "a.flac", (clean + 0.05 * torch.randn(clean.shape)).numpy(), SR)
+    out = tmp_path / "out"
+    summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}"))
+    keys = {"pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
+    saved = json.loads((out / "summary.json").read_text())
+    assert set(saved) == keys | {"rtf", "nfe", "num_files", "num_failed", "noisy"}
+    assert set(saved["noisy"]) == keys
+    noisy = sf.read(str(split / "noisy" / "a.flac"))[0]  # as stored: 16-bit
+    assert saved["noisy"]["si_sdr"] == pytest.approx(M.si_sdr(clean.numpy(), noisy), abs=1e-3)
+    enhanced = sf.read(str(out / "a.flac"))[0]
+    assert saved["si_sdr"] == pytest.approx(M.si_sdr(clean.numpy(), enhanced), abs=1e-3)
+    assert summary["num_files"] == 1
+
+
+def test_bad_argument_combinations_are_clear_errors(ckpt, tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, _signal(0.5)[0].numpy(), SR)
+    bad = {"exactly one": [f"input={wav}", "split=test"], "exactly one ": [],
+           "split=bogus": ["split=bogus"], "data.base_dir": [f"input={wav}", f"data.base_dir={tmp_path}"],
+           "reference=": ["split=test", f"reference={tmp_path}"],
+           "sampler.nfe": [f"input={wav}", "sampler.nfe=0"],
+           "overlap_s": [f"input={wav}", "chunk_s=1.0", "overlap_s=0.9"],
+           "no such file": [f"input={tmp_path / 'missing'}"]}
+    for match, overrides in bad.items():
+        with pytest.raises(EvalError, match=match.strip()):
+            evaluate(_eval_cfg(ckpt, tmp_path, *overrides))
+
+
+def test_plots(ckpt, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="plots=true needs matplotlib (optional)")
+    split = tmp_path / "split"
+    for role in ("clean", "noisy"):
+        (split / role).mkdir(parents=True)
+        sf.write(split / role / "a.wav", _signal(1.0, seed=int(role == "noisy"))[0].numpy(), SR)
+    out = tmp_path / "out"
+    evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}", "plots=true"))
+    assert (out / "plots" / "a.png").stat().st_size > 1000
+    assert (out / "plots" / "summary.png").stat().st_size > 1000
+    monkeypatch.setitem(sys.modules, "meanflowse.plots", None)  # as if matplotlib were missing
+    with pytest.raises(EvalError, match="matplotlib"):
+        evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}", "plots=true"))
