@@ -246,3 +246,10 @@ def test_bf16_mixed_training_steps_run_with_the_meanflow_branch(tmp_path):
     assert objs["trainer"].global_step == 1 and math.isfinite(metrics["train/loss"])
     assert "train/jvp_norm" in metrics
     assert all(p.dtype == torch.float32 for p in objs["module"].parameters())
+
+
+@pytest.mark.parametrize("preset", ["fdr", "limit", "overfit"])
+def test_debug_presets_compose(tmp_path, preset):
+    cfg = compose_cfg("train", [*TINY, f"debug={preset}"], tmp_path)
+    assert cfg.trainer.get("fast_dev_run") or cfg.trainer.get("limit_train_batches") or \
+        cfg.trainer.get("overfit_batches")
