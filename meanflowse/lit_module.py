@@ -86,6 +86,18 @@ class MeanFlowSEModule(LightningModule):
         with_jvp = w_mf > 0 and bool((r < t).any())
         return single_pass_loss(self.net_fn, r=r, with_jvp=with_jvp, auto=self.auto_jvp, **kw)
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Before Lightning clips (trainer.gradient_clip_val): how often the clip actually bites.
+        # Under DDP the gradients are already averaged here, so every rank logs the same.
+        grads = [p.grad.detach() for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        self.log("train/grad_norm", total)
+        clip = self.trainer.gradient_clip_val
+        if clip:
+            self.log("train/grad_clip_rate", (total > clip).float())
+
     # -- validation: the flow-matching loss and the shipped sampler's error ----------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x, y = batch["clean"], batch["noisy"]

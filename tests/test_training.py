@@ -193,6 +193,8 @@ def test_validation_logs_one_step_metrics_and_checkpoints_follow_them(run):
         assert math.isfinite(metrics[key])
     for key in ("train/w_mf", "train/gamma", "train/jvp_norm", "train/jvp_clip_rate"):
         assert key in metrics
+    # the tiny net's untrained loss is ~1e3: its gradient is well above the clip of 1.0
+    assert metrics["train/grad_norm"] > 1.0 and metrics["train/grad_clip_rate"] == 1.0
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert "last.ckpt" in names and not any(n.startswith("last-v") for n in names)
     assert any(n.startswith("best-step") for n in names)
