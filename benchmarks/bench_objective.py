@@ -1,7 +1,9 @@
 """Cost of one MeanFlow training step relative to one plain CFM step (issue 3).
 
-Same backbone (ncsnpp_tiny preset), same batch (2 x 128 frames, 256 bins), CPU, fp32.
-`python -m benchmarks.bench_objective [--frames 128] [--batch 2] [--repeats 3]`
+Same backbone (ncsnpp_tiny preset), same batch (2 x 128 frames, 256 bins), fp32; every sample
+takes the MeanFlow branch (r < t), the most expensive case.
+`python -m benchmarks.bench_objective [--frames 128] [--batch 2] [--repeats 3] [--device cpu]
+[--backbone ncsnpp_tiny]`
 """
 from __future__ import annotations
 
@@ -27,16 +29,18 @@ VARIANTS = [  # (label, formulation, jvp_impl, jvp_chunk)
 ]
 
 
-def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = "ncsnpp_tiny"):
+def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = "ncsnpp_tiny",
+        device: str = "cpu"):
     torch.manual_seed(0)
-    net = instantiate(OmegaConf.load(f"configs/backbone/{backbone}.yaml"))
+    dev = torch.device(device)
+    net = instantiate(OmegaConf.load(f"configs/backbone/{backbone}.yaml")).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     fn = lambda x_t, y, t, r: net(x_t, y, t, t - r)
     path = PathConfig()
-    x, y = torch.randn(batch, 2, 256, frames) * 0.3, torch.randn(batch, 2, 256, frames) * 0.3
+    x, y = (torch.randn(batch, 2, 256, frames, device=dev) * 0.3 for _ in range(2))
     z = complex_noise_like(x)
-    t = torch.full((batch,), 0.8)
-    r = torch.full((batch,), 0.3)  # every sample takes the MeanFlow branch
+    t = torch.full((batch,), 0.8, device=dev)
+    r = torch.full((batch,), 0.3, device=dev)  # every sample takes the MeanFlow branch
     b = dict(x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=path), y=y, t=t,
              v=conditional_velocity(x=x, y=y, z=z, cfg=path))
     base = MeanFlowConfig()
@@ -50,6 +54,7 @@ def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = 
 
     cfm = time_call(step(lambda: cfm_loss(fn, cfg=base, **b)), repeats=repeats)
     rows = [["CFM (reference point)", f"{cfm:.3f}", "1.00x"]]
+    print(" | ".join(rows[-1]), flush=True)
     for label, form, impl, chunk in VARIANTS:
         cfg = replace(base, formulation=form, jvp_impl=impl, jvp_chunk=chunk)
         if form == "single_pass":
@@ -58,8 +63,9 @@ def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = 
             loss = lambda: two_pass_loss(fn, r=r, w_mf=0.25, cfg=cfg, **b).loss
         sec = time_call(step(loss), repeats=repeats)
         rows.append([label, f"{sec:.3f}", f"{sec / cfm:.2f}x"])
+        print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(["training step", "seconds", "vs CFM"], rows)
-    print(f"MeanFlow step cost, {backbone}, batch {batch} x {frames} frames, {machine()}\n")
+    print(f"\nMeanFlow step cost, {backbone}, batch {batch} x {frames} frames, {device}, {machine()}\n")
     print(table)
     return rows
 
@@ -70,5 +76,6 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backbone", default="ncsnpp_tiny")
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
-    run(frames=a.frames, batch=a.batch, repeats=a.repeats, backbone=a.backbone)
+    run(frames=a.frames, batch=a.batch, repeats=a.repeats, backbone=a.backbone, device=a.device)
