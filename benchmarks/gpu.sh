@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU figures for BENCHMARKS.md, run from the repository root on a CUDA machine whose Python
 # already has torch 2.11 (the project's own venv works too: `PY=.venv/bin/python bash benchmarks/gpu.sh`).
-# Writes its logs to ${OUT:-outputs/gpu_bench}. Each part runs on even if an earlier one fails.
+# Writes its logs to ${OUT:-outputs/gpu_bench} (data and runs under ${WORK:-/tmp/meanflowse_gpu}).
 set -u
 PY=${PY:-python3}
 OUT=${OUT:-outputs/gpu_bench}
@@ -23,11 +23,10 @@ echo "### MeanFlow step vs CFM step, full NCSN++, batch 2 x 256 frames"
 $PY -m benchmarks.bench_objective --device cuda --backbone ncsnpp --batch 2 --frames 256 \
     --repeats 10 2>&1 | tee "$OUT/objective.txt"
 
-echo "### multi-step training of the full NCSN++ (MeanFlow, func JVP) on the synthetic corpus"
-$PY train.py backbone=ncsnpp trainer=gpu trainer.max_steps="$STEPS" trainer.max_epochs=-1 \
-    logger=csv callbacks.progress=null trainer.enable_progress_bar=false callbacks.val_metrics=null \
-    callbacks.model_checkpoint=null callbacks.best_si_sdr=null \
-    trainer.log_every_n_steps=10 trainer.check_val_every_n_epoch=1000 \
-    data.batch_size=8 data.num_workers=6 data.synthetic.num_train=160 \
-    data.synthetic.num_valid=4 data.synthetic.num_test=4 \
-    curriculum.mf_warmup_frac=0.2 hydra.run.dir="$OUT/train" 2>&1 | tail -n 40 | tee "$OUT/train.txt"
+WORK=${WORK:-/tmp/meanflowse_gpu}
+TRAIN="backbone=ncsnpp trainer=gpu data.batch_size=8 data.num_workers=6 paths.data_dir=$WORK/data"
+echo "### multi-step training of the full NCSN++ (MeanFlow, func JVP), fp32"
+$PY -m benchmarks.bench_train --out "$WORK/fp32" --steps "$STEPS" $TRAIN 2>&1 | tail -n 12 | tee "$OUT/train_fp32.txt"
+echo "### the same, bf16-mixed (JVP in fp32)"
+$PY -m benchmarks.bench_train --out "$WORK/bf16" --steps "$STEPS" $TRAIN trainer.precision=bf16-mixed \
+    2>&1 | tail -n 12 | tee "$OUT/train_bf16.txt"
