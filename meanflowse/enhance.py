@@ -211,7 +211,7 @@ class Enhancer:
                 outs[p.item][p.channel, p.start:p.start + p.size] += w * x
                 if p.channel == 0:
                     weight_sum[p.item][p.start:p.start + p.size] += w
-        return [o if s is None else o / s for o, s in zip(outs, weight_sum)]
+        return [o if s is None else o.div_(s) for o, s in zip(outs, weight_sum)]
 
     def _batches(self, wavs: list[Tensor], starts: list[list[int]]) -> Iterator[list[_Piece]]:
         pieces = []

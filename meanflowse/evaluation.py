@@ -114,9 +114,9 @@ def _default_output(cfg: DictConfig, name: str) -> Path:
     return Path(str(cfg.ckpt_path)).resolve().parent.parent / "enhanced" / name
 
 
-def input_items(cfg: DictConfig) -> tuple[list[Item], Path, list[Path]]:
-    """``(items, output_dir, protected)`` for ``input=PATH``; ``protected`` are the folders the
-    output must not be (the input's and the references')."""
+def input_items(cfg: DictConfig) -> tuple[list[Item], Path]:
+    """``(items, output_dir)`` for ``input=PATH``; the output may be neither the input folder
+    nor the references' folder."""
     src = Path(str(cfg.input)).expanduser()
     if not src.exists():
         raise EvalError(f"input={src}: no such file or folder")
@@ -129,8 +129,7 @@ def input_items(cfg: DictConfig) -> tuple[list[Item], Path, list[Path]]:
         src = src / "noisy"
     out = Path(str(cfg.output)).expanduser() if cfg.get("output") else _default_output(cfg, name)
     root = src.parent if src.is_file() else src
-    protected = [root] + ([ref_dir] if ref_dir is not None else [])
-    _check_output(out, protected)
+    _check_output(out, [root] + ([ref_dir] if ref_dir is not None else []))
     files = [src] if src.is_file() else _scan(src, skip=out.resolve())
     if not files:
         raise EvalError(f"input={src}: no audio files ({', '.join(sorted(AUDIO_EXTS))}) in this folder")
@@ -142,10 +141,10 @@ def input_items(cfg: DictConfig) -> tuple[list[Item], Path, list[Path]]:
             ref = next((c for c in (ref_dir / rel, *sorted((ref_dir / rel.parent).glob(rel.stem + ".*")))
                         if c.is_file() and c.suffix.lower() in AUDIO_EXTS), None)
         items.append(Item(src=f, rel=rel, ref=ref))
-    return items, out, protected
+    return items, out
 
 
-def split_items(cfg: DictConfig, train_cfg: DictConfig) -> tuple[list[Item], Path, list[Path]]:
+def split_items(cfg: DictConfig, train_cfg: DictConfig) -> tuple[list[Item], Path]:
     """Items of ``split`` of the checkpoint's dataset (see the module docstring)."""
     from hydra.utils import instantiate
 
@@ -169,9 +168,8 @@ def split_items(cfg: DictConfig, train_cfg: DictConfig) -> tuple[list[Item], Pat
     items = [Item(src=p.noisy_source, ref=p.clean_source,
                   rel=Path(p.name + p.noisy_source.suffix)) for p in pairs]
     out = Path(str(cfg.output)).expanduser() if cfg.get("output") else _default_output(cfg, cfg.split)
-    protected = [Path(base_dir) / cfg.split / role for role in ("noisy", "clean")]
-    _check_output(out, protected)
-    return items, out, protected
+    _check_output(out, [Path(base_dir) / cfg.split / role for role in ("noisy", "clean")])
+    return items, out
 
 
 def _check_output(out: Path, protected: list[Path]) -> None:
@@ -220,6 +218,8 @@ def to_rate(wav: torch.Tensor, sr: int, target: int) -> torch.Tensor:
 
 def fit_length(wav: torch.Tensor, length: int) -> torch.Tensor:
     """Crop or zero-pad the last axis to ``length`` (resampling may be off by a sample)."""
+    if wav.shape[-1] == length:
+        return wav
     return torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))[..., :length]
 
 
@@ -281,19 +281,10 @@ def _speaker_on(cfg: DictConfig) -> bool:
 
 
 # ------------------------------------------------------------------------------ the run
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    check_args(cfg)
-    plots = None
-    if cfg.get("plots"):
-        try:
-            plots = importlib.import_module("meanflowse.plots")
-        except ImportError as err:
-            raise EvalError(f"plots=true needs matplotlib ({err}); `pip install matplotlib` "
-                            "or run without plots") from err
-    with_speaker = bool(cfg.metrics) and _speaker_on(cfg)
+def load_enhancer(cfg: DictConfig) -> Enhancer:
     s = cfg.get("sampler") or {}
     try:
-        enhancer = Enhancer.from_checkpoint(
+        return Enhancer.from_checkpoint(
             cfg.ckpt_path, use_ema=cfg.use_ema, device=cfg.device, sampler=s.get("name"),
             nfe=s.get("nfe"), t_end=s.get("t_end"), seed=cfg.seed, chunk_s=cfg.chunk_s,
             overlap_s=cfg.overlap_s, batch_size=cfg.batch_size)
@@ -301,16 +292,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise
     except ValueError as err:  # chunk_s/overlap_s/sampler settings the enhancer refuses
         raise EvalError(str(err)) from err
-    if cfg.get("split") is not None:
-        items, out_dir, protected = split_items(cfg, enhancer.config)
-    else:
-        items, out_dir, protected = input_items(cfg)
-    if cfg.get("limit_files") is not None:
-        items = items[:int(cfg.limit_files)]
+
+
+def triage(items: list[Item], out_dir: Path, *, overwrite: bool
+           ) -> tuple[list[Item], list[Item], list[Item]]:
+    """``(todo, done, failed)``: files to enhance, files whose output exists (measured, not
+    redone, unless ``overwrite``), unreadable files. Refuses any output that is an input."""
     inputs = {p.resolve() for it in items for p in (it.src, it.ref) if p is not None}
-    console = Console()
-    failures: list[Item] = []
-    todo, done = [], []
+    todo, done, failures = [], [], []
     for it in items:
         dst = out_dir / it.rel
         it.row = {"file": it.rel.as_posix()}
@@ -321,10 +310,30 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         except FILE_ERRORS as err:
             _fail(it, err, failures)
             continue
-        (done if dst.exists() and not cfg.overwrite else todo).append(it)
+        (done if dst.exists() and not overwrite else todo).append(it)
     if done:
         log.info("%d of %d outputs exist in %s; measured, not redone (overwrite=true redoes them)",
                  len(done), len(items), out_dir)
+    return todo, done, failures
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Enhance and measure what `cfg` names (see the module docstring); returns the summary."""
+    check_args(cfg)
+    plots = None
+    if cfg.get("plots"):
+        try:
+            plots = importlib.import_module("meanflowse.plots")
+        except ImportError as err:
+            raise EvalError(f"plots=true needs matplotlib ({err}); `pip install matplotlib` "
+                            "or run without plots") from err
+    with_speaker = bool(cfg.metrics) and _speaker_on(cfg)
+    enhancer = load_enhancer(cfg)
+    items, out_dir = split_items(cfg, enhancer.config) if cfg.get("split") is not None else input_items(cfg)
+    if cfg.get("limit_files") is not None:
+        items = items[:int(cfg.limit_files)]
+    console = Console()
+    todo, done, failures = triage(items, out_dir, overwrite=cfg.overwrite)
 
     def finish(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
         it.row.update(duration_s=round(it.duration, 4), sample_rate=it.sr, channels=it.channels)
@@ -349,9 +358,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 dst = out_dir / it.rel
                 try:
                     write_atomic(dst, enhanced, it.sr, format=it.format, subtype=it.subtype)
-                    # measure what was shipped (quantised to the input's sample format), as a
-                    # resumed run does
-                    enhanced = load_audio(dst, mono=False)[0]
+                    if cfg.metrics:  # measure what was shipped (quantised to the input's
+                        enhanced = load_audio(dst, mono=False)[0]  # format), as a resume does
                     it.row.update(status="enhanced", rtf=M.rtf(sec, it.frames, it.sr))
                     seconds, duration = seconds + sec, duration + it.duration
                     finish(it, noisy, enhanced)
