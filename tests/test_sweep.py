@@ -1,0 +1,176 @@
+"""sweep.py: the grid, one job's record (good and failed), the gather's table, CSV and plots."""
+import csv
+import itertools
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+import meanflowse.sweep as S
+from helpers import CONFIGS, TINY, compose_cfg
+from meanflowse.curriculum import CurriculumConfig
+
+
+def _compose_sweep(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose("sweep", overrides=overrides, return_hydra_config=True)
+
+
+def _grid(params) -> list[dict]:
+    """Expand ``hydra.sweeper.params`` the way the basic sweeper does (cartesian product)."""
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    axes = [[(o.key_or_group, v) for v in o.sweep_string_iterator()] for o in parsed]
+    return [dict(p) for p in itertools.product(*axes)]
+
+
+def test_default_grid_is_c_by_jvp_impl_with_three_nfes():
+    cfg = _compose_sweep([])
+    assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
+    grid = _grid(cfg.hydra.sweeper.params)
+    assert len(grid) == 6
+    assert {(float(p["mf.first_order_coef"]), p["mf.jvp_impl"]) for p in grid} == {
+        (c, j) for c in (0.5, 1.0) for j in ("func", "fd", "autograd")}
+    assert list(cfg.sweep.eval_nfe) == [1, 2, 5]        # NFE: evaluated per job, not retrained
+    assert cfg.task_name == "sweep" and "step_timer" in cfg.callbacks
+    assert cfg.hydra.callbacks.gather._target_ == "meanflowse.sweep.GatherCallback"
+
+
+def test_presets_compose_and_typos_fail():
+    cpu = _compose_sweep(["experiment=sweep_cpu"])
+    assert cpu.trainer.max_steps > 0 and cpu.data.num_workers <= 1
+    assert len(_grid(cpu.hydra.sweeper.params)) == 6 and cpu.task_name == "sweep"
+    optuna = _compose_sweep(["hydra/sweeper=optuna_tune"])
+    assert optuna.hydra.sweeper._target_.endswith("OptunaSweeper")
+    space = optuna.hydra.sweeper.params
+    assert "interval" in space["optim.lr"] and space["mf.jvp_impl"] == "func"
+    assert "mf.first_order_coef" in space and "curriculum.gamma_start" in space
+    slurm = _compose_sweep(["hydra/launcher=slurm"])
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert slurm.hydra.launcher.gpus_per_node == 1
+    with pytest.raises(Exception, match="eval_nfes"):
+        _compose_sweep(["sweep.eval_nfes=[1]"])
+
+
+def test_wandb_group_is_set_from_the_sweep_config(tmp_path):
+    cfg = compose_cfg("sweep", ["logger=wandb", "sweep.group=study-7"], tmp_path)
+    S._set_logging_group(cfg, S.job_params(cfg), 3)
+    assert cfg.logger.wandb.group == "study-7"
+    assert cfg.logger.wandb.name == "3-c0.5-func"
+    cfg = compose_cfg("sweep", ["logger=wandb"], tmp_path / "2026-01-01_00-00-00" / "4")
+    assert S.sweep_group(cfg) == "sweep-4"                 # a single run: its own folder
+
+
+def test_step_timer_counts_meanflow_steps_apart():
+    timer = S.StepTimer(skip=0)
+    module = SimpleNamespace(curriculum=CurriculumConfig(), mf=SimpleNamespace(weight_final=0.25),
+                             device="cpu", progress=lambda: 0.0)
+    for progress in (0.0, 0.01, 0.5, 0.9):                 # w_mf < 0.05 below progress 0.1
+        module.progress = lambda p=progress: p
+        timer.on_train_batch_start(None, module, None, 0)
+        timer.on_train_batch_end(None, module, None, None, 0)
+    assert len(timer.laps["cfm"]) == 2 and len(timer.laps["mf"]) == 2
+    summary = timer.summary()
+    assert summary["steps_timed_mf"] == 2 and math.isfinite(summary["step_time_mf_s"])
+
+
+@pytest.fixture(scope="module")
+def multirun(tmp_path_factory):
+    """Two tiny jobs into one multirun folder: job 0 trains, job 1 fails (negative lr)."""
+    root = tmp_path_factory.mktemp("multirun")
+    data = tmp_path_factory.mktemp("data")
+    common = [*TINY, "trainer.max_steps=3", "trainer.max_epochs=-1", "callbacks.progress=null",
+              "callbacks.val_metrics=null", "callbacks.best_si_sdr=null",
+              "callbacks.last_checkpoint=null",
+              "callbacks.model_checkpoint.monitor=val/one_step_mse",
+              "callbacks.model_checkpoint.mode=min", "trainer.enable_progress_bar=false",
+              "sweep.eval_nfe=[1,2]", "sweep.timer_skip=0", "sweep.group=test"]
+    returns = []
+    for num, extra in enumerate([[], ["optim.lr=-1"]]):
+        cfg = compose_cfg("sweep", [*common, *extra, f"hydra.job.num={num}"], root / str(num),
+                          shared_data=data)
+        returns.append(S.run_job(cfg))
+    return root, returns, data
+
+
+def test_good_job_records_training_step_time_and_every_nfe(multirun):
+    root, returns, _ = multirun
+    rec = json.loads((root / "0" / S.RECORD).read_text())
+    assert rec["status"] == "ok" and rec["params"]["c"] == 0.5 and rec["job"]["num"] == 0
+    assert rec["train"]["steps"] == 3 and rec["train"]["step_time_s"] > 0
+    assert [e["nfe"] for e in rec["eval"]] == [1, 2]
+    assert all(math.isfinite(e["si_sdr"]) and e["num_files"] == 2 for e in rec["eval"])
+    assert rec["eval_weights"].endswith(".ckpt")           # EMA weights from the checkpoint
+    assert math.isfinite(returns[0]) and returns[0] == rec["train"]["metrics"]["val/one_step_mse"]
+
+
+def test_failed_job_is_recorded_and_returns_nan(multirun):
+    root, returns, _ = multirun
+    rec = json.loads((root / "1" / S.RECORD).read_text())
+    assert rec["status"] == "failed" and "learning rate" in rec["error"]
+    assert "Traceback" in rec["traceback"] and math.isnan(returns[1])
+
+
+def test_gather_lists_good_rows_and_the_failure(multirun):
+    root, _, _ = multirun
+    out = S.gather(root)
+    with open(root / S.RESULTS_CSV) as fh:
+        rows = list(csv.DictReader(fh))
+    good = [r for r in rows if r["status"] == "ok"]
+    assert [r["nfe"] for r in good] == ["1", "2"] and all(r["jvp_impl"] == "func" for r in good)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and "learning rate" in failed[0]["error"]
+    assert len(out["failed"]) == 1
+    assert {p.name for p in out["plots"]} == {"metric_vs_nfe.png", "step_time.png"}
+
+
+def test_single_run_reraises_after_writing_its_record(multirun, tmp_path):
+    _, _, data = multirun
+    cfg = compose_cfg("sweep", [*TINY, "optim.lr=-1", "sweep.group=x"], tmp_path, shared_data=data)
+    with pytest.raises(ValueError, match="learning rate"):
+        S.run_job(cfg, reraise=True)
+    assert json.loads((tmp_path / S.RECORD).read_text())["status"] == "failed"
+
+
+def _record(num, c, impl, *, status="ok", pesq=(1.5, 1.8, 2.0), step_s=0.5):
+    rec = {"status": status, "job": {"num": num}, "params": {"c": c, "jvp_impl": impl},
+           "train": {"steps": 10, "step_time_s": step_s, "step_time_mf_s": step_s * 2,
+                     "step_time_cfm_s": step_s / 2, "metrics": {"val/one_step_mse": 3.0}}}
+    if status == "ok":
+        rec["eval"] = [{"nfe": n, "pesq": p, "estoi": 0.7, "si_sdr": 10.0 + n, "rtf": 0.1 * n}
+                       for n, p in zip((1, 2, 5), pesq)]
+        rec["noisy"] = {"pesq": 1.2, "estoi": 0.6, "si_sdr": 5.0}
+    else:
+        rec["error"] = "RuntimeError: boom"
+    return rec
+
+
+def test_gather_of_a_synthetic_folder(tmp_path, capsys):
+    records = [_record(0, 0.5, "func"), _record(1, 1.0, "fd", pesq=(1.1, 1.2, 1.3)),
+               _record(2, 0.5, "autograd", status="failed"),
+               _record(3, 1.0, "func", status="running")]
+    for num, rec in enumerate(records):
+        S.write_json_atomic(tmp_path / str(num) / S.RECORD, rec)
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / S.RECORD).write_text("{not json")
+    out = S.gather(tmp_path)
+    rows = out["rows"]
+    assert len(rows) == 3 + 3 + 3                           # 2 x 3 NFEs, 3 not-ok jobs
+    assert {r["status"] for r in out["failed"]} == {"failed", "running", "unreadable"}
+    row = next(r for r in rows if r["job"] == 1 and r["nfe"] == 2)
+    assert row["pesq"] == 1.2 and row["noisy_pesq"] == 1.2 and row["mf_step_ms"] == 1000.0
+    with open(tmp_path / S.RESULTS_CSV) as fh:
+        assert len(list(csv.DictReader(fh))) == 9
+    for png in out["plots"]:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    screen = capsys.readouterr().out
+    assert "boom" in screen and "2/5 jobs ok" in screen
+    # re-gather from the command line; an empty folder is a clear error
+    assert S.main(["gather", str(tmp_path), "--no-plots"]) == 0
+    (tmp_path / "empty").mkdir()
+    assert S.main(["gather", str(tmp_path / "empty")]) == 2
+    assert "no sweep_job.json" in capsys.readouterr().err
