@@ -61,9 +61,13 @@ ConfigStore.instance().store(group="schema", name="sweep", node=SweepConfig)
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=_json_default)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, default=_json_default)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _json_default(value: Any) -> Any:
@@ -194,7 +198,8 @@ def build_enhancer(cfg: DictConfig, objects: dict[str, Any]) -> tuple[Any, str]:
     # no checkpoint callback: the weights in memory (raw, not EMA) are all there is
     dev = _device(s.eval_device)
     module = objects["module"].eval().to(dev)
-    return Enhancer(module=module, spec=spec_config(cfg), device=dev, **kw), "memory (raw weights)"
+    return Enhancer(module=module, spec=spec_config(cfg), sample_rate=int(cfg.data.sample_rate),
+                    device=dev, **kw), "memory (raw weights)"
 
 
 def eval_pairs(cfg: DictConfig, objects: dict[str, Any]) -> list[dict]:
@@ -365,11 +370,15 @@ def _columns(rows: list[dict]) -> list[str]:
 
 def write_csv(rows: list[dict], path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=_columns(rows), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=_columns(rows), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 

@@ -80,7 +80,8 @@ def test_step_timer_counts_meanflow_steps_apart():
 
 @pytest.fixture(scope="module")
 def multirun(tmp_path_factory):
-    """Two tiny jobs into one multirun folder: job 0 trains, job 1 fails (negative lr)."""
+    """Three tiny jobs into one multirun folder: job 0 trains, job 1 fails (negative lr), job 2
+    trains without a checkpoint callback (evaluated from the weights in memory)."""
     root = tmp_path_factory.mktemp("multirun")
     data = tmp_path_factory.mktemp("data")
     common = [*TINY, "trainer.max_steps=3", "trainer.max_epochs=-1", "callbacks.progress=null",
@@ -90,7 +91,7 @@ def multirun(tmp_path_factory):
               "callbacks.model_checkpoint.mode=min", "trainer.enable_progress_bar=false",
               "sweep.eval_nfe=[1,2]", "sweep.timer_skip=0", "sweep.group=test"]
     returns = []
-    for num, extra in enumerate([[], ["optim.lr=-1"]]):
+    for num, extra in enumerate([[], ["optim.lr=-1"], ["callbacks.model_checkpoint=null"]]):
         cfg = compose_cfg("sweep", [*common, *extra, f"hydra.job.num={num}"], root / str(num),
                           shared_data=data)
         returns.append(S.run_job(cfg))
@@ -106,6 +107,8 @@ def test_good_job_records_training_step_time_and_every_nfe(multirun):
     assert all(math.isfinite(e["si_sdr"]) and e["num_files"] == 2 for e in rec["eval"])
     assert rec["eval_weights"].endswith(".ckpt")           # EMA weights from the checkpoint
     assert math.isfinite(returns[0]) and returns[0] == rec["train"]["metrics"]["val/one_step_mse"]
+    no_ckpt = json.loads((root / "2" / S.RECORD).read_text())
+    assert no_ckpt["status"] == "ok" and no_ckpt["eval_weights"].startswith("memory")
 
 
 def test_failed_job_is_recorded_and_returns_nan(multirun):
@@ -121,7 +124,8 @@ def test_gather_lists_good_rows_and_the_failure(multirun):
     with open(root / S.RESULTS_CSV) as fh:
         rows = list(csv.DictReader(fh))
     good = [r for r in rows if r["status"] == "ok"]
-    assert [r["nfe"] for r in good] == ["1", "2"] and all(r["jvp_impl"] == "func" for r in good)
+    assert [(r["job"], r["nfe"]) for r in good] == [("0", "1"), ("0", "2"), ("2", "1"), ("2", "2")]
+    assert all(r["jvp_impl"] == "func" and math.isfinite(float(r["si_sdr"])) for r in good)
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(failed) == 1 and "learning rate" in failed[0]["error"]
     assert len(out["failed"]) == 1
