@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -60,10 +61,14 @@ ConfigStore.instance().store(group="schema", name="sweep", node=SweepConfig)
 
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2, default=_json_default))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
+            fh.write(text)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -369,16 +374,11 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=_columns(rows), extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=_columns(rows), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
     return path
 
 
@@ -395,7 +395,8 @@ def _fmt(value: Any, key: str = "") -> str:
 
 
 HEADERS = {"jvp_impl": "jvp", "gamma_start": "γ₀", "si_sdr": "si-sdr", "dnsmos_ovrl": "dnsmos",
-           "noisy_pesq": "noisy pesq", "val_one_step_mse": "val mse", "mf_step_ms": "ms/step"}
+           "noisy_pesq": "noisy pesq", "noisy_estoi": "noisy estoi", "noisy_si_sdr": "noisy si-sdr",
+           "val_one_step_mse": "val mse", "mf_step_ms": "ms/step"}
 
 
 def rich_table(rows: list[dict], title: str):
@@ -414,6 +415,29 @@ def rich_table(rows: list[dict], title: str):
     for r in sorted(ok, key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0)):
         table.add_row(*(_fmt(r.get(c), c) for c in cols))
     return table
+
+
+def results_markdown(rows: list[dict]) -> str:
+    """The finished rows as a Markdown table, then ms per training step by JVP implementation
+    (mean over the jobs), for an experiment's README."""
+    ok = sorted((r for r in rows if r["status"] == "ok"),
+                key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0))
+    cols = [c for c in ("c", "jvp_impl", "nfe", "pesq", "estoi", "si_sdr", "rtf", "noisy_pesq",
+                        "noisy_estoi", "noisy_si_sdr", "val_one_step_mse") if any(c in r for r in ok)]
+    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
+             "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in ok]
+    per_impl: dict[str, list[dict]] = defaultdict(list)
+    for r in {r["job"]: r for r in ok}.values():
+        per_impl[r["jvp_impl"]].append(r)
+    lines += ["", "| jvp | ms/step with JVP | ms/step without | jobs |", "|---|---|---|---|"]
+    for impl, jobs in sorted(per_impl.items()):
+        mf, cfm = ([r.get(k, math.nan) for r in jobs] for k in ("mf_step_ms", "step_cfm_ms"))
+        lines.append(f"| {impl} | {_fmt(_mean(mf), '_ms')} | {_fmt(_mean(cfm), '_ms')} "
+                     f"| {len(jobs)} |")
+    failed = [r for r in rows if r["status"] != "ok"]
+    lines += [""] + [f"- job {r['job']} {r['status']}: {r['error']}" for r in failed]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _save_figure(fig: Any, path: Path) -> Path:
@@ -506,8 +530,8 @@ def plot_step_time(rows: list[dict], path: Path) -> Path | None:
 
 
 def gather(root: str | Path, *, plots: bool = True, console: Any = None) -> dict[str, Any]:
-    """Collect the job records below ``root`` into ``sweep_results.csv``, a rich table and
-    ``metric_vs_nfe.png`` / ``step_time.png``, all in ``root``. Failed jobs are listed."""
+    """Collect the job records below ``root`` into ``sweep_results.csv`` / ``.md``, a rich table
+    and ``metric_vs_nfe.png`` / ``step_time.png``, all in ``root``. Failed jobs are listed."""
     from rich.console import Console
 
     root = Path(root)
@@ -518,6 +542,8 @@ def gather(root: str | Path, *, plots: bool = True, console: Any = None) -> dict
         raise SweepError(f"{root}: no {RECORD} below this folder; is it a sweep.py multirun?")
     rows = result_rows(records)
     out: dict[str, Any] = {"rows": rows, "csv": write_csv(rows, root / RESULTS_CSV), "plots": []}
+    out["markdown"] = root / "sweep_results.md"
+    write_text_atomic(out["markdown"], results_markdown(rows))
     out["failed"] = [r for r in rows if r["status"] != "ok"]
     if plots:
         try:

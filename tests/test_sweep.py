@@ -169,6 +169,8 @@ def test_gather_of_a_synthetic_folder(tmp_path, capsys):
     assert row["pesq"] == 1.2 and row["noisy_pesq"] == 1.2 and row["mf_step_ms"] == 1000.0
     with open(tmp_path / S.RESULTS_CSV) as fh:
         assert len(list(csv.DictReader(fh))) == 9
+    md = (tmp_path / "sweep_results.md").read_text()
+    assert md.count("\n| 0.5 | func |") == 3 and "| fd | 1000 | 250 | 1 |" in md and "boom" in md
     for png in out["plots"]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     screen = capsys.readouterr().out
