@@ -423,7 +423,8 @@ def results_markdown(rows: list[dict]) -> str:
     ok = sorted((r for r in rows if r["status"] == "ok"),
                 key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0))
     cols = [c for c in ("c", "jvp_impl", "nfe", "pesq", "estoi", "si_sdr", "rtf", "noisy_pesq",
-                        "noisy_estoi", "noisy_si_sdr", "val_one_step_mse") if any(c in r for r in ok)]
+                        "noisy_estoi", "noisy_si_sdr", "val_one_step_mse")
+            if any(c in r for r in ok)]
     lines = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
              "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in ok]
