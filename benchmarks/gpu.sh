@@ -13,11 +13,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 
 echo "### backbones: fp32 and bf16 autocast, batch 1 and 4 x 256 frames"
 $PY -m benchmarks.bench_backbones --device cuda --presets ncsnpp,ncsnpp_small,ncsnpp_tiny,dcunet \
-    --batches 1,4 --modes fp32,bf16 --repeats 20 2>&1 | tee "$OUT/backbones.txt"
-
-echo "### backbones: torch.compile (default mode), full NCSN++ and tiny"
-$PY -m benchmarks.bench_backbones --device cuda --presets ncsnpp,ncsnpp_tiny --batches 4 \
-    --modes compile --repeats 20 2>&1 | tee "$OUT/compile.txt"
+    --batches 1,4 --modes fp32,bf16 --repeats ${REPEATS:-20} 2>&1 | tee "$OUT/backbones.txt"
 
 echo "### MeanFlow step vs CFM step, full NCSN++, batch 2 x 256 frames"
 $PY -m benchmarks.bench_objective --device cuda --backbone ncsnpp --batch 2 --frames 256 \
@@ -30,3 +26,7 @@ $PY -m benchmarks.bench_train --out "$WORK/fp32" --steps "$STEPS" $TRAIN 2>&1 | 
 echo "### the same, bf16-mixed (JVP in fp32)"
 $PY -m benchmarks.bench_train --out "$WORK/bf16" --steps "$STEPS" $TRAIN trainer.precision=bf16-mixed \
     2>&1 | tail -n 12 | tee "$OUT/train_bf16.txt"
+
+echo "### backbones: torch.compile (default mode), full NCSN++ and tiny"
+$PY -m benchmarks.bench_backbones --device cuda --presets ncsnpp,ncsnpp_tiny --batches 4 \
+    --modes compile --repeats ${REPEATS:-20} 2>&1 | tee "$OUT/compile.txt"

@@ -24,6 +24,7 @@ def main() -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print("## 1. MeanFlow training step vs CFM step\n", flush=True)
     bench_objective.run(frames=128, batch=2, repeats=3)
+    bench_objective.run(frames=128, batch=8, repeats=3, mf_fraction=0.25)
     print("\n## 2. Backbones, CPU fp32\n", flush=True)
     bench_backbones.run(presets=["ncsnpp_tiny", "ncsnpp_small", "dcunet"], batches=[1, 4])
     bench_backbones.run(presets=["ncsnpp"], batches=[1], repeats=2)

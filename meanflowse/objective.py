@@ -27,6 +27,8 @@ class MeanFlowConfig:
     jvp_eps: float = 1e-3             # fd: relative step
     jvp_chunk: Optional[int] = None     # fd: samples per network call (None = whole batch)
     jvp_clip: Optional[float] = 5.0     # per-sample L2 clip of the JVP (None disables)
+    jvp_reuse_primal: bool = False    # func/auto: take the prediction from the JVP's primal output
+    #                                   (no extra forward, several times the activation memory)
     loss: str = "mse"                 # mse: 0.5 sum |err|^2 per sample; mae: sum |err|
     adaptive_p: float = 0.0           # adaptive weighting loss / sg(loss + eps)**p (0 = off)
     adaptive_eps: float = 1e-3
@@ -79,13 +81,14 @@ def mean_flow_target(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Ten
     # The JVP is computed in fp32 whatever the surrounding autocast says.
     with torch.autocast(x_t.device.type, enabled=False):
         if cfg.jvp_impl == "func":
-            u, dudt = jvp_func(net_fn, **kw)
+            u, dudt = jvp_func(net_fn, **kw, reuse_primal=cfg.jvp_reuse_primal)
         elif cfg.jvp_impl == "autograd":
             dudt = jvp_autograd(net_fn, **kw)
         elif cfg.jvp_impl == "fd":
             dudt = jvp_fd(net_fn, **kw, eps_rel=cfg.jvp_eps, chunk=cfg.jvp_chunk)
         elif cfg.jvp_impl == "auto":
-            u, dudt = (auto or AutoJvp())(net_fn, **kw, eps_rel=cfg.jvp_eps, chunk=cfg.jvp_chunk)
+            u, dudt = (auto or AutoJvp())(net_fn, **kw, eps_rel=cfg.jvp_eps, chunk=cfg.jvp_chunk,
+                                          reuse_primal=cfg.jvp_reuse_primal)
         else:
             raise ValueError(f"mf.jvp_impl={cfg.jvp_impl!r}; use one of {JVP_IMPLS}")
     dudt = dudt.detach()
@@ -114,11 +117,24 @@ def single_pass_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Ten
                      cfg: MeanFlowConfig, with_jvp: bool = True, auto: AutoJvp | None = None
                      ) -> LossOutput:
     """One network pass per sample: ``r = t`` samples regress ``v`` (the CFM term), the others
-    the MeanFlow target. ``with_jvp=False`` (all ``r = t``) is plain CFM without the JVP."""
+    the MeanFlow target. ``with_jvp=False`` is plain CFM without the JVP.
+
+    The JVP runs on the ``r < t`` samples only: at ``r = t`` the target is ``v`` whatever the
+    JVP, and late in the reference curriculum only ``w (1 - p) = 22.5%`` of samples need it.
+    """
     logs: dict[str, float] = {}
     u, target = None, v
-    if with_jvp:
-        u, target, logs = mean_flow_target(net_fn, x_t=x_t, y=y, t=t, r=r, v=v, cfg=cfg, auto=auto)
+    needs_jvp = r < t
+    if with_jvp and bool(needs_jvp.any()):
+        idx = needs_jvp.nonzero(as_tuple=True)[0]
+        u_mf, target_mf, logs = mean_flow_target(net_fn, x_t=x_t[idx], y=y[idx], t=t[idx], r=r[idx],
+                                                 v=v[idx], cfg=cfg, auto=auto)
+        target = v.index_put((idx,), target_mf)
+        if u_mf is not None:  # the JVP's primal output (jvp_reuse_primal): forward the rest only
+            rest = (~needs_jvp).nonzero(as_tuple=True)[0]
+            u = torch.zeros_like(v).index_put((idx,), u_mf)
+            if len(rest):
+                u = u.index_put((rest,), net_fn(x_t[rest], y[rest], t[rest], r[rest]))
     if u is None:
         u = net_fn(x_t, y, t, r)
     per = _reduce(u, target, cfg)

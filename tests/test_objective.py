@@ -40,6 +40,33 @@ def test_r_equal_t_reduces_to_cfm(tiny_net, impl, c, formulation):
     else:  # with w_mf = 1 the two-pass loss is the MeanFlow term alone
         mf = two_pass_loss(fn, r=b["t"].clone(), w_mf=1.0, cfg=cfg, **b).loss
     assert torch.allclose(mf, cfm, rtol=1e-6, atol=1e-7), (mf.item(), cfm.item())
+    # and the target itself is v at r = t, whatever c and the JVP (the single pass skips it there)
+    _, target, _ = mean_flow_target(fn, r=b["t"].clone(), cfg=cfg, **b)
+    assert torch.equal(target, b["v"])
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_jvp_on_the_r_below_t_subset_equals_the_whole_batch_form(tiny_net, reuse):
+    """Mixed batch: the loss and its gradient match the plain definition computed sample by sample."""
+    b = make_batch(torch.float64, b=5)
+    net = tiny_net.double()
+    fn = net_fn_of(net)
+    r = b["t"] * torch.tensor([1.0, 0.3, 1.0, 0.7, 0.1], dtype=torch.float64)  # two r = t samples
+    cfg = MeanFlowConfig(jvp_reuse_primal=reuse, jvp_clip=None)
+    net.zero_grad()
+    loss = single_pass_loss(fn, r=r, cfg=cfg, **b).loss
+    loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in net.parameters()])
+    net.zero_grad()
+    expected = 0
+    for i in range(5):
+        one = {k: v[i:i + 1] for k, v in b.items()}
+        _, target, _ = mean_flow_target(fn, r=r[i:i + 1], cfg=cfg, **one)
+        pred = fn(one["x_t"], one["y"], one["t"], r[i:i + 1])
+        expected = expected + per_sample_loss(pred, target, "mse")[0] / 5
+    expected.backward()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(grad, torch.cat([p.grad.flatten() for p in net.parameters()]))
 
 
 def test_jvp_implementations_agree_in_float64(tiny_net):
@@ -70,15 +97,28 @@ def test_jvp_moves_d_with_t():
     assert torch.allclose(j, expected)
 
 
-@pytest.mark.parametrize("impl", ["func", "autograd", "fd"])
-def test_target_carries_no_gradient(tiny_net, impl):
+@pytest.mark.parametrize("impl, reuse", [("func", False), ("func", True), ("autograd", False),
+                                         ("fd", False)])
+def test_target_carries_no_gradient(tiny_net, impl, reuse):
     b = make_batch()
-    cfg = MeanFlowConfig(jvp_impl=impl)
+    cfg = MeanFlowConfig(jvp_impl=impl, jvp_reuse_primal=reuse)
     u, target, logs = mean_flow_target(net_fn_of(tiny_net), r=b["t"] * 0.5, cfg=cfg, **b)
     assert not target.requires_grad
     assert set(logs) == {"jvp_norm", "jvp_clip_rate"}
-    if impl == "func":  # the JVP's primal output is reused as the prediction
+    if reuse:  # the JVP's primal output is the prediction, with its graph
         assert u is not None and u.requires_grad
+    else:  # nothing recorded: the caller runs an ordinary forward
+        assert u is None
+
+
+def test_func_jvp_without_recording_equals_recorded(tiny_net):
+    b = make_batch(torch.float64)
+    net = tiny_net.double()
+    kw = dict(x_t=b["x_t"], y=b["y"], t=b["t"], r=b["t"] * 0.3, v=b["v"])
+    u, j_rec = jvp_func(net_fn_of(net), **kw, reuse_primal=True)
+    none, j_free = jvp_func(net_fn_of(net), **kw)
+    assert none is None and not j_free.requires_grad and j_rec.requires_grad
+    torch.testing.assert_close(j_free, j_rec.detach(), rtol=1e-12, atol=1e-12)
 
 
 def test_single_pass_gradient_matches_explicit_target(tiny_net):
@@ -87,12 +127,13 @@ def test_single_pass_gradient_matches_explicit_target(tiny_net):
     r = b["t"] * 0.4
     fn = net_fn_of(tiny_net)
     grads = []
-    for impl in ("func", "autograd"):
+    for impl, reuse in (("func", True), ("func", False), ("autograd", False)):
         tiny_net.zero_grad()
-        cfg = MeanFlowConfig(jvp_impl=impl)
+        cfg = MeanFlowConfig(jvp_impl=impl, jvp_reuse_primal=reuse)
         single_pass_loss(fn, r=r, cfg=cfg, **b).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in tiny_net.parameters()]))
-    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    for other in grads[1:]:
+        assert torch.allclose(grads[0], other, rtol=1e-4, atol=1e-6)
 
 
 def test_per_sample_loss_matches_the_reference_definition():
