@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import meanflowse.sweep as S
@@ -38,6 +39,9 @@ def test_default_grid_is_c_by_jvp_impl_with_three_nfes():
     assert list(cfg.sweep.eval_nfe) == [1, 2, 5]        # NFE: evaluated per job, not retrained
     assert cfg.task_name == "sweep" and "step_timer" in cfg.callbacks
     assert cfg.hydra.callbacks.gather._target_ == "meanflowse.sweep.GatherCallback"
+    # the multirun process resolves the sweep folder before any job sets HydraConfig
+    HydraConfig.instance().cfg = None
+    assert str(cfg.hydra.sweep.dir).startswith("outputs/sweep/multiruns/")
 
 
 def test_presets_compose_and_typos_fail():
