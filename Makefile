@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test test-slow bench lint clean
+.PHONY: help install demo test test-slow bench sweep-cpu lint clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ install: $(STAMP)  ## create .venv and install pinned dependencies (idempotent)
 
 demo: $(STAMP)  ## train the CPU demo model on the built-in dataset, enhance its test split in one step, print metrics
 	$(PY) train.py experiment=demo
-	$(PY) eval.py ckpt_path=outputs/demo/checkpoints/last.ckpt input=outputs/data/demo/test output=outputs/demo/enhanced
+	$(PY) eval.py ckpt_path=outputs/demo/checkpoints/last.ckpt split=test output=outputs/demo/enhanced
 
 test: $(STAMP)  ## run the fast test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest -q
@@ -32,6 +32,9 @@ test-slow: $(STAMP)  ## run the slow tests as well
 
 bench: $(STAMP)  ## run the benchmarks reported in BENCHMARKS.md
 	$(PY) -m benchmarks.run
+
+sweep-cpu: $(STAMP)  ## the default sweep sized for a 2-core CPU (experiments/cpu_sweep, about 17 minutes)
+	$(PY) sweep.py -m experiment=sweep_cpu
 
 lint: $(STAMP)  ## byte-compile everything (cheap syntax check)
 	$(PY) -m compileall -q meanflowse tests train.py eval.py sweep.py
