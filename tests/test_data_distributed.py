@@ -23,6 +23,16 @@ from meanflowse.data.datamodule import EpochDataLoader, PairedSpecDataModule
 SYN = dict(num_train=6, num_valid=2, num_test=0, duration_s=[0.5, 1.0], snr_db=[0.0, 10.0])
 
 
+@pytest.fixture(autouse=True)
+def restore_rank_zero():
+    """Faking rank 1 sets Lightning's process-wide ``rank_zero_only.rank``; left at 1, every later
+    test in this process would silently skip its rank-zero-only work (loggers write nothing)."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+    before = getattr(rank_zero_only, "rank", 0)
+    yield
+    rank_zero_only.rank = before
+
+
 @pytest.fixture(scope="module")
 def syn_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ddp") / "syn"

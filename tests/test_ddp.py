@@ -31,9 +31,12 @@ class MeanFlowLoss(nn.Module):
 
 
 def _batch() -> dict:
+    # float64: the fd JVP divides by 2 eps (eps ~ 1e-3), which would lift float32 round-off of
+    # batch-size-dependent kernels (a rank's shard vs the global batch) to ~1e-4 relative
     g = torch.Generator().manual_seed(1)
-    x_t, y, v = (torch.randn(GLOBAL_BATCH, 2, 8, 8, generator=g) for _ in range(3))
-    t = 0.1 + 0.9 * torch.rand(GLOBAL_BATCH, generator=g)
+    x_t, y, v = (torch.randn(GLOBAL_BATCH, 2, 8, 8, generator=g, dtype=torch.float64)
+                 for _ in range(3))
+    t = 0.1 + 0.9 * torch.rand(GLOBAL_BATCH, generator=g, dtype=torch.float64)
     r = torch.stack([t[0], t[1] * 0.3, t[2] * 0.7, t[3] * 0.0])  # one r = t, three r < t
     return dict(x_t=x_t, y=y, v=v, t=t, r=r)
 
@@ -47,7 +50,7 @@ def _grads(loss_module: nn.Module, batch: dict) -> dict:
 def _net():
     from conftest import TinyNet
     torch.manual_seed(0)
-    return TinyNet()
+    return TinyNet().double()
 
 
 def _worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
