@@ -1,7 +1,7 @@
 """Enhancement benchmarks (issue 6), for a trained checkpoint:
 
 (a) peak memory enhancing a long file vs a short one through eval.py's pipeline (chunked; one
-    fresh subprocess per case, so each high-water mark is its own: ``ru_maxrss`` on CPU,
+    fresh subprocess per case, so each high-water mark is its own: ``VmHWM`` on CPU,
     ``torch.cuda.max_memory_allocated`` on a GPU);
 (b) real-time factor for NFE 1, 2, 5, 10, and the pipeline's overhead over one bare backbone
     forward on the same input (same padded spectrogram);
@@ -60,18 +60,31 @@ def write_noisy(path: Path, seconds: float, sr: int = 16000, seed: int = 0) -> P
 
 
 # ------------------------------------------------------------------------------ (a) memory
+def _peak_rss_mb() -> float:
+    """This process's RSS high-water mark. Linux keeps ``ru_maxrss`` across ``execve``, so a
+    subprocess started from a large parent would report the parent's peak; ``VmHWM`` belongs to
+    the new address space and starts afresh."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _memory_case(ckpt: str, wav: Path, out: Path, device: str, chunk_s: float) -> dict:
     """Runs inside the subprocess: load the model, then enhance ``wav`` with evaluate()."""
     from meanflowse.enhance import Enhancer
     from meanflowse.evaluation import evaluate
 
     Enhancer.from_checkpoint(ckpt, device=device)  # imports and a model: the baseline
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_rss_mb()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     summary = evaluate(eval_config([f"ckpt_path={ckpt}", f"input={wav}", f"output={out}",
                                     f"device={device}", f"chunk_s={chunk_s}", "metrics=false"], out))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
     return {"rss_peak_mb": peak, "rss_before_mb": before, "cuda_peak_mb": cuda,
             "rtf": summary["rtf"], "ok": summary["num_files"] == 1}

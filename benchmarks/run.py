@@ -13,23 +13,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 from benchmarks import bench_backbones, bench_objective
 
 DEMO_CKPT = Path("outputs/demo/checkpoints/last.ckpt")
 
 
 def main() -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     print("## 1. MeanFlow training step vs CFM step\n", flush=True)
     bench_objective.run(frames=128, batch=2, repeats=3)
-    bench_objective.run(frames=128, batch=8, repeats=3, mf_fraction=0.25)
-    print("\n## 2. Backbones, CPU fp32\n", flush=True)
-    bench_backbones.run(presets=["ncsnpp_tiny", "ncsnpp_small", "dcunet"], batches=[1, 4])
-    bench_backbones.run(presets=["ncsnpp"], batches=[1], repeats=2)
+    bench_objective.run(frames=64, batch=8, repeats=3, mf_fraction=0.25)
+    print("\n## 2. Backbones, CPU\n", flush=True)
+    bench_backbones.run(presets=["ncsnpp_tiny", "dcunet"], batches=[1, 4])
+    bench_backbones.run(presets=["ncsnpp_small", "ncsnpp"], batches=[1], repeats=2)
+    bench_backbones.run(presets=["ncsnpp_tiny"], batches=[4], modes=["compile"])
     print("\n### FIR as literal upfirdn2d (reference-style), tiny preset\n", flush=True)
-    bench_backbones.run(presets=["ncsnpp_tiny"], batches=[4], fir_reference=True)
+    bench_backbones.run(presets=["ncsnpp_tiny"], batches=[4], repeats=2, fir_reference=True)
     print("\n## 3. Enhancement\n", flush=True)
     if DEMO_CKPT.is_file():
         from benchmarks import bench_enhance
