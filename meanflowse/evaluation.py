@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from meanflowse import metrics as M
+from meanflowse.atomic import atomic_path
 from meanflowse.data.audio import AudioError, audio_info, load_audio
 from meanflowse.data.folder import AUDIO_EXTS, SPLITS, UNSUPPORTED_EXTS, DatasetError
 from meanflowse.enhance import CheckpointError, Enhancer, padded_frames
@@ -186,20 +186,13 @@ def write_atomic(path: Path, wav: torch.Tensor, sr: int, *, format: str = "WAV",
                  subtype: str | None = None) -> None:
     """Write ``wav [C, L]`` to a temp file beside ``path``, then rename: never a half-written
     file. ``format``/``subtype`` as soundfile names them (the input's, so the output matches)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        if not sf.check_format(format, subtype):
-            subtype = None  # soundfile's default for the format
-        data = wav.T.numpy()
-        if subtype is not None and (subtype.startswith("PCM") or subtype in ("ULAW", "ALAW")):
-            data = data.clip(-1.0, 1.0)  # integer formats: clip rather than wrap around
+    if not sf.check_format(format, subtype):
+        subtype = None  # soundfile's default for the format
+    data = wav.T.numpy()
+    if subtype is not None and (subtype.startswith("PCM") or subtype in ("ULAW", "ALAW")):
+        data = data.clip(-1.0, 1.0)  # integer formats: clip rather than wrap around
+    with atomic_path(path) as tmp:
         sf.write(tmp, data, sr, format=format, subtype=subtype)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_info(item: Item) -> None:
@@ -459,10 +452,8 @@ def results_table(rows: list[dict], summary: dict, title: str,
 
 
 def _replace_text(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         write(fh)
-    os.replace(tmp, path)
 
 
 def write_reports(out_dir: Path, rows: list[dict], summary: dict) -> None:

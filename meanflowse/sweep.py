@@ -15,9 +15,7 @@ import io
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
 import traceback
 from collections import defaultdict
@@ -31,6 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, open_dict
 
 from meanflowse import metrics as M
+from meanflowse.atomic import atomic_path, write_text_atomic
 from meanflowse.curriculum import mf_weight
 
 log = logging.getLogger(__name__)
@@ -64,16 +63,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=_json_default))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _json_default(value: Any) -> Any:
@@ -443,15 +432,8 @@ def results_markdown(rows: list[dict]) -> str:
 
 
 def _save_figure(fig: Any, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from meanflowse.atomic import atomic_path, write_text_atomic
 from meanflowse.data.audio import AudioError, audio_info, is_truncated, load_audio
 
 log = logging.getLogger(__name__)
@@ -245,21 +245,13 @@ def cache_path(base_dir: str | os.PathLike, sample_rate: int,
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text, suffix=".tmp")  # .tmp: never mistaken for a cached .wav
 
 
 def _atomic_write_wav(path: Path, wav, sample_rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:
         # float32 keeps resampling overshoot beyond +-1 and all the precision: nothing is lost
         sf.write(str(tmp), wav.numpy(), sample_rate, subtype="FLOAT", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _verify(file: AudioFile, sample_rate: int, target: Path | None) -> dict:
