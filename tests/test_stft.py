@@ -32,6 +32,20 @@ def test_compression_is_inverted_exactly():
     assert stft(torch.zeros(1, 1000), cfg).abs().max() == 0
 
 
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_compression_equals_the_polar_form(cfg):
+    """``z |z|**(e-1)`` is the reference's ``|z|**e exp(j angle z)``, zeros included."""
+    z = torch.randn(3, 256, 40, dtype=torch.complex128)
+    z[0, :5] = 0  # silent bins: the polar form gives 0 there, so must the fast form
+    e = cfg.spec_abs_exponent
+    polar = cfg.spec_factor * z.abs() ** e * torch.exp(1j * z.angle())
+    fast = compress(z, cfg)
+    assert torch.allclose(fast, polar, rtol=1e-12, atol=1e-14)
+    assert torch.all(fast[0, :5] == 0) and torch.isfinite(torch.view_as_real(fast)).all()
+    back_polar = (polar / cfg.spec_factor).abs() ** (1 / e) * torch.exp(1j * polar.angle())
+    assert torch.allclose(decompress(polar, cfg), back_polar, rtol=1e-12, atol=1e-14)
+
+
 def test_pad_frames_rounds_up_to_the_multiple():
     x = torch.ones(1, 2, 256, 70)
     assert pad_frames(x, 64).shape[-1] == 128
