@@ -129,11 +129,15 @@ def _nonzero_output_layers(net):
                 p.normal_(0, 0.05)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("kind", BACKBONES)
-def test_jvp_matches_finite_difference(kind):
+def test_jvp_matches_finite_difference(kind, channels_last):
     net = make(kind, torch.float64)
     _nonzero_output_layers(net)
     x, y, t, d = inputs(dtype=torch.float64)
+    if channels_last:  # NHWC weights and inputs: the layout the CPU enhancer uses
+        net = net.to(memory_format=torch.channels_last)
+        x, y = (a.contiguous(memory_format=torch.channels_last) for a in (x, y))
     g = torch.Generator().manual_seed(2)
     tx, ty = torch.randn(x.shape, generator=g, dtype=x.dtype), torch.randn(y.shape, generator=g, dtype=y.dtype)
     tt, td = torch.ones_like(t), torch.full_like(d, 0.5)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import TimeEmbedding
+from .layers import GroupNorm, TimeEmbedding
 from .ncsnpp import check_frames
 
 
@@ -84,7 +84,7 @@ class DCUNetBlock(nn.Module):
         self.conv = ComplexConv(in_ch, out_ch, kernel, stride, dilation, transposed=transposed)
         self.temb = nn.Linear(temb_dim, 2 * out_ch)  # complex FeatureMapDense: Re and Im rows
         # Groups never straddle the Re/Im halves, so this is one GroupNorm per part.
-        self.norm = nn.GroupNorm(2 * max(1, min(out_ch // 4, 32)), 2 * out_ch)
+        self.norm = GroupNorm(2 * max(1, min(out_ch // 4, 32)), 2 * out_ch)
         self.negative_slope = negative_slope
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:

@@ -117,8 +117,23 @@ def linear(in_dim: int, out_dim: int, init_scale: float = 1.0) -> nn.Linear:
     return lin
 
 
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that also takes channels_last input inside ``torch.func.jvp``.
+
+    PyTorch 2.11's forward-AD rule for ``group_norm`` views its input as NCHW and fails on NHWC
+    strides ("view size is not compatible"), so under a functorch transform a channels_last
+    input is made NCHW first. Outside one (plain forward, backward, inference) nothing changes.
+    Same parameters and state-dict keys as ``nn.GroupNorm``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not x.is_contiguous() and torch._C._functorch.is_functorch_wrapped_tensor(x):
+            x = x.contiguous()
+        return super().forward(x)
+
+
 def group_norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=max(1, min(ch // 4, 32)), num_channels=ch, eps=1e-6)
+    return GroupNorm(num_groups=max(1, min(ch // 4, 32)), num_channels=ch, eps=1e-6)
 
 
 class GaussianFourierProjection(nn.Module):
