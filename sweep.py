@@ -11,11 +11,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import meanflowse.config  # noqa: F401  (registers the structured-config schemas)
+from meanflowse.runtime import apply_cpu_memory_setting
 from meanflowse.sweep import run_job  # registers the `sweep` schema
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="sweep")
 def main(cfg: DictConfig) -> float:
+    apply_cpu_memory_setting(cfg.retain_cpu_memory)
     return run_job(cfg, reraise=HydraConfig.get().mode == RunMode.RUN)
 
 
