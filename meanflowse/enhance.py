@@ -11,6 +11,12 @@ are cross-faded and a quiet passage stays quiet relative to the rest, as when th
 enhanced in one piece. (A per-chunk peak would push quiet chunks up to full scale, and the
 model, which is not scale-invariant, would then treat neighbouring chunks differently.)
 
+Precision and layout: ``precision="bf16"`` runs the network under bf16 autocast while the STFT,
+the sampler's state and the output stay fp32; on a CPU with AVX512-BF16 or AMX (oneDNN) that
+about halves the forward time of the full NCSN++ (BENCHMARKS.md section 2). ``channels_last``
+(default: on a CPU) stores the convolutions' weights and inputs as NHWC, the layout oneDNN
+computes in, which saves a reorder per convolution.
+
 Batching: the pieces the network sees (a channel of a short file, or one chunk of a long one)
 are grouped by their padded frame count, so a batch never pads a piece beyond what it gets when
 enhanced alone: batching changes the throughput, not the result. The sampler noise of each
@@ -28,11 +34,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+import contextlib
+import logging
+
 from meanflowse.config import spec_config
 from meanflowse.data.audio import PEAK_FLOOR
 from meanflowse.lit_module import MeanFlowSEModule
 from meanflowse.samplers import resolve_sampler
 from meanflowse.stft import SpecConfig, spec_to_wav, wav_to_spec
+
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
 
 
 class CheckpointError(ValueError):
@@ -132,7 +146,10 @@ class Enhancer:
     """Enhancement of ``[C, L]`` waveforms at the model's rate (channels and chunks as a batch).
 
     ``chunk_s`` / ``overlap_s``: the longest piece the network sees and the cross-fade between
-    pieces; ``batch_size``: pieces per network call (raise it on a GPU).
+    pieces; ``batch_size``: pieces per network call (raise it on a GPU); ``precision``: ``fp32``
+    or ``bf16`` (autocast for the network only); ``channels_last``: NHWC convolutions (converts
+    ``module`` in place, so :meth:`from_checkpoint` turns it on for a CPU, and an enhancer built
+    around a module that is still training leaves it off).
     """
 
     module: MeanFlowSEModule
@@ -146,8 +163,18 @@ class Enhancer:
     chunk_s: float = 10.0
     overlap_s: float = 0.5
     batch_size: int = 1
+    precision: str = "fp32"
+    channels_last: bool = False  # converts ``module`` in place: only for a module it owns
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
+        if (self.precision == "bf16" and self.device.type == "cpu"
+                and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            log.warning("precision=bf16 on a CPU without AVX512-BF16/AMX: bf16 is emulated there "
+                        "and slower than fp32; use precision=fp32")
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: needs at least 1")
         if self.nfe is not None and self.nfe < 1:
@@ -170,11 +197,13 @@ class Enhancer:
 
     @classmethod
     def from_checkpoint(cls, ckpt_path: str | Path, *, use_ema: bool = True, device: str = "auto",
-                        **kw) -> "Enhancer":
+                        channels_last: bool | None = None, **kw) -> "Enhancer":
+        """``channels_last=None``: on a CPU (oneDNN's own layout), off on a GPU."""
         module, cfg = load_module(ckpt_path, use_ema=use_ema)
         dev = resolve_device(device)
+        cl = dev.type == "cpu" if channels_last is None else channels_last
         return cls(module=module.to(dev), spec=spec_config(cfg), device=dev,
-                   sample_rate=int(cfg.data.sample_rate), **kw)
+                   sample_rate=int(cfg.data.sample_rate), channels_last=cl, **kw)
 
     @property
     def frame_multiple(self) -> int:
@@ -230,6 +259,13 @@ class Enhancer:
         if batch:
             yield batch
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the network calls when ``precision="bf16"``; the sampler's update
+        ``x - dt * u`` promotes back to the fp32 state, so errors do not accumulate in bf16."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def _noise(self, shape: tuple[int, ...], piece: _Piece) -> Tensor:
         seed = int(np.random.SeedSequence([self.seed, piece.channel, piece.chunk]).generate_state(1)[0])
         gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -245,6 +281,10 @@ class Enhancer:
         lengths = [s.shape[-1] for s in specs]
         y = torch.stack([torch.nn.functional.pad(s, (0, frames - s.shape[-1])) for s in specs])
         z = torch.stack([self._noise(tuple(y.shape[1:]), p) for p in pieces])
-        x = self.module.enhance_spec(y, z=z, name=self.sampler_name, nfe=self.steps, t_end=self.t_end)
+        if self.channels_last:
+            y, z = (a.contiguous(memory_format=torch.channels_last) for a in (y, z))
+        with self.autocast():
+            x = self.module.enhance_spec(y, z=z, name=self.sampler_name, nfe=self.steps,
+                                         t_end=self.t_end)
         return [spec_to_wav(x[j, ..., :n], self.spec, w.shape[-1]).cpu()
                 for j, (n, w) in enumerate(zip(lengths, wavs))]

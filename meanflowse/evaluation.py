@@ -18,6 +18,12 @@ A file whose output exists is not enhanced again (``overwrite=true`` redoes it):
 read back and measured, so an interrupted run resumes and still reports every file.
 RTF = enhancement wall time (normalisation, STFT, sampler, inverse STFT, resampling; no disk
 I/O and no metrics) / audio duration, after a warm-up call and with device synchronisation.
+
+Overlap (``overlap_io``, default on a GPU): writing, reading back, measuring and plotting file k
+run on one worker thread while the device enhances file k+1, so disk I/O and the CPU-bound
+metrics stop adding to the GPU's time; at most :data:`MAX_PENDING` files wait for the worker,
+which bounds memory. Off on a CPU: there the worker would compete for the cores with torch's
+own threads.
 """
 from __future__ import annotations
 
@@ -27,9 +33,11 @@ import json
 import logging
 import math
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import soundfile as sf
 import torch
@@ -50,6 +58,7 @@ SUMMARY_KEYS = M.METRIC_KEYS  # pesq, estoi, si_sdr, dnsmos_sig, dnsmos_bak, dns
 SPEAKER_KEY = "spk_sim"
 # what one bad file may raise; anything else is a bug and stops the run
 FILE_ERRORS = (AudioError, OSError, RuntimeError, ValueError, sf.SoundFileError)
+MAX_PENDING = 4  # enhanced files held for the background worker before enhancing waits
 
 
 class EvalError(ValueError):
@@ -94,6 +103,10 @@ def check_args(cfg: DictConfig) -> None:
     nfe = (cfg.get("sampler") or {}).get("nfe")
     if nfe is not None and int(nfe) < 1:
         raise EvalError(f"sampler.nfe={nfe}: needs at least one network evaluation")
+    if cfg.get("overlap_io") not in ("auto", True, False):
+        raise EvalError(f"overlap_io={cfg.overlap_io}: use auto, true or false")
+    if cfg.get("channels_last") not in ("auto", True, False):
+        raise EvalError(f"channels_last={cfg.channels_last}: use auto, true or false")
     if cfg.get("limit_files") is not None and int(cfg.limit_files) < 1:
         raise EvalError(f"limit_files={cfg.limit_files}: use null (all files) or a positive number")
 
@@ -280,7 +293,8 @@ def load_enhancer(cfg: DictConfig) -> Enhancer:
         return Enhancer.from_checkpoint(
             cfg.ckpt_path, use_ema=cfg.use_ema, device=cfg.device, sampler=s.get("name"),
             nfe=s.get("nfe"), t_end=s.get("t_end"), seed=cfg.seed, chunk_s=cfg.chunk_s,
-            overlap_s=cfg.overlap_s, batch_size=cfg.batch_size)
+            overlap_s=cfg.overlap_s, batch_size=cfg.batch_size, precision=cfg.precision,
+            channels_last=None if cfg.channels_last == "auto" else bool(cfg.channels_last))
     except CheckpointError:
         raise
     except ValueError as err:  # chunk_s/overlap_s/sampler settings the enhancer refuses
@@ -310,8 +324,11 @@ def triage(items: list[Item], out_dir: Path, *, overwrite: bool
     return todo, done, failures
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Enhance and measure what `cfg` names (see the module docstring); returns the summary."""
+def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, Any]:
+    """Enhance and measure what `cfg` names (see the module docstring); returns the summary.
+
+    ``enhancer``: one already loaded from ``cfg.ckpt_path`` (benchmarks time the run without
+    the model load); by default it is loaded here."""
     check_args(cfg)
     plots = None
     if cfg.get("plots"):
@@ -321,7 +338,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             raise EvalError(f"plots=true needs matplotlib ({err}); `pip install matplotlib` "
                             "or run without plots") from err
     with_speaker = bool(cfg.metrics) and _speaker_on(cfg)
-    enhancer = load_enhancer(cfg)
+    enhancer = enhancer or load_enhancer(cfg)
     items, out_dir = split_items(cfg, enhancer.config) if cfg.get("split") is not None else input_items(cfg)
     if cfg.get("limit_files") is not None:
         items = items[:int(cfg.limit_files)]
@@ -339,27 +356,46 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                                      enhanced=enhanced.mean(0), clean=clean, sr=it.sr,
                                      title=it.rel.as_posix())
 
+    def ship(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor, sec: float
+             ) -> tuple[float, float]:
+        """Write, read back, measure; returns what the RTF counts: (enhancement s, audio s)."""
+        try:
+            dst = out_dir / it.rel
+            write_atomic(dst, enhanced, it.sr, format=it.format, subtype=it.subtype)
+            if cfg.metrics:  # measure what was shipped (quantised to the input's format),
+                enhanced = load_audio(dst, mono=False)[0]  # as a resume does
+            it.row.update(status="enhanced", rtf=M.rtf(sec, it.frames, it.sr))
+            finish(it, noisy, enhanced)
+            return sec, it.duration
+        except FILE_ERRORS as err:
+            _fail(it, err, failures)
+            return 0.0, 0.0
+
     if todo:  # warm-up, so the RTF is steady-state (lazy init, allocator, kernel selection)
         enhancer.enhance(torch.zeros(1, enhancer.sample_rate // 4))
-    seconds, duration = 0.0, 0.0
+    overlap = enhancer.device.type == "cuda" if cfg.overlap_io == "auto" else bool(cfg.overlap_io)
     columns = (TextColumn("[bold]enhancing"), BarColumn(), TextColumn("{task.fields[files]} files"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not cfg.progress) as bar:
+    with Progress(*columns, console=console, disable=not cfg.progress) as bar, \
+            Background(enabled=overlap) as worker:
         task = bar.add_task("enhance", total=sum(it.duration for it in todo) + len(done), files=0)
+
+        counting = threading.Lock()  # the worker's callbacks and this thread both advance
+
+        def advance(job: Future | None, it: Item) -> None:
+            with counting:
+                bar.update(task, advance=it.duration, files=bar.tasks[0].fields["files"] + 1)
+
         for group in group_items(todo, enhancer):
+            shipped = set()
             for it, noisy, enhanced, sec in _enhance_robustly(enhancer, group, failures):
-                dst = out_dir / it.rel
-                try:
-                    write_atomic(dst, enhanced, it.sr, format=it.format, subtype=it.subtype)
-                    if cfg.metrics:  # measure what was shipped (quantised to the input's
-                        enhanced = load_audio(dst, mono=False)[0]  # format), as a resume does
-                    it.row.update(status="enhanced", rtf=M.rtf(sec, it.frames, it.sr))
-                    seconds, duration = seconds + sec, duration + it.duration
-                    finish(it, noisy, enhanced)
-                except FILE_ERRORS as err:
-                    _fail(it, err, failures)
-            bar.update(task, advance=sum(it.duration for it in group),
-                       files=bar.tasks[0].fields["files"] + len(group))
+                shipped.add(id(it))
+                worker.submit(ship, it, noisy, enhanced, sec, then=advance)
+            for it in group:
+                if id(it) not in shipped:  # failed to load or to enhance: no job to advance
+                    advance(None, it)
+        timings = worker.results()
+        seconds, duration = sum(t[0] for t in timings), sum(t[1] for t in timings)
         for it in done:
             try:
                 noisy = load_audio(it.src, mono=False)[0]
@@ -382,6 +418,46 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for it in failures:
         console.print(f"[red]failed[/red] {it.row['file']}: {it.row['error']}")
     return summary
+
+
+class Background:
+    """Jobs on one worker thread (``enabled``) or inline; ``results()`` in submission order.
+
+    ``submit`` waits while :data:`MAX_PENDING` jobs are unfinished (bounded memory), and an
+    exception a job raised (a bug: per-file errors are handled inside the job) is raised in
+    the caller at the next ``submit`` or at ``results``, so a broken run stops early.
+    """
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-io") if enabled else None
+        self.jobs: list[Future] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any,
+               then: Callable[..., None] | None = None) -> None:
+        if self.pool is None:
+            job: Future = Future()
+            job.set_result(fn(*args))
+        else:
+            unfinished = [j for j in self.jobs if not j.done()]
+            if len(unfinished) >= MAX_PENDING:
+                unfinished[0].result()
+            job = self.pool.submit(fn, *args)
+        self.jobs.append(job)
+        if then is not None:
+            job.add_done_callback(lambda j: then(j, *args[:1]))
+        for j in self.jobs:
+            if j.done() and j.exception() is not None:
+                raise j.exception()
+
+    def results(self) -> list[Any]:
+        return [j.result() for j in self.jobs]
+
+    def __enter__(self) -> "Background":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
 
 def _fail(item: Item, err: Exception, failures: list[Item]) -> None:

@@ -139,6 +139,23 @@ def test_enhancer_refuses_bad_chunk_settings():
         _enhancer(Identity(), batch_size=0)
 
 
+def test_bf16_and_channels_last_track_the_fp32_result():
+    """bf16 autocast touches the network only: the output stays fp32 and close to the fp32 one;
+    channels_last changes the layout, not the numbers."""
+    torch.manual_seed(0)
+    net = TinyNet()
+    wav = _signal(1.3, 2, seed=5)
+    ref = _enhancer(net, channels_last=False).enhance(wav)
+    cl = _enhancer(net, channels_last=True)
+    assert next(cl.module.backbone.parameters()).is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl.enhance(wav), ref, atol=1e-5, rtol=1e-4)
+    half = _enhancer(net, precision="bf16").enhance(wav)
+    assert half.dtype == torch.float32 and half.shape == ref.shape
+    assert 20.0 < _snr_db(ref, half) < 80.0  # close, and not silently fp32
+    with pytest.raises(ValueError, match="precision"):
+        _enhancer(net, precision="fp16")
+
+
 # ------------------------------------------------------------------------------ checkpoints
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
@@ -266,6 +283,76 @@ def test_a_bad_file_is_reported_and_skipped(ckpt, tmp_path):
         assert not (out / name).exists()
 
 
+def test_background_io_gives_the_same_files_rows_and_failures(ckpt, tmp_path):
+    """overlap_io=true (writing and measuring on a worker thread) changes timing, nothing else:
+    the same outputs, the same metric rows, the same failures, a write failure included."""
+    split = tmp_path / "split"
+    for role in ("clean", "noisy"):
+        (split / role / "sub").mkdir(parents=True)
+    for i, name in enumerate(["a.wav", "b.wav", "sub/c.wav", "sub/d.wav"]):
+        clean = _signal(0.5 + 0.1 * i, seed=i)[0] * 0.5
+        sf.write(split / "clean" / name, clean.numpy(), SR)
+        sf.write(split / "noisy" / name, (clean + 0.05 * torch.randn(clean.shape)).numpy(), SR)
+    (split / "noisy" / "bad.wav").write_text("not audio")
+    results = {}
+    for overlap in ("false", "true"):
+        out = tmp_path / f"out_{overlap}"
+        out.mkdir()
+        (out / "sub").write_text("a file where a folder must go")  # sub/*.wav cannot be written
+        summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}",
+                                     f"overlap_io={overlap}"))
+        rows = {k: {c: v.replace(str(out), "OUT") for c, v in r.items() if c != "rtf"}
+                for k, r in _rows(out).items()}
+        results[overlap] = summary, rows, sf.read(str(out / "b.wav"))[0]
+    (s_off, rows_off, b_off), (s_on, rows_on, b_on) = results["false"], results["true"]
+    for name in rows_off:  # metrics to round-off (numpy may sum in another order on a thread)
+        assert rows_on[name].keys() == rows_off[name].keys(), name
+        for key, value in rows_off[name].items():
+            try:
+                assert float(rows_on[name][key]) == pytest.approx(float(value), rel=1e-9), (name, key)
+            except ValueError:
+                assert rows_on[name][key] == value, (name, key)
+    assert [rows_on[n]["status"] for n in ("a.wav", "b.wav", "bad.wav", "sub/c.wav")] == [
+        "enhanced", "enhanced", "failed", "failed"]
+    assert "NotADirectoryError" in rows_on["sub/c.wav"]["error"] or "FileExistsError" in rows_on["sub/c.wav"]["error"]
+    assert s_on["num_files"] == s_off["num_files"] == 2 and s_on["num_failed"] == 3
+    assert s_on["pesq"] == s_off["pesq"] and math.isfinite(s_on["rtf"])
+    np.testing.assert_array_equal(b_on, b_off)
+
+
+def test_background_worker_bounds_pending_jobs_and_reraises_bugs():
+    import threading
+    import time
+
+    from meanflowse.evaluation import MAX_PENDING, Background
+    state = {"submitted": 0, "finished": 0}
+    lock = threading.Lock()
+
+    def job(k):
+        time.sleep(0.01)
+        with lock:
+            state["finished"] += 1
+        return k
+
+    with Background(enabled=True) as worker:
+        for k in range(3 * MAX_PENDING):
+            worker.submit(job, k)
+            state["submitted"] += 1
+            with lock:
+                assert state["submitted"] - state["finished"] <= MAX_PENDING + 1
+        assert worker.results() == list(range(3 * MAX_PENDING))
+
+    def broken(k):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError, match="a bug"):
+        with Background(enabled=True) as worker:
+            worker.submit(broken, 0)
+            worker.results()
+    with pytest.raises(KeyError, match="a bug"):
+        Background(enabled=False).submit(broken, 0)
+
+
 def test_metrics_and_summary_keys(ckpt, tmp_path):
     split = tmp_path / "split"
     for role in ("clean", "noisy"):
@@ -294,6 +381,8 @@ def test_bad_argument_combinations_are_clear_errors(ckpt, tmp_path):
            "reference=": ["split=test", f"reference={tmp_path}"],
            "sampler.nfe": [f"input={wav}", "sampler.nfe=0"],
            "overlap_s": [f"input={wav}", "chunk_s=1.0", "overlap_s=0.9"],
+           "precision": [f"input={wav}", "precision=fp16"],
+           "channels_last": [f"input={wav}", "channels_last=maybe"],
            "no such file": [f"input={tmp_path / 'missing'}"]}
     for match, overrides in bad.items():
         with pytest.raises(EvalError, match=match.strip()):
