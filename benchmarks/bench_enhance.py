@@ -5,9 +5,13 @@
     ``torch.cuda.max_memory_allocated`` on a GPU);
 (b) real-time factor for NFE 1, 2, 5, 10, and the pipeline's overhead over one bare backbone
     forward on the same input (same padded spectrogram);
-(c) quality on the checkpoint's test split: NFE 1 euler_mf against NFE 5 euler and euler_mf.
+(c) quality on the checkpoint's test split: NFE 1 euler_mf against NFE 5 euler and euler_mf,
+    and NFE 1 with the network in bf16;
+(d) a folder of files through ``evaluate`` (metrics off), with the writer on a worker thread
+    (``overlap_io=true``) and without: the whole run's overhead over the bare forwards.
 
-`python -m benchmarks.bench_enhance --ckpt PATH [--quick] [--device auto] [--only memory,rtf,quality]`
+`python -m benchmarks.bench_enhance --ckpt PATH [--quick] [--device auto]
+[--only memory,rtf,quality,folder]`
 """
 from __future__ import annotations
 
@@ -77,6 +81,9 @@ def _memory_case(ckpt: str, wav: Path, out: Path, device: str, chunk_s: float) -
     """Runs inside the subprocess: load the model, then enhance ``wav`` with evaluate()."""
     from meanflowse.enhance import Enhancer
     from meanflowse.evaluation import evaluate
+    from meanflowse.runtime import apply_cpu_memory_setting
+
+    apply_cpu_memory_setting("auto")  # as eval.py does
 
     Enhancer.from_checkpoint(ckpt, device=device)  # imports and a model: the baseline
     before = _peak_rss_mb()
@@ -161,13 +168,16 @@ def quality(ckpt: str, *, device: str, limit: int | None, dnsmos: bool) -> list[
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, nfe in (("euler_mf", 1), ("euler", 5), ("euler_mf", 5)):
-            out = Path(tmp) / f"{name}_{nfe}"
+        for name, nfe, precision in (("euler_mf", 1, "fp32"), ("euler", 5, "fp32"),
+                                     ("euler_mf", 5, "fp32"), ("euler_mf", 1, "bf16")):
+            out = Path(tmp) / f"{name}_{nfe}_{precision}"
             s = evaluate(eval_config([f"ckpt_path={ckpt}", "split=test", f"output={out}",
                                       f"device={device}", f"sampler.name={name}", f"sampler.nfe={nfe}",
+                                      f"precision={precision}",
                                       f"dnsmos={str(dnsmos).lower()}", "speaker=false",
                                       f"limit_files={limit if limit else 'null'}"], out))
-            rows.append([f"{name}, NFE {nfe}", s["num_files"]] + [
+            label = f"{name}, NFE {nfe}" + (", bf16" if precision == "bf16" else "")
+            rows.append([label, s["num_files"]] + [
                 "—" if np.isnan(s[k]) else f"{s[k]:.3f}"
                 for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl", "rtf")])
         rows.append(["noisy input", s["num_files"]] + [
@@ -176,9 +186,35 @@ def quality(ckpt: str, *, device: str, limit: int | None, dnsmos: bool) -> list[
     return rows
 
 
+# ------------------------------------------------------------------------------ (d) folder
+def folder(ckpt: str, *, files: int, seconds: float, device: str) -> list[list]:
+    """``evaluate`` over ``files`` files (metrics off, model loaded beforehand) with and without
+    the background writer, against ``files`` bare forwards: what a folder run adds."""
+    from meanflowse.enhance import Enhancer, padded_frames
+    from meanflowse.evaluation import evaluate
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        for k in range(files):
+            write_noisy(src / f"f{k:02d}.wav", seconds, seed=k)
+        enh = Enhancer.from_checkpoint(ckpt, device=device)
+        frames = padded_frames(int(seconds * 16000), hop=enh.spec.hop_length, multiple=enh.frame_multiple)
+        bare = files * _bare_forward(enh, frames, repeats=3)
+        for overlap in ("false", "true", "false"):  # off twice: the first run warms the disk cache
+            out = Path(tmp) / f"out_{overlap}"
+            cfg = eval_config([f"ckpt_path={ckpt}", f"input={src}", f"output={out}", f"device={device}",
+                               "metrics=false", f"overlap_io={overlap}", "overwrite=true"], out)
+            wall = time_call(lambda: evaluate(cfg, enhancer=enh), warmup=0, repeats=1)
+            rows.append([f"overlap_io={overlap}", files, f"{wall:.3f}", f"{bare:.3f}",
+                         f"{(wall - bare) / bare:+.1%}"])
+    return rows[1:]
+
+
 # ------------------------------------------------------------------------------ report
 def run(ckpt: str, *, quick: bool = False, device: str = "auto",
-        only: tuple[str, ...] = ("memory", "rtf", "quality")) -> dict[str, list[list]]:
+        only: tuple[str, ...] = ("memory", "rtf", "quality", "folder")) -> dict[str, list[list]]:
     from meanflowse.enhance import resolve_device
 
     dev = str(resolve_device(device))
@@ -201,6 +237,13 @@ def run(ckpt: str, *, quick: bool = False, device: str = "auto",
         print("(c) quality on the checkpoint's test split (means over files)\n")
         print(markdown_table(["sampler", "files", "PESQ", "ESTOI", "SI-SDR", "DNSMOS OVRL", "RTF"],
                              out["quality"]) + "\n")
+    if "folder" in only:
+        files, seconds = (3, 2.0) if quick else (8, 10.0)
+        out["folder"] = folder(ckpt, files=files, seconds=seconds, device=dev)
+        print(f"(d) a folder of {files} files of {seconds:g} s through evaluate() (metrics off, "
+              "model loaded beforehand): whole run against the bare forwards\n")
+        print(markdown_table(["mode", "files", "run s", "files x bare forward s", "overhead"],
+                             out["folder"]) + "\n")
     return out
 
 
@@ -209,13 +252,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ckpt", required=True, help="checkpoint, e.g. outputs/demo/checkpoints/last.ckpt")
     ap.add_argument("--quick", action="store_true", help="short files, few repeats: checks it runs")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--only", default="memory,rtf,quality", help="comma-separated sections")
+    ap.add_argument("--only", default="memory,rtf,quality,folder", help="comma-separated sections")
     ap.add_argument("--memory-case", help=argparse.SUPPRESS)  # internal: one subprocess case
     ap.add_argument("--chunk-s", type=float, default=10.0, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if not Path(a.ckpt).is_file():
         ap.error(f"--ckpt {a.ckpt}: no such file (train one: `python train.py experiment=demo`)")
+    from meanflowse.runtime import apply_cpu_memory_setting
+    apply_cpu_memory_setting("auto")  # as eval.py does
     if a.memory_case:
         print(json.dumps(_memory_case(a.ckpt, Path(a.memory_case), Path(a.out), a.device, a.chunk_s)))
         return

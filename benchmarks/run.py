@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 from benchmarks import bench_backbones, bench_objective
+from meanflowse.runtime import apply_cpu_memory_setting
 
 DEMO_CKPT = Path("outputs/demo/checkpoints/last.ckpt")
 
 
 def main() -> int:
+    apply_cpu_memory_setting("auto")  # as train.py and eval.py do
     print("## 1. MeanFlow training step vs CFM step\n", flush=True)
     bench_objective.run(frames=128, batch=2, repeats=3)
     bench_objective.run(frames=64, batch=8, repeats=3, mf_fraction=0.25)
