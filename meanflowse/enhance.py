@@ -179,9 +179,11 @@ class Enhancer:
             raise ValueError(f"batch_size={self.batch_size}: needs at least 1")
         if self.nfe is not None and self.nfe < 1:
             raise ValueError(f"sampler.nfe={self.nfe}: needs at least one network evaluation")
-        # chunks hold a whole number of the U-Net's frame multiples: no padded frames wasted
+        # chunks hold a whole number of the U-Net's frame multiples (no padded frames wasted),
+        # rounded up: a file of chunk_s seconds is one piece, not two that overlap almost fully
         m, hop = self.frame_multiple, self.spec.hop_length
-        frames = max(m, int(self.chunk_s * self.sample_rate / hop + 1) // m * m)
+        need = math.ceil(self.chunk_s * self.sample_rate / hop) + 1
+        frames = max(m, -(-need // m) * m)
         self.chunk = self.spec.samples_for_frames(frames)
         self.overlap = int(round(self.overlap_s * self.sample_rate))
         if self.overlap < self.spec.n_fft:
@@ -274,6 +276,10 @@ class Enhancer:
     def _run(self, wavs: list[Tensor], pieces: list[_Piece]) -> list[Tensor]:
         """One network batch: normalised waveforms of equal padded size -> enhanced waveforms."""
         frames = pieces[0].frames
+        sizes = [w.shape[-1] for w in wavs]
+        # the centred STFT reflects n_fft/2 samples at each end, so a very short piece (under
+        # 16 ms at 16 kHz) is zero-padded to one window and its output cropped back
+        wavs = [torch.nn.functional.pad(w, (0, max(0, self.spec.n_fft - w.shape[-1]))) for w in wavs]
         if len({w.shape[-1] for w in wavs}) == 1:  # chunks of one file: one batched STFT
             specs = list(wav_to_spec(torch.stack(wavs).to(self.device), self.spec))
         else:
@@ -286,5 +292,5 @@ class Enhancer:
         with self.autocast():
             x = self.module.enhance_spec(y, z=z, name=self.sampler_name, nfe=self.steps,
                                          t_end=self.t_end)
-        return [spec_to_wav(x[j, ..., :n], self.spec, w.shape[-1]).cpu()
-                for j, (n, w) in enumerate(zip(lengths, wavs))]
+        return [spec_to_wav(x[j, ..., :n], self.spec, w.shape[-1])[..., :size].cpu()
+                for j, (n, w, size) in enumerate(zip(lengths, wavs, sizes))]

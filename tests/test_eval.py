@@ -130,6 +130,22 @@ def test_batching_and_chunking_order_do_not_change_the_result():
     assert not torch.allclose(alone[0][0, :100], wavs[0][0, :100])  # the net did something
 
 
+@pytest.mark.parametrize("length", [1, 64, 300])
+def test_a_very_short_signal_is_enhanced_not_an_error(length):
+    wav = _signal(1.0)[:, :length]
+    out = _enhancer(Identity()).enhance(wav)
+    assert out.shape == wav.shape
+    torch.testing.assert_close(out, wav, atol=1e-5, rtol=0)
+
+
+def test_a_file_of_chunk_s_seconds_is_one_piece():
+    for seconds in (1.0, 2.5, 10.0):
+        enh = _enhancer(Identity(), chunk_s=seconds, overlap_s=0.1)
+        assert enh.chunk >= seconds * SR
+        assert enh.chunk - seconds * SR < enh.frame_multiple * enh.spec.hop_length  # rounded up, not more
+        assert chunk_starts(int(seconds * SR), chunk=enh.chunk, overlap=enh.overlap) == [0]
+
+
 def test_enhancer_refuses_bad_chunk_settings():
     with pytest.raises(ValueError, match="overlap_s"):
         _enhancer(Identity(), chunk_s=1.0, overlap_s=0.9)
@@ -324,7 +340,7 @@ def test_background_worker_bounds_pending_jobs_and_reraises_bugs():
     import threading
     import time
 
-    from meanflowse.evaluation import MAX_PENDING, Background
+    from meanflowse.background import MAX_PENDING, Background
     state = {"submitted": 0, "finished": 0}
     lock = threading.Lock()
 
