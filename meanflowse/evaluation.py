@@ -11,7 +11,7 @@ Inputs (exactly one of ``input`` and ``split``):
 Outputs, under ``output`` (default ``<run>/enhanced/<input or split name>``): the enhanced files
 with the inputs' relative paths, rate, length, channels, format and sample format;
 ``metrics.csv`` (a row per file, failures included, with their error); ``summary.json`` (means
-over files: :data:`SUMMARY_KEYS` plus ``rtf, nfe, num_files, num_failed`` and the noisy input's
+over files: :data:`meanflowse.eval_reports.SUMMARY_KEYS` plus ``rtf, nfe, num_files, num_failed`` and the noisy input's
 means under ``noisy``); ``plots/`` with ``plots=true``.
 
 A file whose output exists is not enhanced again (``overwrite=true`` redoes it): its output is
@@ -21,23 +21,21 @@ I/O and no metrics) / audio duration, after a warm-up call and with device synch
 
 Overlap (``overlap_io``, default on a GPU): writing, reading back, measuring and plotting file k
 run on one worker thread while the device enhances file k+1, so disk I/O and the CPU-bound
-metrics stop adding to the GPU's time; at most :data:`MAX_PENDING` files wait for the worker,
-which bounds memory. Off on a CPU: there the worker would compete for the cores with torch's
+metrics stop adding to the GPU's time; at most ``MAX_PENDING`` files wait for the worker,
+which bounds memory (:class:`meanflowse.background.Background`). Off on a CPU: there the worker would compete for the cores with torch's
 own threads.
 """
 from __future__ import annotations
 
-import csv
 import importlib
-import json
 import logging
 import math
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import soundfile as sf
 import torch
@@ -45,20 +43,18 @@ import torchaudio
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from meanflowse import metrics as M
 from meanflowse.atomic import atomic_path
+from meanflowse.background import Background
 from meanflowse.data.audio import AudioError, audio_info, load_audio
 from meanflowse.data.folder import AUDIO_EXTS, SPLITS, UNSUPPORTED_EXTS, DatasetError
 from meanflowse.enhance import CheckpointError, Enhancer, padded_frames
+from meanflowse.eval_reports import results_table, summarize, summary_keys, write_reports
 
 log = logging.getLogger(__name__)
-SUMMARY_KEYS = M.METRIC_KEYS  # pesq, estoi, si_sdr, dnsmos_sig, dnsmos_bak, dnsmos_ovrl
-SPEAKER_KEY = "spk_sim"
 # what one bad file may raise; anything else is a bug and stops the run
 FILE_ERRORS = (AudioError, OSError, RuntimeError, ValueError, sf.SoundFileError)
-MAX_PENDING = 4  # enhanced files held for the background worker before enhancing waits
 
 
 class EvalError(ValueError):
@@ -411,53 +407,13 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     rows = sorted((it.row for it in items), key=lambda r: r["file"])
     write_reports(out_dir, rows, summary)
     if plots is not None and ok:
-        plots.summary_figure(out_dir / "plots" / "summary.png", ok, keys=_keys(with_speaker))
+        plots.summary_figure(out_dir / "plots" / "summary.png", ok, keys=summary_keys(with_speaker))
     title = (f"{enhancer.sampler_name}, NFE {enhancer.steps}: {len(ok)} files"
              + (f", {len(failures)} failed" if failures else "") + f" -> {out_dir}")
-    console.print(results_table(ok, summary, title=title, keys=_keys(with_speaker)))
+    console.print(results_table(ok, summary, title=title, keys=summary_keys(with_speaker)))
     for it in failures:
         console.print(f"[red]failed[/red] {it.row['file']}: {it.row['error']}")
     return summary
-
-
-class Background:
-    """Jobs on one worker thread (``enabled``) or inline; ``results()`` in submission order.
-
-    ``submit`` waits while :data:`MAX_PENDING` jobs are unfinished (bounded memory), and an
-    exception a job raised (a bug: per-file errors are handled inside the job) is raised in
-    the caller at the next ``submit`` or at ``results``, so a broken run stops early.
-    """
-
-    def __init__(self, *, enabled: bool) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-io") if enabled else None
-        self.jobs: list[Future] = []
-
-    def submit(self, fn: Callable[..., Any], *args: Any,
-               then: Callable[..., None] | None = None) -> None:
-        if self.pool is None:
-            job: Future = Future()
-            job.set_result(fn(*args))
-        else:
-            unfinished = [j for j in self.jobs if not j.done()]
-            if len(unfinished) >= MAX_PENDING:
-                unfinished[0].result()
-            job = self.pool.submit(fn, *args)
-        self.jobs.append(job)
-        if then is not None:
-            job.add_done_callback(lambda j: then(j, *args[:1]))
-        for j in self.jobs:
-            if j.done() and j.exception() is not None:
-                raise j.exception()
-
-    def results(self) -> list[Any]:
-        return [j.result() for j in self.jobs]
-
-    def __enter__(self) -> "Background":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
 
 def _fail(item: Item, err: Exception, failures: list[Item]) -> None:
@@ -490,63 +446,3 @@ def _enhance_robustly(enhancer: Enhancer, group: list[Item], failures: list[Item
     total = sum(it.duration for it, _ in loaded)
     for (it, noisy), out in zip(loaded, outs):  # a batch's time, shared by duration
         yield it, noisy, out, sec * it.duration / total
-
-
-# ------------------------------------------------------------------------------ reports
-def _keys(with_speaker: bool) -> tuple[str, ...]:
-    return SUMMARY_KEYS + ((SPEAKER_KEY,) if with_speaker else ())
-
-
-def summarize(rows: list[dict], num_failed: int, *, nfe: int, rtf: float,
-              with_speaker: bool = False) -> dict[str, Any]:
-    """Means over files: the summary.json layout (see the module docstring)."""
-    def means(prefix: str) -> dict[str, float]:
-        return {k: M.summarize([r.get(prefix + k, math.nan) for r in rows])[0]
-                for k in _keys(with_speaker)}
-    summary: dict[str, Any] = means("")
-    summary.update(rtf=rtf, nfe=int(nfe), num_files=len(rows), num_failed=int(num_failed),
-                   noisy=means("noisy_"))
-    return summary
-
-
-def results_table(rows: list[dict], summary: dict, title: str,
-                  keys: tuple[str, ...] = SUMMARY_KEYS) -> Table:
-    table = Table(title=title)
-    for col in ("metric", "noisy (mean ± 95% CI)", "enhanced (mean ± 95% CI)", "n"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
-    fmt = lambda m, h: "—" if math.isnan(m) else (f"{m:.3f}" + ("" if math.isnan(h) else f" ± {h:.3f}"))
-    for key in keys:
-        noisy = M.summarize([r.get("noisy_" + key, math.nan) for r in rows])
-        values = [r.get(key, math.nan) for r in rows]
-        if not (math.isnan(noisy[0]) and all(math.isnan(v) for v in values)):
-            n = sum(math.isfinite(v) for v in values)
-            table.add_row(key, fmt(*noisy), fmt(*M.summarize(values)), str(n))
-    rtf = M.summarize([r["rtf"] for r in rows if "rtf" in r])
-    table.add_row("rtf (overall; ± over files)", "", fmt(summary["rtf"], rtf[1]),
-                  str(sum("rtf" in r for r in rows)))
-    return table
-
-
-def _replace_text(path: Path, write) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        write(fh)
-
-
-def write_reports(out_dir: Path, rows: list[dict], summary: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    first = ("file", "status", "error", "duration_s", "sample_rate", "channels", "rtf")
-    seen = {k for r in rows for k in r}
-    keys = [k for k in first if k in seen] + sorted(seen - set(first))
-    _replace_text(out_dir / "metrics.csv", lambda fh: (w := csv.DictWriter(fh, fieldnames=keys),
-                                                       w.writeheader(), w.writerows(rows)))
-    _replace_text(out_dir / "summary.json",
-                  lambda fh: fh.write(json.dumps(_json_safe(summary), indent=2) + "\n"))
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN (a metric with no finite value) as JSON ``null``, which every JSON reader accepts."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -4,7 +4,6 @@ import sys
 
 import pytest
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from meanflowse.config import SCHEMAS, to_dataclass
 from helpers import CONFIGS, ROOT, TINY, compose_cfg

@@ -1,5 +1,4 @@
 """The MeanFlow objective as pure functions (issue 3, points 1, 2 and 6)."""
-import dataclasses
 
 import pytest
 import torch
@@ -7,9 +6,8 @@ import torch
 from meanflowse.jvp import AutoJvp, clip_per_sample, jvp_autograd, jvp_fd, jvp_func
 from meanflowse.objective import (MeanFlowConfig, NonFiniteError, cfm_loss, mean_flow_target,
                                   per_sample_loss, single_pass_loss, two_pass_loss)
-from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
+from meanflowse.path import PathConfig, conditional_velocity, sample_xt
 
-from conftest import TinyNet
 
 
 def make_batch(dtype=torch.float32, b=4, f=8, n=6, seed=0):

@@ -1,6 +1,5 @@
 """Training glue: precision, compile, EMA, validation metrics, checkpoints, loggers, seeding."""
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

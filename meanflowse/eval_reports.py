@@ -1,0 +1,75 @@
+"""eval.py's reports: summary.json means, metrics.csv rows and the on-screen table."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from meanflowse import metrics as M
+from meanflowse.atomic import atomic_path
+
+SUMMARY_KEYS = M.METRIC_KEYS  # pesq, estoi, si_sdr, dnsmos_sig, dnsmos_bak, dnsmos_ovrl
+SPEAKER_KEY = "spk_sim"
+
+
+def summary_keys(with_speaker: bool) -> tuple[str, ...]:
+    return SUMMARY_KEYS + ((SPEAKER_KEY,) if with_speaker else ())
+
+
+def summarize(rows: list[dict], num_failed: int, *, nfe: int, rtf: float,
+              with_speaker: bool = False) -> dict[str, Any]:
+    """Means over files: the summary.json layout (see meanflowse.evaluation's docstring)."""
+    def means(prefix: str) -> dict[str, float]:
+        return {k: M.summarize([r.get(prefix + k, math.nan) for r in rows])[0]
+                for k in summary_keys(with_speaker)}
+    summary: dict[str, Any] = means("")
+    summary.update(rtf=rtf, nfe=int(nfe), num_files=len(rows), num_failed=int(num_failed),
+                   noisy=means("noisy_"))
+    return summary
+
+
+def results_table(rows: list[dict], summary: dict, title: str,
+                  keys: tuple[str, ...] = SUMMARY_KEYS) -> Table:
+    table = Table(title=title)
+    for col in ("metric", "noisy (mean ± 95% CI)", "enhanced (mean ± 95% CI)", "n"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    fmt = lambda m, h: "—" if math.isnan(m) else (f"{m:.3f}" + ("" if math.isnan(h) else f" ± {h:.3f}"))
+    for key in keys:
+        noisy = M.summarize([r.get("noisy_" + key, math.nan) for r in rows])
+        values = [r.get(key, math.nan) for r in rows]
+        if not (math.isnan(noisy[0]) and all(math.isnan(v) for v in values)):
+            n = sum(math.isfinite(v) for v in values)
+            table.add_row(key, fmt(*noisy), fmt(*M.summarize(values)), str(n))
+    rtf = M.summarize([r["rtf"] for r in rows if "rtf" in r])
+    table.add_row("rtf (overall; ± over files)", "", fmt(summary["rtf"], rtf[1]),
+                  str(sum("rtf" in r for r in rows)))
+    return table
+
+
+def _replace_text(path: Path, write) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        write(fh)
+
+
+def write_reports(out_dir: Path, rows: list[dict], summary: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    first = ("file", "status", "error", "duration_s", "sample_rate", "channels", "rtf")
+    seen = {k for r in rows for k in r}
+    keys = [k for k in first if k in seen] + sorted(seen - set(first))
+    _replace_text(out_dir / "metrics.csv", lambda fh: (w := csv.DictWriter(fh, fieldnames=keys),
+                                                       w.writeheader(), w.writerows(rows)))
+    _replace_text(out_dir / "summary.json",
+                  lambda fh: fh.write(json.dumps(_json_safe(summary), indent=2) + "\n"))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a metric with no finite value) as JSON ``null``, which every JSON reader accepts."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
