@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,11 @@ def _ratio(peaks: dict, key: str) -> str:
 # ------------------------------------------------------------------------------ (b) speed
 def speed(ckpt: str, *, seconds: float, nfes: tuple[int, ...], device: str, repeats: int) -> list[list]:
     """RTF of the pipeline per NFE (one piece: chunk_s above the input's length) and its
-    overhead over one bare backbone forward on the same padded spectrogram."""
+    overhead over NFE bare backbone forwards on the same padded spectrogram.
+
+    Pipeline and bare forwards are timed in alternation and the overhead is the median of the
+    paired ratios, so a machine whose speed drifts between minutes (this VM's does, by up to
+    10%) shifts both sides of a pair alike."""
     from meanflowse.data.audio import load_audio
     from meanflowse.enhance import Enhancer, padded_frames
     from meanflowse.evaluation import Item, enhance_group, write_atomic
@@ -134,32 +139,50 @@ def speed(ckpt: str, *, seconds: float, nfes: tuple[int, ...], device: str, repe
     with tempfile.TemporaryDirectory() as tmp:
         src = write_noisy(Path(tmp) / "in.wav", seconds)
         item = Item(src=src, rel=Path("in.wav"), frames=sf.info(str(src)).frames, sr=16000, channels=1)
-        rows, base = [], None
+        rows = []
         for nfe in nfes:
             enh = Enhancer.from_checkpoint(ckpt, device=device, nfe=nfe, chunk_s=seconds + 1.0)
             wav = load_audio(src, mono=False)[0]
             core = time_call(lambda: enh.enhance(wav), repeats=repeats)
+            bare = _bare_forward_fn(enh, padded_frames(item.frames, hop=enh.spec.hop_length,
+                                                       multiple=enh.frame_multiple))
 
             def pipeline():  # eval.py's work for one file, metrics aside
                 noisy = load_audio(src, mono=False)[0]
                 out, _ = enhance_group(enh, [item], [noisy])
                 write_atomic(Path(tmp) / "out.wav", out[0], item.sr, subtype="PCM_16")
-            full = time_call(pipeline, repeats=repeats)
-            if base is None:
-                base = _bare_forward(enh, padded_frames(item.frames, hop=enh.spec.hop_length,
-                                                        multiple=enh.frame_multiple), repeats)
+
+            def forwards():
+                for _ in range(nfe):
+                    bare()
+            pipeline(), forwards()  # warm-up
+            pairs = [(time_call(pipeline, warmup=0, repeats=1), time_call(forwards, warmup=0, repeats=1))
+                     for _ in range(repeats)]
+            full = statistics.median(p[0] for p in pairs)
+            base = statistics.median(p[1] for p in pairs)
+            overhead = statistics.median(p[0] / p[1] - 1 for p in pairs)
             rows.append([nfe, enh.sampler_name, f"{full / seconds:.4f}", f"{core / seconds:.4f}",
-                         f"{full:.3f}", f"{nfe * base:.3f}", f"{(full - nfe * base) / (nfe * base):+.1%}"])
+                         f"{full:.3f}", f"{base:.3f}", f"{overhead:+.1%}"])
     return rows
 
 
-def _bare_forward(enh, frames: int, repeats: int) -> float:
-    """One backbone call on a spectrogram of the input's padded size: the network's own time."""
+def _bare_forward_fn(enh, frames: int):
+    """One backbone call on a spectrogram of the input's padded size, in the enhancer's layout
+    and precision: the network's own work."""
     dev = enh.device
     x = torch.randn(1, 2, enh.spec.num_bins, frames, device=dev)
+    if enh.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     t = torch.ones(1, device=dev)
-    with torch.no_grad():
-        return time_call(lambda: enh.module.backbone(x, x, t, t), repeats=repeats)
+
+    def forward():
+        with torch.no_grad(), enh.autocast():
+            enh.module.backbone(x, x, t, t)
+    return forward
+
+
+def _bare_forward(enh, frames: int, repeats: int) -> float:
+    return time_call(_bare_forward_fn(enh, frames), repeats=repeats)
 
 
 # ------------------------------------------------------------------------------ (c) quality
@@ -205,7 +228,8 @@ def folder(ckpt: str, *, files: int, seconds: float, device: str) -> list[list]:
         for overlap in ("false", "true", "false"):  # off twice: the first run warms the disk cache
             out = Path(tmp) / f"out_{overlap}"
             cfg = eval_config([f"ckpt_path={ckpt}", f"input={src}", f"output={out}", f"device={device}",
-                               "metrics=false", f"overlap_io={overlap}", "overwrite=true"], out)
+                               "metrics=false", f"overlap_io={overlap}", "overwrite=true",
+                               f"chunk_s={seconds + 1.0}"], out)
             wall = time_call(lambda: evaluate(cfg, enhancer=enh), warmup=0, repeats=1)
             rows.append([f"overlap_io={overlap}", files, f"{wall:.3f}", f"{bare:.3f}",
                          f"{(wall - bare) / bare:+.1%}"])
@@ -227,9 +251,9 @@ def run(ckpt: str, *, quick: bool = False, device: str = "auto",
         print(markdown_table(["file", "RSS after model load (MB)", "peak RSS (MB)",
                               "RSS added (MB)", "peak CUDA alloc (MB)", "RTF"], out["memory"]) + "\n")
     if "rtf" in only:
-        seconds, nfes, reps = (2.0, (1, 2), 1) if quick else (10.0, (1, 2, 5, 10), 3)
+        seconds, nfes, reps = (2.0, (1, 2), 1) if quick else (10.0, (1, 2, 5, 10), 5)
         out["rtf"] = speed(ckpt, seconds=seconds, nfes=nfes, device=dev, repeats=reps)
-        print(f"(b) speed on a {seconds:g} s file (median of {reps}, after a warm-up)\n")
+        print(f"(b) speed on a {seconds:g} s file (median of {reps} alternating pairs, after a warm-up)\n")
         print(markdown_table(["NFE", "sampler", "RTF (load+enhance+write)", "RTF (enhance)",
                               "pipeline s", "NFE x bare forward s", "overhead"], out["rtf"]) + "\n")
     if "quality" in only:
