@@ -22,7 +22,7 @@ install: $(STAMP)  ## create .venv and install pinned dependencies (idempotent)
 
 demo: $(STAMP)  ## train the CPU demo model on the built-in dataset, enhance its test split in one step, print metrics
 	$(PY) train.py experiment=demo
-	$(PY) eval.py ckpt_path=outputs/demo/checkpoints/last.ckpt split=test output=outputs/demo/enhanced
+	$(PY) eval.py ckpt_path=outputs/demo/checkpoints/last.ckpt split=test output=outputs/demo/enhanced overwrite=true
 
 test: $(STAMP)  ## run the fast test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest -q

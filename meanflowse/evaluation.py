@@ -15,7 +15,11 @@ over files: :data:`meanflowse.eval_reports.SUMMARY_KEYS` plus ``rtf, nfe, num_fi
 means under ``noisy``); ``plots/`` with ``plots=true``.
 
 A file whose output exists is not enhanced again (``overwrite=true`` redoes it): its output is
-read back and measured, so an interrupted run resumes and still reports every file.
+read back and measured, so an interrupted run resumes and still reports every file. The output
+folder records what made its files (:data:`SETTINGS_FILE`: the checkpoint's path, size and
+modification time, sampler, NFE, precision, seed, chunking); a run whose settings differ refuses
+to mix its files with those, unless ``overwrite=true``, so a retrained checkpoint is never
+reported with a previous model's outputs.
 RTF = enhancement wall time (normalisation, STFT, sampler, inverse STFT, resampling; no disk
 I/O and no metrics) / audio duration, after a warm-up call and with device synchronisation.
 
@@ -28,6 +32,7 @@ own threads.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
 import os
@@ -45,7 +50,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from meanflowse import metrics as M
-from meanflowse.atomic import atomic_path
+from meanflowse.atomic import atomic_path, write_text_atomic
 from meanflowse.background import Background
 from meanflowse.data.audio import AudioError, audio_info, load_audio
 from meanflowse.data.folder import AUDIO_EXTS, SPLITS, UNSUPPORTED_EXTS, DatasetError
@@ -297,6 +302,36 @@ def load_enhancer(cfg: DictConfig) -> Enhancer:
         raise EvalError(str(err)) from err
 
 
+SETTINGS_FILE = "eval_settings.json"
+
+
+def run_settings(cfg: DictConfig, enhancer: Enhancer) -> dict[str, Any]:
+    """What decides the enhanced audio (not batch size, layout or device: batching is exact, the
+    others change round-off only)."""
+    ckpt = Path(str(cfg.ckpt_path)).resolve()
+    st = ckpt.stat()
+    return {"checkpoint": str(ckpt), "checkpoint_size": st.st_size,
+            "checkpoint_mtime_ns": st.st_mtime_ns, "use_ema": bool(cfg.use_ema),
+            "sampler": enhancer.sampler_name, "nfe": enhancer.steps, "t_end": enhancer.t_end,
+            "precision": enhancer.precision, "seed": int(cfg.seed), "chunk_s": float(cfg.chunk_s),
+            "overlap_s": float(cfg.overlap_s)}
+
+
+def check_settings(out_dir: Path, settings: dict[str, Any], *, overwrite: bool) -> None:
+    """Refuse to resume into a folder whose files another checkpoint or setting made; then
+    record this run's settings there (before any file is written, so a resume matches)."""
+    path = out_dir / SETTINGS_FILE
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        before = None  # a new folder, or one written before settings were recorded
+    if before is not None and before != settings and not overwrite:
+        changed = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
+        raise EvalError(f"output={out_dir} holds files made with other settings ({', '.join(changed)} "
+                        f"differ; see {path}); pass overwrite=true to redo them, or another output=")
+    write_text_atomic(path, json.dumps(settings, indent=2) + "\n", suffix=".tmp")
+
+
 def triage(items: list[Item], out_dir: Path, *, overwrite: bool
            ) -> tuple[list[Item], list[Item], list[Item]]:
     """``(todo, done, failed)``: files to enhance, files whose output exists (measured, not
@@ -339,6 +374,7 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     if cfg.get("limit_files") is not None:
         items = items[:int(cfg.limit_files)]
     console = Console()
+    check_settings(out_dir, run_settings(cfg, enhancer), overwrite=cfg.overwrite)
     todo, done, failures = triage(items, out_dir, overwrite=cfg.overwrite)
 
     def finish(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:

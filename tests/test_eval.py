@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -261,6 +262,28 @@ def test_resume_skips_finished_files_and_overwrite_redoes_them(ckpt, tmp_path):
     evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "overwrite=true"))
     assert sf.info(str(out / "f0.wav")).frames == sf.info(str(src / "f0.wav")).frames
     assert {r["status"] for r in _rows(out).values()} == {"enhanced"}
+
+
+def test_outputs_of_other_settings_or_a_retrained_checkpoint_are_not_resumed(ckpt, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    sf.write(src / "f0.wav", _signal(0.6)[0].numpy(), SR)
+    evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}"))
+    recorded = json.loads((out / "eval_settings.json").read_text())
+    assert recorded["nfe"] == 1 and recorded["checkpoint"] == str(ckpt.resolve())
+    with pytest.raises(EvalError, match=r"\(nfe differ.*overwrite=true"):
+        evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "sampler.nfe=2"))
+    stat = ckpt.stat()  # a retrained checkpoint at the same path: a newer modification time
+    os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        with pytest.raises(EvalError, match="checkpoint_mtime_ns"):
+            evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}"))
+        evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "overwrite=true"))
+        assert _rows(out)["f0.wav"]["status"] == "enhanced"
+        again = evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}"))  # same: resumes
+        assert _rows(out)["f0.wav"]["status"] == "resumed" and again["num_files"] == 1
+    finally:
+        os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_refuses_to_write_over_inputs(ckpt, tmp_path):
