@@ -1,5 +1,8 @@
 """Measurement layer (method.md section 8): PESQ, ESTOI, SI-SDR, DNSMOS, speaker similarity, RTF.
 
+DNSMOS and speaker similarity live in :mod:`meanflowse.dnsmos` and :mod:`meanflowse.speaker`,
+the shared input checks in :mod:`meanflowse.metric_base`; all are re-exported here.
+
 Every metric is a plain function of 1-D signals (numpy arrays, or torch tensors, which are
 detached and moved to the CPU) at a given sample rate, and returns a Python ``float``.
 
@@ -16,15 +19,16 @@ Conventions shared by all functions here:
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import time
 import warnings
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from meanflowse.dnsmos import dnsmos, dnsmos_available
+from meanflowse.metric_base import MetricError, _check_sr, _pair, _resample
+from meanflowse.speaker import speaker_similarity, speaker_similarity_available
 
 __all__ = [
     "MetricError", "METRIC_KEYS", "pesq_wb", "pesq_nb", "estoi", "si_sdr", "dnsmos",
@@ -40,64 +44,6 @@ METRIC_KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ov
 SI_SDR_MAX_DB = 200.0
 
 _PESQ_RATES = (8000, 16000)
-
-
-class MetricError(RuntimeError):
-    """A metric could not be computed for this input; callers record it as a failure."""
-
-
-# --------------------------------------------------------------------------------------------
-# input handling
-# --------------------------------------------------------------------------------------------
-def _as_array(x: Any, name: str = "signal") -> np.ndarray:
-    """1-D float64 numpy array from a numpy array / torch tensor / sequence."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu()
-        if str(x.dtype) in ("torch.bfloat16", "torch.float16"):  # numpy has no bfloat16
-            x = x.float()
-        x = x.numpy()
-    arr = np.asarray(x)
-    if arr.ndim == 2 and 1 in arr.shape:
-        arr = arr.reshape(-1)
-    if arr.ndim != 1:
-        raise MetricError(f"{name} must be 1-D (mono), got shape {tuple(arr.shape)}")
-    if arr.size == 0:
-        raise MetricError(f"{name} is empty")
-    if arr.dtype == np.uint8:  # 8-bit WAV is offset binary
-        arr = (arr.astype(np.float64) - 128.0) / 128.0
-    elif np.issubdtype(arr.dtype, np.signedinteger):
-        arr = arr.astype(np.float64) / float(2 ** (8 * arr.dtype.itemsize - 1))
-    elif np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float64)
-    else:
-        raise MetricError(f"{name} has unsupported dtype {arr.dtype}")
-    if not np.all(np.isfinite(arr)):
-        raise MetricError(f"{name} contains NaN or inf samples")
-    return arr
-
-
-def _pair(ref: Any, deg: Any) -> tuple[np.ndarray, np.ndarray]:
-    r, d = _as_array(ref, "reference"), _as_array(deg, "degraded signal")
-    if r.shape != d.shape:
-        raise MetricError(f"reference and degraded signal lengths differ: {r.size} vs {d.size} "
-                          "samples (crop them to a common length first)")
-    return r, d
-
-
-def _check_sr(sr: Any) -> int:
-    if int(sr) != sr or sr <= 0:
-        raise MetricError(f"invalid sample rate {sr!r}")
-    return int(sr)
-
-
-def _resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
-    """Band-limited resampling with ``torchaudio.functional.resample`` (float64)."""
-    if sr == target:
-        return x
-    import torch
-    import torchaudio.functional as AF
-
-    return AF.resample(torch.from_numpy(x), sr, target).numpy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,224 +164,6 @@ def si_sdr(ref: Any, est: Any) -> float:
         raise MetricError("SI-SDR is -inf: estimate is orthogonal to the reference")
     n_energy = max(n_energy, t_energy * 10.0 ** (-SI_SDR_MAX_DB / 10.0))
     return float(10.0 * math.log10(t_energy / n_energy))
-
-
-# --------------------------------------------------------------------------------------------
-# DNSMOS (P.835 SIG / BAK / OVRL)
-# --------------------------------------------------------------------------------------------
-_DNSMOS_SR = 16000
-_DNSMOS_INPUT_SECONDS = 9.01
-# Polynomial calibration of the raw network outputs (non-personalised model), as in
-# Microsoft's dnsmos_local.py and speechmos.dnsmos.
-_DNSMOS_POLY = {
-    "sig": (-0.08397278, 1.22083953, 0.0052439),
-    "bak": (-0.13166888, 1.60915514, -0.39604546),
-    "ovrl": (-0.06766283, 1.11546468, 0.04602535),
-}
-
-
-def _package_dir(name: str) -> Path | None:
-    """Directory of an installed package, found without importing it."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _dnsmos_model_path() -> Path:
-    pkg = _package_dir("speechmos")
-    if pkg is None:
-        raise MetricError("DNSMOS unavailable: the 'speechmos' package is not installed")
-    path = pkg / "dnsmos_models" / "sig_bak_ovr.onnx"
-    if not path.is_file():
-        raise MetricError(f"DNSMOS unavailable: model file missing from speechmos ({path})")
-    return path
-
-
-@lru_cache(maxsize=1)
-def _dnsmos_session():
-    path = _dnsmos_model_path()
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise MetricError(f"DNSMOS unavailable: onnxruntime cannot be imported ({e})") from e
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
-def dnsmos_available() -> bool:
-    """True when :func:`dnsmos` can run (speechmos's ONNX model and onnxruntime present)."""
-    try:
-        _dnsmos_session()
-    except MetricError:
-        return False
-    return True
-
-
-def dnsmos(deg: Any, sr: int) -> dict[str, float]:
-    """Non-intrusive DNSMOS P.835 scores ``{"sig", "bak", "ovrl"}`` (each in about [1, 5]).
-
-    Runs the ``sig_bak_ovr.onnx`` model that the ``speechmos`` wheel ships (no download, fully
-    offline) with onnxruntime on the CPU, using the same procedure as ``speechmos.dnsmos.run`` /
-    Microsoft's ``dnsmos_local.py``: audio shorter than 9.01 s is tiled (repeated) to at least
-    that length, scored on 9.01 s windows every 1 s, the three raw outputs are mapped through the
-    published calibration polynomials and averaged over windows. ``speechmos.dnsmos`` itself is
-    not imported because it also needs librosa and requests (only for the P.808 score, which is
-    not reported here); the scores are identical to it.
-
-    Differences from speechmos, both documented choices: any ``sr`` other than 16 kHz is
-    resampled to 16 kHz with ``torchaudio.functional.resample`` (speechmos refuses), and samples
-    outside [-1, 1] are clipped to it, as writing a 16-bit WAV would (speechmos refuses).
-    """
-    x = _as_array(deg, "degraded signal")
-    sr = _check_sr(sr)
-    session = _dnsmos_session()
-    x = np.clip(_resample(x, sr, _DNSMOS_SR), -1.0, 1.0)
-    win = int(_DNSMOS_INPUT_SECONDS * _DNSMOS_SR)
-    while x.size < win:
-        x = np.concatenate([x, x])
-    num_hops = int(np.floor(x.size / _DNSMOS_SR) - _DNSMOS_INPUT_SECONDS) + 1
-    raw = []
-    input_name = session.get_inputs()[0].name
-    for idx in range(num_hops):
-        seg = x[idx * _DNSMOS_SR: idx * _DNSMOS_SR + win]
-        if seg.size < win:
-            continue
-        try:
-            out = session.run(None, {input_name: seg.astype(np.float32)[None, :]})[0][0]
-        except Exception as e:
-            raise MetricError(f"DNSMOS inference failed: {type(e).__name__}: {e}") from e
-        raw.append(np.asarray(out, dtype=np.float64))
-    if not raw:  # cannot happen after tiling; kept as a guard
-        raise MetricError("DNSMOS: no 9.01 s window to score")
-    raw_arr = np.stack(raw)  # [windows, 3] = sig, bak, ovrl
-    scores = {}
-    for col, key in enumerate(("sig", "bak", "ovrl")):
-        per_window = np.polyval(_DNSMOS_POLY[key], raw_arr[:, col])
-        scores[key] = float(np.mean(per_window))
-    if not all(math.isfinite(v) for v in scores.values()):
-        raise MetricError(f"DNSMOS returned non-finite scores {scores}")
-    return scores
-
-
-# --------------------------------------------------------------------------------------------
-# speaker similarity (Resemblyzer GE2E encoder, weights shipped in its PyPI wheel)
-# --------------------------------------------------------------------------------------------
-_SPK_SR = 16000
-_SPK_N_FFT = 400          # 25 ms
-_SPK_HOP = 160            # 10 ms
-_SPK_N_MELS = 40
-_SPK_PARTIAL_FRAMES = 160  # 1.6 s partial utterances
-_SPK_RATE = 1.3            # partials per second
-_SPK_MIN_COVERAGE = 0.75
-_SPK_TARGET_DBFS = -30.0
-
-
-def _speaker_weights_path() -> Path:
-    pkg = _package_dir("resemblyzer")
-    if pkg is None:
-        raise MetricError("speaker similarity unavailable: the 'resemblyzer' package (which "
-                          "ships the encoder weights) is not installed; "
-                          "`pip install --no-deps resemblyzer==0.1.4` is enough")
-    path = pkg / "pretrained.pt"
-    if not path.is_file():
-        raise MetricError(f"speaker similarity unavailable: weights missing ({path})")
-    return path
-
-
-@lru_cache(maxsize=1)
-def _speaker_encoder():
-    import torch
-    import torchaudio
-    from torch import nn
-
-    path = _speaker_weights_path()
-
-    class _GE2E(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lstm = nn.LSTM(_SPK_N_MELS, 256, 3, batch_first=True)
-            self.linear = nn.Linear(256, 256)
-
-        def forward(self, mels):  # [B, T, n_mels] -> [B, 256], L2-normalised
-            _, (hidden, _) = self.lstm(mels)
-            emb = torch.relu(self.linear(hidden[-1]))
-            return emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    state = torch.load(path, map_location="cpu", weights_only=True)["model_state"]
-    model = _GE2E()
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("similarity_")})
-    model.eval()
-    # librosa.feature.melspectrogram defaults: Hann window, centred with zero padding, power 2,
-    # Slaney mel scale with Slaney area normalisation.
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=_SPK_SR, n_fft=_SPK_N_FFT, hop_length=_SPK_HOP, n_mels=_SPK_N_MELS,
-        power=2.0, center=True, pad_mode="constant", norm="slaney", mel_scale="slaney")
-    return model, mel
-
-
-def speaker_similarity_available() -> bool:
-    """True when :func:`speaker_similarity` can run (the resemblyzer wheel is installed)."""
-    try:
-        _speaker_weights_path()
-    except MetricError:
-        return False
-    return True
-
-
-def _speaker_embedding(x: np.ndarray) -> np.ndarray:
-    import torch
-
-    model, mel = _speaker_encoder()
-    # resemblyzer.preprocess_wav: raise (never lower) the level to -30 dBFS. Its webrtcvad-based
-    # trimming of long silences is not applied (no extra dependency; ref/deg stay aligned).
-    rms = float(np.sqrt(np.mean((x * 32767.0) ** 2)))
-    if rms <= 0.0:
-        raise MetricError("speaker similarity undefined: signal is all zeros (silence)")
-    change_db = _SPK_TARGET_DBFS - 20.0 * math.log10(rms / 32767.0)
-    if change_db > 0:
-        x = x * 10.0 ** (change_db / 20.0)
-    # resemblyzer.VoiceEncoder.compute_partial_slices / embed_utterance
-    n_frames = int(np.ceil((x.size + 1) / _SPK_HOP))
-    frame_step = int(np.round((_SPK_SR / _SPK_RATE) / _SPK_HOP))
-    steps = max(1, n_frames - _SPK_PARTIAL_FRAMES + frame_step + 1)
-    starts = list(range(0, steps, frame_step))
-    last = starts[-1] * _SPK_HOP
-    coverage = (x.size - last) / (_SPK_PARTIAL_FRAMES * _SPK_HOP)
-    if coverage < _SPK_MIN_COVERAGE and len(starts) > 1:
-        starts = starts[:-1]
-    needed = (starts[-1] + _SPK_PARTIAL_FRAMES) * _SPK_HOP
-    if needed >= x.size:
-        x = np.pad(x, (0, needed - x.size))
-    with torch.no_grad():
-        spec = mel(torch.from_numpy(x.astype(np.float32))).T  # [T, n_mels]
-        mels = torch.stack([spec[s: s + _SPK_PARTIAL_FRAMES] for s in starts])
-        partial = model(mels).numpy().astype(np.float64)
-    emb = partial.mean(axis=0)
-    return emb / np.linalg.norm(emb)
-
-
-def speaker_similarity(ref: Any, deg: Any, sr: int) -> float:
-    """Cosine similarity of speaker embeddings of ``ref`` and ``deg`` (1 = same voice).
-
-    Uses the GE2E voice encoder (3-layer LSTM, 256-d embeddings) whose weights ship inside the
-    ``resemblyzer`` PyPI wheel (``resemblyzer/pretrained.pt``, loaded offline; the package is
-    located but not imported, so its librosa/webrtcvad dependencies are not needed). The
-    embedding follows ``VoiceEncoder.embed_utterance`` (1.6 s partials at 1.3 per second,
-    averaged and L2-normalised) on a 40-band mel power spectrogram computed with torchaudio in
-    librosa's convention, after resemblyzer's volume normalisation; resemblyzer's VAD-based
-    silence trimming is skipped. Other sample rates are resampled to 16 kHz. GE2E embeddings are
-    non-negative, so values lie in [0, 1]. This is *not* the WavLM/ECAPA similarity some papers
-    report: compare numbers only with the same encoder.
-    """
-    r, d = _pair(ref, deg)
-    sr = _check_sr(sr)
-    r, d = _resample(r, sr, _SPK_SR), _resample(d, sr, _SPK_SR)
-    return float(np.dot(_speaker_embedding(r), _speaker_embedding(d)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -217,13 +217,14 @@ def test_speaker_similarity_offline(real_pair, no_network):
 
 
 def test_speaker_similarity_unavailable_is_metric_error(monkeypatch):
-    monkeypatch.setattr(M, "_package_dir", lambda name: None)
-    M._speaker_encoder.cache_clear()
+    from meanflowse import speaker
+    monkeypatch.setattr(speaker, "_package_dir", lambda name: None)
+    speaker._speaker_encoder.cache_clear()
     try:
         with pytest.raises(M.MetricError, match="unavailable"):
             M.speaker_similarity(_speechlike(), _speechlike(), 16000)
     finally:
-        M._speaker_encoder.cache_clear()
+        speaker._speaker_encoder.cache_clear()
 
 
 # ---------------------------------------------------------------------------------- compute_all
