@@ -18,7 +18,8 @@ class Background:
 
     def __init__(self, *, enabled: bool) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-io") if enabled else None
-        self.jobs: list[Future] = []
+        self.jobs: list[Future] = []     # every job, for results()
+        self.pending: list[Future] = []  # jobs not yet seen finished (at most MAX_PENDING + 1)
 
     def submit(self, fn: Callable[..., Any], *args: Any,
                then: Callable[..., None] | None = None) -> None:
@@ -26,16 +27,19 @@ class Background:
             job: Future = Future()
             job.set_result(fn(*args))
         else:
-            unfinished = [j for j in self.jobs if not j.done()]
-            if len(unfinished) >= MAX_PENDING:
-                unfinished[0].result()
+            if len([j for j in self.pending if not j.done()]) >= MAX_PENDING:
+                next(j for j in self.pending if not j.done()).result()
             job = self.pool.submit(fn, *args)
         self.jobs.append(job)
         if then is not None:
             job.add_done_callback(lambda j: then(j, *args[:1]))
-        for j in self.jobs:
-            if j.done() and j.exception() is not None:
+        still = []
+        for j in [*self.pending, job]:
+            if not j.done():
+                still.append(j)
+            elif j.exception() is not None:
                 raise j.exception()
+        self.pending = still
 
     def results(self) -> list[Any]:
         return [j.result() for j in self.jobs]

@@ -374,8 +374,8 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     if cfg.get("limit_files") is not None:
         items = items[:int(cfg.limit_files)]
     console = Console()
+    todo, done, failures = triage(items, out_dir, overwrite=cfg.overwrite)  # refuses out == in
     check_settings(out_dir, run_settings(cfg, enhancer), overwrite=cfg.overwrite)
-    todo, done, failures = triage(items, out_dir, overwrite=cfg.overwrite)
 
     def finish(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
         it.row.update(duration_s=round(it.duration, 4), sample_rate=it.sr, channels=it.channels)

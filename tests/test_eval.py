@@ -296,6 +296,7 @@ def test_refuses_to_write_over_inputs(ckpt, tmp_path):
         with pytest.raises(EvalError, match="input folder"):
             evaluate(_eval_cfg(ckpt, tmp_path, f"input={inp}", f"output={out}"))
     assert sf.info(str(split / "noisy" / "a.wav")).frames == int(0.5 * SR)
+    assert not list(split.rglob("eval_settings.json"))  # refused before anything was written
     # an output folder inside the input folder is fine: its files are not taken as inputs
     evaluate(_eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}", f"output={split / 'noisy' / 'enh'}"))
     again = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}",
