@@ -1,0 +1,298 @@
+"""Gather a sweep: the job records of a multirun folder -> one table (rich, CSV, Markdown) and
+plots; ``python -m meanflowse.sweep gather DIR`` (or ``GatherCallback`` when Hydra's sweep ends)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+from meanflowse.atomic import atomic_path, write_text_atomic
+
+log = logging.getLogger(__name__)
+RECORD = "sweep_job.json"          # one per job folder, written by meanflowse.sweep.run_job
+RESULTS_CSV = "sweep_results.csv"  # the gathered table, in the multirun folder
+
+
+def mean_or_nan(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+class SweepError(ValueError):
+    """A bad sweep setting or folder; the message names the key or path and what to do."""
+
+
+FIRST_COLUMNS = ("job", "status", "c", "jvp_impl", "lr", "gamma_start", "seed", "nfe", "pesq",
+                 "estoi", "si_sdr", "dnsmos_ovrl", "rtf", "noisy_pesq", "noisy_estoi",
+                 "noisy_si_sdr", "val_one_step_mse", "steps", "step_ms", "mf_step_ms",
+                 "step_cfm_ms", "train_s", "error", "dir")
+
+
+def load_records(root: Path) -> list[dict]:
+    """Every ``sweep_job.json`` below ``root`` (or ``root``'s own), by job number."""
+    records = []
+    for path in sorted(Path(root).rglob(RECORD)):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            rec = {"status": "unreadable", "error": f"{path.name}: {err}"}
+        rec.setdefault("job", {})["dir"] = str(path.parent)
+        records.append(rec)
+    return sorted(records, key=lambda r: (int(r["job"].get("num") or 0), r["job"]["dir"]))
+
+
+def _ms(seconds: Any) -> float:
+    return 1000.0 * float(seconds) if seconds is not None else math.nan
+
+
+def result_rows(records: list[dict]) -> list[dict]:
+    """One row per (job, NFE) of the finished jobs, one row per failed or unfinished job."""
+    rows = []
+    for rec in records:
+        train = rec.get("train") or {}
+        base = {"job": rec["job"].get("num"), "status": rec.get("status", "unknown"),
+                **(rec.get("params") or {}),
+                "val_one_step_mse": (train.get("metrics") or {}).get("val/one_step_mse", math.nan),
+                "steps": train.get("steps"), "step_ms": _ms(train.get("step_time_s")),
+                "mf_step_ms": _ms(train.get("step_time_mf_s")),
+                "step_cfm_ms": _ms(train.get("step_time_cfm_s")), "train_s": train.get("seconds"),
+                "error": rec.get("error", ""), "dir": rec["job"]["dir"]}
+        noisy = {f"noisy_{k}": v for k, v in (rec.get("noisy") or {}).items() if "_ci95" not in k}
+        evals = rec.get("eval") or []
+        if rec.get("status") == "ok" and evals:
+            rows.extend({**base, **noisy, **ev} for ev in evals)
+        else:
+            rows.append(base)
+    return rows
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    seen = {k for r in rows for k in r}
+    return [k for k in FIRST_COLUMNS if k in seen] + sorted(seen - set(FIRST_COLUMNS))
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=_columns(rows), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+    return path
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if not isinstance(value, float):
+        return str(value)
+    if key.endswith("_ms"):
+        return f"{value:.0f}"
+    if key in ("c", "lr", "gamma_start") or abs(value) >= 1e3 or abs(value) < 1e-2:
+        return f"{value:.3g}"
+    return f"{value:.3f}"
+
+
+HEADERS = {"jvp_impl": "jvp", "gamma_start": "γ₀", "si_sdr": "si-sdr", "dnsmos_ovrl": "dnsmos",
+           "noisy_pesq": "noisy pesq", "noisy_estoi": "noisy estoi", "noisy_si_sdr": "noisy si-sdr",
+           "val_one_step_mse": "val mse", "mf_step_ms": "ms/step"}
+
+
+def rich_table(rows: list[dict], title: str):
+    """The finished rows as a rich table; lr, gamma_start and seed only where they vary."""
+    from rich.table import Table
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    params = ["c", "jvp_impl"] + [k for k in ("lr", "gamma_start", "seed")
+                                  if len({str(r.get(k)) for r in ok}) > 1]
+    metrics = [k for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl", "rtf")
+               if any(isinstance(r.get(k), float) and math.isfinite(r[k]) for r in ok)]
+    cols = ["job", *params, "nfe", *metrics, "noisy_pesq", "val_one_step_mse", "mf_step_ms"]
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(HEADERS.get(col, col), justify="left" if col == "jvp_impl" else "right")
+    for r in sorted(ok, key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0)):
+        table.add_row(*(_fmt(r.get(c), c) for c in cols))
+    return table
+
+
+def results_markdown(rows: list[dict]) -> str:
+    """The finished rows as a Markdown table, then ms per training step by JVP implementation
+    (mean over the jobs), for an experiment's README."""
+    ok = sorted((r for r in rows if r["status"] == "ok"),
+                key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0))
+    cols = [c for c in ("c", "jvp_impl", "nfe", "pesq", "estoi", "si_sdr", "rtf", "noisy_pesq",
+                        "noisy_estoi", "noisy_si_sdr", "val_one_step_mse")
+            if any(c in r for r in ok)]
+    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
+             "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in ok]
+    per_impl: dict[str, list[dict]] = defaultdict(list)
+    for r in {r["job"]: r for r in ok}.values():
+        per_impl[r["jvp_impl"]].append(r)
+    lines += ["", "| jvp | ms/step with JVP | ms/step without | jobs |", "|---|---|---|---|"]
+    for impl, jobs in sorted(per_impl.items()):
+        mf, cfm = ([r.get(k, math.nan) for r in jobs] for k in ("mf_step_ms", "step_cfm_ms"))
+        lines.append(f"| {impl} | {_fmt(mean_or_nan(mf), '_ms')} | {_fmt(mean_or_nan(cfm), '_ms')} "
+                     f"| {len(jobs)} |")
+    failed = [r for r in rows if r["status"] != "ok"]
+    lines += [""] + [f"- job {r['job']} {r['status']}: {r['error']}" for r in failed]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _save_figure(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
+    """One panel per metric: the mean over JVP implementations against NFE, a line per c, each
+    job as a faint dot, the noisy input dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok" and r.get("nfe") is not None]
+    keys = [k for k in ("pesq", "estoi", "si_sdr")
+            if any(math.isfinite(r.get(k, math.nan)) for r in ok)]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        by_c: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in ok:
+            if math.isfinite(r.get(key, math.nan)):
+                by_c[r["c"]][r["nfe"]].append(r[key])
+        for c, by_nfe in sorted(by_c.items()):
+            nfes = sorted(by_nfe)
+            line, = ax.plot(nfes, [mean_or_nan(by_nfe[n]) for n in nfes], marker="o", label=f"c = {c:g}")
+            for n in nfes:
+                ax.scatter([n] * len(by_nfe[n]), by_nfe[n], color=line.get_color(), alpha=0.3, s=12)
+        noisy = [r[f"noisy_{key}"] for r in ok if math.isfinite(r.get(f"noisy_{key}", math.nan))]
+        if noisy:
+            ax.axhline(mean_or_nan(noisy), color="gray", linestyle="--", linewidth=1, label="noisy input")
+        ax.set_xscale("log")
+        ticks = sorted({r["nfe"] for r in ok})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set(xlabel="NFE", ylabel=key, title=f"{key} against NFE")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        return _save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_step_time(rows: list[dict], path: Path) -> Path | None:
+    """Mean training-step time per JVP implementation (steps with the MeanFlow branch on),
+    a dot per job; dashed: the steps without the branch (no JVP), for scale."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_job = {r["job"]: r for r in rows if r["status"] == "ok"}  # one row per job is enough
+    by_impl: dict[str, list[float]] = defaultdict(list)
+    for r in per_job.values():
+        ms = r.get("mf_step_ms", math.nan)
+        if not math.isfinite(ms):
+            ms = r.get("step_ms", math.nan)
+        if math.isfinite(ms):
+            by_impl[r["jvp_impl"]].append(ms)
+    if not by_impl:
+        return None
+    impls = sorted(by_impl, key=lambda k: mean_or_nan(by_impl[k]))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(impls), 3.4))
+    ax.bar(impls, [mean_or_nan(by_impl[k]) for k in impls], color="tab:blue", alpha=0.6)
+    for i, k in enumerate(impls):
+        ax.scatter([i] * len(by_impl[k]), by_impl[k], color="black", s=12, zorder=3)
+    cfm = [r["step_cfm_ms"] for r in per_job.values()
+           if math.isfinite(r.get("step_cfm_ms", math.nan))]
+    if cfm:
+        ax.axhline(mean_or_nan(cfm), color="gray", linestyle="--", linewidth=1, label="without JVP")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="mf.jvp_impl", ylabel="ms per training step",
+           title="training step time (MeanFlow steps)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    try:
+        return _save_figure(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def gather(root: str | Path, *, plots: bool = True, console: Any = None) -> dict[str, Any]:
+    """Collect the job records below ``root`` into ``sweep_results.csv`` / ``.md``, a rich table
+    and ``metric_vs_nfe.png`` / ``step_time.png``, all in ``root``. Failed jobs are listed."""
+    from rich.console import Console
+
+    root = Path(root)
+    if not root.is_dir():
+        raise SweepError(f"{root}: no such folder; pass the multirun folder of sweep.py")
+    records = load_records(root)
+    if not records:
+        raise SweepError(f"{root}: no {RECORD} below this folder; is it a sweep.py multirun?")
+    rows = result_rows(records)
+    out: dict[str, Any] = {"rows": rows, "csv": write_csv(rows, root / RESULTS_CSV), "plots": []}
+    out["markdown"] = root / "sweep_results.md"
+    write_text_atomic(out["markdown"], results_markdown(rows))
+    out["failed"] = [r for r in rows if r["status"] != "ok"]
+    if plots:
+        try:
+            made = (plot_metric_vs_nfe(rows, root / "metric_vs_nfe.png"),
+                    plot_step_time(rows, root / "step_time.png"))
+            out["plots"] = [p for p in made if p is not None]
+        except ImportError as err:  # the table matters more than the pictures
+            log.warning("no plots (%s); install matplotlib", err)
+    console = console or Console()
+    if not console.is_terminal:  # logs and pipes: wide enough that no column is cut
+        console.width = max(console.width, 140)
+    n_ok = len(records) - len(out["failed"])
+    console.print(rich_table(rows, title=f"sweep {root.name}: {n_ok}/{len(records)} jobs ok"))
+    for r in out["failed"]:
+        console.print(f"[red]job {r['job']} {r['status']}[/red] ({r['dir']}): {r['error']}")
+    console.print(f"table: {out['csv']}" + "".join(f"\nplot: {p}" for p in out["plots"]))
+    return out
+
+
+class GatherCallback(HydraCallback):
+    """Gathers the multirun folder when Hydra's sweep ends (also after failed jobs)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._gather(config.hydra.sweep.dir)
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._gather(config.hydra.runtime.output_dir)
+
+    @staticmethod
+    def _gather(folder: str) -> None:
+        try:
+            gather(folder)
+        except SweepError as err:
+            log.warning("nothing gathered: %s", err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m meanflowse.sweep",
+                                     description="Work with the multirun folders of sweep.py.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("gather", help="(re)build sweep_results.csv, the table and the plots of DIR")
+    g.add_argument("dir", type=Path, help="a multirun folder (outputs/sweep/multiruns/<time>)")
+    g.add_argument("--no-plots", action="store_true", help="table and CSV only")
+    args = parser.parse_args(argv)
+    try:
+        gather(args.dir, plots=not args.no_plots)
+    except SweepError as err:
+        print(f"python -m meanflowse.sweep gather: {err}", file=sys.stderr)
+        return 2
+    return 0
