@@ -56,6 +56,7 @@ from meanflowse.data.audio import AudioError, audio_info, load_audio
 from meanflowse.data.folder import AUDIO_EXTS, SPLITS, UNSUPPORTED_EXTS, DatasetError
 from meanflowse.enhance import CheckpointError, Enhancer, padded_frames
 from meanflowse.eval_reports import results_table, summarize, summary_keys, write_reports
+from meanflowse.runtime import auto_flag
 
 log = logging.getLogger(__name__)
 # what one bad file may raise; anything else is a bug and stops the run
@@ -104,10 +105,11 @@ def check_args(cfg: DictConfig) -> None:
     nfe = (cfg.get("sampler") or {}).get("nfe")
     if nfe is not None and int(nfe) < 1:
         raise EvalError(f"sampler.nfe={nfe}: needs at least one network evaluation")
-    if cfg.get("overlap_io") not in ("auto", True, False):
-        raise EvalError(f"overlap_io={cfg.overlap_io}: use auto, true or false")
-    if cfg.get("channels_last") not in ("auto", True, False):
-        raise EvalError(f"channels_last={cfg.channels_last}: use auto, true or false")
+    for key in ("overlap_io", "channels_last"):
+        try:
+            auto_flag(cfg.get(key), key, auto=False)
+        except ValueError as err:
+            raise EvalError(str(err)) from None
     if cfg.get("limit_files") is not None and int(cfg.limit_files) < 1:
         raise EvalError(f"limit_files={cfg.limit_files}: use null (all files) or a positive number")
 
@@ -405,7 +407,7 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
 
     if todo:  # warm-up, so the RTF is steady-state (lazy init, allocator, kernel selection)
         enhancer.enhance(torch.zeros(1, enhancer.sample_rate // 4))
-    overlap = enhancer.device.type == "cuda" if cfg.overlap_io == "auto" else bool(cfg.overlap_io)
+    overlap = auto_flag(cfg.overlap_io, "overlap_io", auto=enhancer.device.type == "cuda")
     columns = (TextColumn("[bold]enhancing"), BarColumn(), TextColumn("{task.fields[files]} files"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not cfg.progress) as bar, \

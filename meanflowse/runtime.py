@@ -34,11 +34,17 @@ def retain_freed_memory() -> bool:
     return mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
 
 
+def auto_flag(value: bool | str, key: str, *, auto: bool) -> bool:
+    """An ``auto | true | false`` setting as a bool (``auto`` becomes ``auto``); any other value
+    is a ``ValueError`` naming the key."""
+    if value not in ("auto", True, False):
+        raise ValueError(f"{key}={value}: use auto, true or false")
+    return auto if value == "auto" else bool(value)
+
+
 def apply_cpu_memory_setting(setting: bool | str, *, key: str = "retain_cpu_memory") -> bool:
     """``auto``: retain freed memory when no GPU is visible (the CPU is doing the work)."""
-    if setting not in ("auto", True, False):
-        raise ValueError(f"{key}={setting}: use auto, true or false")
-    wanted = not torch.cuda.is_available() if setting == "auto" else bool(setting)
+    wanted = auto_flag(setting, key, auto=not torch.cuda.is_available())
     done = wanted and retain_freed_memory()
     if wanted and not done:
         log.info("%s: not glibc, left as it is", key)
