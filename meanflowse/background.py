@@ -27,8 +27,9 @@ class Background:
             job: Future = Future()
             job.set_result(fn(*args))
         else:
-            if len([j for j in self.pending if not j.done()]) >= MAX_PENDING:
-                next(j for j in self.pending if not j.done()).result()
+            unfinished = [j for j in self.pending if not j.done()]
+            if len(unfinished) >= MAX_PENDING:
+                unfinished[0].result()
             job = self.pool.submit(fn, *args)
         self.jobs.append(job)
         if then is not None:

@@ -279,7 +279,8 @@ class Enhancer:
         sizes = [w.shape[-1] for w in wavs]
         # the centred STFT reflects n_fft/2 samples at each end, so a very short piece (under
         # 16 ms at 16 kHz) is zero-padded to one window and its output cropped back
-        wavs = [torch.nn.functional.pad(w, (0, max(0, self.spec.n_fft - w.shape[-1]))) for w in wavs]
+        wavs = [torch.nn.functional.pad(w, (0, self.spec.n_fft - w.shape[-1]))
+                if w.shape[-1] < self.spec.n_fft else w for w in wavs]
         if len({w.shape[-1] for w in wavs}) == 1:  # chunks of one file: one batched STFT
             specs = list(wav_to_spec(torch.stack(wavs).to(self.device), self.spec))
         else:
