@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from meanflowse.data import synthetic
+from meanflowse.data import synthetic, tts
 from meanflowse.data.synthetic import MARKER, NOISE_KINDS, generate_dataset, make_pair
 
 TINY = dict(num_train=3, num_valid=1, num_test=1, duration_s=(0.5, 1.0), snr_db=(0.0, 10.0))
@@ -149,3 +149,118 @@ def test_refuses_to_overwrite_a_foreign_folder_and_checks_settings(tmp_path):
         generate_dataset(tmp_path / "x", **TINY, noise_kinds=["jackhammer"])
     with pytest.raises(ValueError, match="snr_db"):
         generate_dataset(tmp_path / "x", **{**TINY, "snr_db": (10, 0)})
+
+
+# ----------------------------------------------------------------------------- the TTS speech
+def _frames(x: np.ndarray, size: int) -> np.ndarray:
+    return x[: len(x) // size * size].reshape(-1, size)
+
+
+def _pitch_track(x: np.ndarray, sr: int) -> np.ndarray:
+    """f0 (Hz) of the voiced 40 ms frames: normalised autocorrelation peak over 60-400 Hz > 0.5."""
+    f0 = []
+    for frame in _frames(x, int(0.04 * sr)):
+        frame = frame - frame.mean()
+        ac = np.correlate(frame, frame, "full")[len(frame) - 1:]
+        if ac[0] < 1e-6:
+            continue
+        lo, hi = sr // 400, sr // 60
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.5 * ac[0]:
+            f0.append(sr / lag)
+    return np.array(f0)
+
+
+@pytest.mark.parametrize("split,index", [(s, i) for s in ("train", "valid", "test") for i in range(4)])
+def test_tts_clean_file_is_speech(split, index):
+    settings = synthetic._settings(0, 0, 0, 16000, (3.0, 3.0), (0.0, 10.0), ["white"], 0)
+    clean, _, info = make_pair(settings, split, index)
+    sr = 16000
+    f0 = _pitch_track(clean.astype(float), sr)
+    assert len(f0) >= 10, "too few voiced frames"
+    assert 70 <= np.median(f0) <= 300 and np.mean((f0 >= 70) & (f0 <= 300)) > 0.8, info
+    # syllable rhythm: between 1 and 20 Hz, the 10 ms energy envelope is modulated most at 1.5-9 Hz
+    env = np.sqrt((_frames(clean.astype(float), sr // 100) ** 2).mean(axis=1))
+    spec = np.abs(np.fft.rfft(env - env.mean()))
+    freqs = np.fft.rfftfreq(len(env), 0.01)
+    band = (freqs >= 1.0) & (freqs <= 20.0)
+    assert 1.5 <= freqs[band][np.argmax(spec[band])] <= 9.0
+    # silence between words: quiet 10 ms frames inside the utterance, not only at its edges
+    db = 20 * np.log10(env / env.max() + 1e-9)
+    active = np.nonzero(db > -30)[0]
+    inner = db[active[0]:active[-1]]
+    assert (inner < -40).sum() >= 3, "no pauses between words"
+
+
+def test_tts_splits_share_no_sentence_and_no_voice(tmp_path):
+    root = generate_dataset(tmp_path / "syn", num_train=40, num_valid=6, num_test=6,
+                            duration_s=(0.5, 0.5), noise_kinds=["white"])
+    rows = {split: list(csv.DictReader(open(root / split / "metadata.csv")))
+            for split in ("train", "valid", "test")}
+
+    def sentences(split):
+        return {s.strip() + "." for r in rows[split] for s in r["text"].replace("?", ".").split(".")
+                if s.strip()}
+
+    def variants(split):
+        return {r["voice"].split("+")[1] for r in rows[split]}
+
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        assert not sentences(a) & sentences(b), (a, b)
+        assert not variants(a) & variants(b), (a, b)
+    assert len(variants("train")) > 10  # many speakers, male and female
+    assert {tts.Voice("en", v, 0, 0, 0, 0).female for v in variants("train")} == {True, False}
+    for split in rows:  # every sentence is of its own split (the hash rule)
+        assert all(tts.split_of_sentence(s) == split for r in rows[split]
+                   for s in tts.sentences_of(r["text"])), split
+
+
+def test_tts_file_does_not_depend_on_what_was_synthesised_before():
+    settings = synthetic._settings(0, 0, 0, 16000, (1.0, 1.0), (0.0, 10.0), ["talkers"], 0)
+    first = make_pair(settings, "train", 5)
+    make_pair(settings, "test", 1)  # other voices and sentences in between
+    again = make_pair(settings, "train", 5)
+    assert first[2] == again[2]
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_talkers_babble_speaks_with_other_voices_than_the_clean_one(monkeypatch):
+    spoken = []
+    real = tts.utterance
+
+    def spy(eng, rng, split, n, sr, voice=None):
+        spoken.append((split, voice.variant))
+        return real(eng, rng, split, n, sr, voice=voice)
+
+    monkeypatch.setattr(tts, "utterance", spy)
+    settings = synthetic._settings(0, 0, 0, 16000, (1.0, 1.0), (0.0, 10.0), ["talkers"], 0)
+    make_pair(settings, "test", 0)
+    (split, clean_voice), talkers = spoken[0], spoken[1:]
+    assert 3 <= len(talkers) <= 6
+    assert all(s == "test" and v != clean_voice and v in tts.VARIANTS["test"] for s, v in talkers)
+
+
+def test_missing_tts_library_says_which_package_and_the_way_out(tmp_path, monkeypatch):
+    import espeakng_loader
+    monkeypatch.setattr(espeakng_loader, "get_library_path", lambda: str(tmp_path / "nope.so"))
+    with pytest.raises(tts.TTSUnavailable) as err:
+        generate_dataset(tmp_path / "syn", **TINY)
+    assert "espeakng-loader" in str(err.value) and "data.synthetic.speech=formant" in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    root = generate_dataset(tmp_path / "syn", **TINY, speech="formant")  # the way out works
+    assert json.loads((root / MARKER).read_text())["settings"]["speech"] == "formant"
+
+
+def test_broken_tts_data_folder_gives_a_clear_error(tmp_path, monkeypatch):
+    import espeakng_loader
+    (tmp_path / "data").mkdir()
+    monkeypatch.setattr(espeakng_loader, "get_data_path", lambda: str(tmp_path / "data"))
+    with pytest.raises(tts.TTSUnavailable, match="espeakng-loader.*data.synthetic.speech=formant"):
+        make_pair(synthetic._settings(0, 0, 0, 16000, (0.5, 0.5), (0, 10), ["white"], 0),
+                  "train", 0)
+
+
+def test_unknown_speech_source_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="data.synthetic.speech"):
+        generate_dataset(tmp_path / "x", **TINY, speech="festival")

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 
 from meanflowse.data.datamodule import PairedSpecDataModule
 from meanflowse.data.folder import DatasetError
+from meanflowse.data.synthetic import NOISE_KINDS
 from meanflowse.stft import spec_to_wav
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -176,7 +177,7 @@ def test_data_configs_compose_and_instantiate(tmp_path, name, rate, spec, bins):
     assert dm.sample_rate == rate and dm.num_frames == 256
     if name == "synthetic":
         assert dm.base_dir == tmp_path / "data" / "synthetic"
-        assert dm.synthetic["noise_kinds"] == ["white", "pink", "brown", "babble", "hum", "bursts"]
+        assert dm.synthetic["noise_kinds"] == list(NOISE_KINDS)
 
 
 def test_48k_preset_resamples_to_48k_and_gives_768_bins(tmp_path):

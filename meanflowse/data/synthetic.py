@@ -1,10 +1,15 @@
-"""Built-in synthetic speech-enhancement corpus: speech-like clean signals plus noise, no downloads.
+"""Built-in synthetic speech-enhancement corpus: speech plus noise, no downloads.
 
-The clean signals are not speech, but they have the structure a speech enhancer must learn:
-a harmonic glottal source with a moving pitch, 3-5 formant resonances that glide between vowel
-targets, fricative noise bursts, a syllable rhythm of 3-6 Hz and pauses. Noise comes in six
-kinds (stationary coloured noise, babble made of the same voices, mains hum, non-stationary
-bursts) mixed at a uniformly drawn SNR.
+``speech="tts"`` (default): the clean signals are English sentences from a small grammar,
+spoken by eSpeak NG voices (:mod:`meanflowse.data.tts`; accents, male and female variants, rate,
+pitch and word gap drawn per file), with speaker- and sentence-disjoint splits.
+``speech="formant"``: speech-*like* signals without any TTS engine: a harmonic glottal source
+with a moving pitch, 3-5 formant resonances that glide between vowel targets, fricative noise
+bursts, a syllable rhythm of 3-6 Hz and pauses.
+
+Noise comes in eight kinds (stationary coloured noise, babble of formant voices, babble of
+several talkers of the corpus's own speech source, mains hum, non-stationary bursts, noise with
+a speech-like spectrum and syllabic modulation) mixed at a uniformly drawn SNR.
 
 Every file is a pure function of ``(seed, split, index)`` and the settings, so the bytes do not
 depend on how many files are generated or in which order. The dataset is written into a temp
@@ -27,13 +32,16 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from meanflowse.data import tts
+
 log = logging.getLogger(__name__)
 
-NOISE_KINDS = ("white", "pink", "brown", "babble", "hum", "bursts")
+NOISE_KINDS = ("white", "pink", "brown", "babble", "hum", "bursts", "talkers", "modulated")
+SPEECH_SOURCES = ("tts", "formant")
 SPLITS = ("train", "valid", "test")
 MARKER = "dataset.json"
 GENERATOR = "meanflowse.data.synthetic"
-VERSION = 1  # bump when the generated signals change, so cached datasets are rebuilt
+VERSION = 2  # bump when the generated signals change, so cached datasets are rebuilt
 
 # (F1, F2, F3) in Hz of a few vowels of an adult male voice (Peterson & Barney style averages).
 _VOWELS = np.array([
@@ -159,7 +167,24 @@ def _shaped_noise(rng: np.random.Generator, n: int, sr: int, exponent: float) ->
     return np.fft.irfft(spec, n)
 
 
-def _noise(kind: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+def _modulated(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Noise with a long-term speech spectrum (a -6 dB/octave slope above a 500 Hz knee) whose
+    level follows a random syllabic envelope (2-8 Hz) with pauses: non-stationary, speech-like."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1.0 / sr)
+    knee = rng.uniform(300.0, 800.0)
+    spec *= 1.0 / np.sqrt(1.0 + (f / knee) ** 2) * (f > 60.0)
+    out = np.fft.irfft(spec, n)
+    rate = rng.uniform(2.0, 8.0)
+    frames = int(np.ceil(n / sr * rate)) + 2
+    levels = rng.uniform(0.0, 1.0, frames) ** 2 * (rng.random(frames) > 0.2)
+    envelope = np.interp(np.arange(n) / sr * rate, np.arange(frames), levels)
+    envelope = signal.lfilter([0.02], [1.0, -0.98], envelope)  # ~3 ms smoothing at 16 kHz
+    return out * (0.05 + envelope)
+
+
+def _noise(kind: str, rng: np.random.Generator, n: int, sr: int, talker=None) -> np.ndarray:
+    """One noise signal; ``talker(rng)`` speaks one other utterance of ``n`` samples (talkers)."""
     if kind == "white":
         return rng.standard_normal(n)
     if kind == "pink":
@@ -169,6 +194,11 @@ def _noise(kind: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     if kind == "babble":
         voices = [speech_like(rng, n, sr) for _ in range(int(rng.integers(3, 7)))]
         return np.sum([v / (np.std(v) + 1e-12) for v in voices], axis=0)
+    if kind == "talkers":
+        voices = [talker(rng) for _ in range(int(rng.integers(3, 7)))]
+        return np.sum([v / (np.std(v) + 1e-12) for v in voices], axis=0)
+    if kind == "modulated":
+        return _modulated(rng, n, sr)
     if kind == "hum":
         mains = 50.0 if rng.random() < 0.5 else 60.0
         t = np.arange(n) / sr
@@ -201,21 +231,29 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
         [settings["seed"], SPLITS.index(split), index]))
     sr = settings["sample_rate"]
     n = int(round(rng.uniform(*settings["duration_s"]) * sr))
-    clean = speech_like(rng, n, sr)
     kind = settings["noise_kinds"][rng.integers(len(settings["noise_kinds"]))]
-    noise = _noise(kind, rng, n, sr)
+    if settings["speech"] == "formant":
+        clean, said = speech_like(rng, n, sr), {"voice": "formant", "text": ""}
+        noise = _noise(kind, rng, n, sr, talker=lambda g: speech_like(g, n, sr))
+    else:
+        with tts.session() as eng:  # one fresh engine per file: its bytes depend on its seed only
+            voice = tts.draw_voice(rng, split)
+            clean, said = tts.utterance(eng, rng, split, n, sr, voice=voice)
+            # babble talkers: other voices of the same split, saying other sentences
+            noise = _noise(kind, rng, n, sr, talker=lambda g: tts.utterance(
+                eng, g, split, n, sr, voice=tts.draw_voice(g, split, exclude=voice.variant))[0])
     snr = float(rng.uniform(*settings["snr_db"]))
     gain = np.sqrt(np.mean(clean ** 2) / (np.mean(noise ** 2) * 10 ** (snr / 10)))
     noisy = clean + gain * noise
     # random loudness, peak < 1 for both signals; the same gain keeps the SNR
     level = rng.uniform(0.3, 0.95) / max(np.abs(noisy).max(), np.abs(clean).max())
-    info = {"noise": kind, "snr_db": round(snr, 3), "samples": n}
+    info = {"noise": kind, "snr_db": round(snr, 3), "samples": n, **said}
     return (clean * level).astype(np.float32), (noisy * level).astype(np.float32), info
 
 
 # ----------------------------------------------------------------------------- dataset
 def _settings(num_train, num_valid, num_test, sample_rate, duration_s, snr_db, noise_kinds,
-              seed) -> dict:
+              seed, speech="tts") -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = tuple(float(x) for x in duration_s)
     snr_db = tuple(float(x) for x in snr_db)
@@ -230,10 +268,13 @@ def _settings(num_train, num_valid, num_test, sample_rate, duration_s, snr_db, n
     unknown = sorted(set(noise_kinds) - set(NOISE_KINDS))
     if not noise_kinds or unknown:
         raise ValueError(f"noise_kinds must be a non-empty subset of {NOISE_KINDS}, got {noise_kinds}")
+    if speech not in SPEECH_SOURCES:
+        raise ValueError(f"data.synthetic.speech={speech!r}; use one of {SPEECH_SOURCES}")
     if int(sample_rate) < 8000:
         raise ValueError(f"sample_rate must be >= 8000, got {sample_rate}")
     return {"counts": counts, "sample_rate": int(sample_rate), "duration_s": list(duration_s),
-            "snr_db": list(snr_db), "noise_kinds": noise_kinds, "seed": int(seed)}
+            "snr_db": list(snr_db), "noise_kinds": noise_kinds, "seed": int(seed),
+            "speech": str(speech)}
 
 
 def read_marker(out_dir: str | os.PathLike) -> dict | None:
@@ -249,10 +290,11 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 300, num_va
                      num_test: int = 20, sample_rate: int = 16000,
                      duration_s: Sequence[float] = (2.0, 4.0),
                      snr_db: Sequence[float] = (0.0, 15.0),
-                     noise_kinds: Sequence[str] = NOISE_KINDS, seed: int = 0) -> Path:
+                     noise_kinds: Sequence[str] = NOISE_KINDS, seed: int = 0,
+                     speech: str = "tts") -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
-    and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length of each file); a split with
-    zero files gets no folder.
+    and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
+    a split with zero files gets no folder.
 
     Returns at once when ``out_dir/dataset.json`` records the same settings. Otherwise the set is
     generated into a hidden temp folder next to ``out_dir`` and renamed into place, replacing an
@@ -260,7 +302,7 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 300, num_va
     """
     out = Path(out_dir)
     settings = _settings(num_train, num_valid, num_test, sample_rate, duration_s, snr_db,
-                         noise_kinds, seed)
+                         noise_kinds, seed, speech)
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
         return out
@@ -269,6 +311,8 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 300, num_va
             f"{out} exists, is not empty and has no {MARKER} from the generator; refusing to "
             "overwrite it. Point data.base_dir at an empty or new folder for the synthetic set.")
 
+    if settings["speech"] == "tts":
+        tts.check_available()  # fail before any file is written, saying what to do
     log.info("generating synthetic dataset in %s (%s)", out, settings["counts"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -284,7 +328,7 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 300, num_va
                 sf.write(tmp / split / "noisy" / name, noisy, settings["sample_rate"], subtype="PCM_16")
                 rows.append({"name": name, **info})
             with open(tmp / split / "metadata.csv", "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=["name", "noise", "snr_db", "samples"])
+                writer = csv.DictWriter(f, fieldnames=["name", "noise", "snr_db", "samples", "voice", "text"])
                 writer.writeheader()
                 writer.writerows(rows)
         marker = {"generator": GENERATOR, "version": VERSION, "settings": settings}
