@@ -16,6 +16,7 @@ from meanflowse.path import expand_time
 
 NetFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 JVP_IMPLS = ("func", "autograd", "fd", "auto")
+JVP_CLIP_MODES = ("norm", "rms")
 log = logging.getLogger(__name__)
 
 
@@ -89,13 +90,20 @@ class AutoJvp:
         return None, jvp_fd(net_fn, **kw)
 
 
-def clip_per_sample(j: Tensor, max_norm: float | None) -> tuple[Tensor, Tensor]:
-    """Scale each sample's JVP to an L2 norm of at most ``max_norm``.
+def clip_per_sample(j: Tensor, bound: float | None, mode: str = "norm") -> tuple[Tensor, Tensor]:
+    """Scale each sample's JVP down to at most ``bound`` (``None``: no clip).
 
+    ``norm``: ``bound`` is on the per-sample L2 norm (the reference), whose meaning changes with
+    the number of bins in a crop; ``rms``: on the root-mean-square per element, i.e. the norm
+    bound is ``bound * sqrt(elements per sample)``, the same per-element bound at any crop size.
     Returns the clipped JVP and a boolean ``[B]`` telling which samples were clipped.
     """
-    norms = j.flatten(1).norm(dim=1)
-    if max_norm is None:
+    if mode not in JVP_CLIP_MODES:
+        raise ValueError(f"mf.jvp_clip_mode={mode!r}; use one of {JVP_CLIP_MODES}")
+    flat = j.flatten(1)
+    norms = flat.norm(dim=1)
+    if bound is None:
         return j, torch.zeros_like(norms, dtype=torch.bool)
+    max_norm = bound * flat.shape[1] ** 0.5 if mode == "rms" else bound
     scale = (max_norm / norms.clamp_min(1e-12)).clamp(max=1.0)
     return j * expand_time(scale, j), norms > max_norm

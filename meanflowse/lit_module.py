@@ -12,8 +12,9 @@ from torch import Tensor, nn
 from meanflowse.curriculum import (CurriculumConfig, gamma_at, mf_weight, sample_r, sample_t,
                                    single_pass_p_equal)
 from meanflowse.jvp import AutoJvp
-from meanflowse.objective import (MeanFlowConfig, NonFiniteError, cfm_loss, single_pass_loss,
-                                  two_pass_loss)
+from meanflowse.objective import (MeanFlowConfig, NonFiniteError, cfm_loss, check_mf_config,
+                                  single_pass_loss, two_pass_loss)
+from meanflowse.parametrization import average_velocity
 from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
 from meanflowse.samplers import SamplerConfig, resolve_sampler, sample
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class MeanFlowSEModule(LightningModule):
-    """Trains ``backbone`` as the average velocity ``u(x_t, r, t | y)``.
+    """Trains ``backbone`` to give the average velocity ``u(x_t, r, t | y)``, directly or through
+    the ``data`` parametrization (``mf.parametrization``, see ``net_fn``).
 
     Batches are ``{"clean": [B,2,F,T], "noisy": [B,2,F,T]}`` compressed spectrograms.
     ``config`` (the composed Hydra config) is stored in every checkpoint so that evaluation can
@@ -33,6 +35,7 @@ class MeanFlowSEModule(LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.Adam, lr=1e-4),
                  config: dict[str, Any] | None = None) -> None:
         super().__init__()
+        check_mf_config(mf)  # an unknown mf.* choice fails here, before data or training
         self.backbone = backbone
         self.path, self.mf, self.curriculum, self.sampler_cfg = path, mf, curriculum, sampler
         self.optimizer_factory = optimizer
@@ -42,7 +45,9 @@ class MeanFlowSEModule(LightningModule):
 
     # -- the network as a function of (x_t, y, t, r) -------------------------------------------
     def net_fn(self, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor) -> Tensor:
-        return self.backbone(x_t, y, t, t - r)
+        """The average velocity; training, validation, the JVP and the samplers all call this."""
+        out = self.backbone(x_t, y, t, t - r)
+        return average_velocity(out, x_t=x_t, y=y, t=t, kind=self.mf.parametrization)
 
     def progress(self) -> float:
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0

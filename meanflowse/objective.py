@@ -12,11 +12,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from meanflowse.jvp import JVP_IMPLS, AutoJvp, NetFn, clip_per_sample, jvp_autograd, jvp_fd, jvp_func
+from meanflowse.jvp import (JVP_CLIP_MODES, JVP_IMPLS, AutoJvp, NetFn, clip_per_sample,
+                            jvp_autograd, jvp_fd, jvp_func)
+from meanflowse.parametrization import PARAMETRIZATIONS, loss_weight
 from meanflowse.path import expand_time
 
 LOSSES = ("mse", "mae")
 FORMULATIONS = ("single_pass", "two_pass")
+NAN_POLICIES = ("raise", "skip")
 
 
 @dataclass
@@ -26,7 +29,9 @@ class MeanFlowConfig:
     jvp_impl: str = "func"            # func | autograd | fd | auto
     jvp_eps: float = 1e-3             # fd: relative step
     jvp_chunk: Optional[int] = None     # fd: samples per network call (None = whole batch)
-    jvp_clip: Optional[float] = 5.0     # per-sample L2 clip of the JVP (None disables)
+    jvp_clip: Optional[float] = 5.0     # per-sample clip of the JVP (None disables)
+    jvp_clip_mode: str = "norm"       # norm: jvp_clip bounds the L2 norm (ref); rms: the RMS
+    #                                   per element (the same bound at any crop size)
     jvp_reuse_primal: bool = False    # func/auto: take the prediction from the JVP's primal output
     #                                   (no extra forward, several times the activation memory)
     loss: str = "mse"                 # mse: 0.5 sum |err|^2 per sample; mae: sum |err|
@@ -34,6 +39,18 @@ class MeanFlowConfig:
     adaptive_eps: float = 1e-3
     formulation: str = "single_pass"  # single_pass (r=t samples are the CFM term) | two_pass (ref)
     nan_policy: str = "raise"         # raise | skip: what a NaN/Inf in the loss or JVP does
+    parametrization: str = "velocity"  # velocity: the backbone outputs u (ref); data: it outputs
+    #                                    F, x0_hat = y + F, u = (x_t - x0_hat) / t, and the loss
+    #                                    is weighted to the x0 scale (mse x t^2, mae x t)
+
+
+def check_mf_config(cfg: MeanFlowConfig) -> None:
+    """Refuse an unknown choice before any training, naming the key and the allowed values."""
+    for key, allowed in (("jvp_impl", JVP_IMPLS), ("jvp_clip_mode", JVP_CLIP_MODES),
+                         ("loss", LOSSES), ("formulation", FORMULATIONS),
+                         ("nan_policy", NAN_POLICIES), ("parametrization", PARAMETRIZATIONS)):
+        if getattr(cfg, key) not in allowed:
+            raise ValueError(f"mf.{key}={getattr(cfg, key)!r}; use one of {allowed}")
 
 
 class NonFiniteError(FloatingPointError):
@@ -93,22 +110,30 @@ def mean_flow_target(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Ten
             raise ValueError(f"mf.jvp_impl={cfg.jvp_impl!r}; use one of {JVP_IMPLS}")
     dudt = dudt.detach()
     _check_finite("the JVP du/dt", dudt)
-    dudt, clipped = clip_per_sample(dudt, cfg.jvp_clip)
+    # Logged before the clip, so that a bound can be chosen from them (norm and rms modes).
+    norms = dudt.flatten(1).norm(dim=1)
+    logs = {"jvp_norm": norms.mean().item(),
+            "jvp_rms": (norms / dudt.flatten(1).shape[1] ** 0.5).mean().item()}
+    dudt, clipped = clip_per_sample(dudt, cfg.jvp_clip, mode=cfg.jvp_clip_mode)
     target = v - cfg.first_order_coef * expand_time(t - r, v) * dudt
-    logs = {"jvp_norm": dudt.flatten(1).norm(dim=1).mean().item(),
-            "jvp_clip_rate": clipped.float().mean().item()}
+    logs["jvp_clip_rate"] = clipped.float().mean().item()
     return u, target.detach(), logs
 
 
-def _reduce(pred: Tensor, target: Tensor, cfg: MeanFlowConfig) -> Tensor:
+def _reduce(pred: Tensor, target: Tensor, t: Tensor, cfg: MeanFlowConfig) -> Tensor:
+    """Per-sample loss, times the parametrization's time weight (data: t^2 mse, t mae), then
+    adaptive weighting."""
     per = per_sample_loss(pred, target, cfg.loss)
+    weight = loss_weight(t, kind=cfg.parametrization, loss=cfg.loss)
+    if weight is not None:
+        per = per * weight.to(per.dtype)
     return adaptive_weighting(per, p=cfg.adaptive_p, eps=cfg.adaptive_eps)
 
 
 def cfm_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor,
              cfg: MeanFlowConfig) -> Tensor:
     """Conditional flow matching: ``loss(u(x_t, t, t | y), v)``, batch mean."""
-    loss = _reduce(net_fn(x_t, y, t, t), v, cfg).mean()
+    loss = _reduce(net_fn(x_t, y, t, t), v, t, cfg).mean()
     _check_finite("the CFM loss", loss)
     return loss
 
@@ -137,7 +162,7 @@ def single_pass_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Ten
                 u = u.index_put((rest,), net_fn(x_t[rest], y[rest], t[rest], r[rest]))
     if u is None:
         u = net_fn(x_t, y, t, r)
-    per = _reduce(u, target, cfg)
+    per = _reduce(u, target, t, cfg)
     loss = per.mean()
     _check_finite("the MeanFlow loss", loss)
     equal = r == t

@@ -102,7 +102,7 @@ def test_target_carries_no_gradient(tiny_net, impl, reuse):
     cfg = MeanFlowConfig(jvp_impl=impl, jvp_reuse_primal=reuse)
     u, target, logs = mean_flow_target(net_fn_of(tiny_net), r=b["t"] * 0.5, cfg=cfg, **b)
     assert not target.requires_grad
-    assert set(logs) == {"jvp_norm", "jvp_clip_rate"}
+    assert set(logs) == {"jvp_norm", "jvp_rms", "jvp_clip_rate"}
     if reuse:  # the JVP's primal output is the prediction, with its graph
         assert u is not None and u.requires_grad
     else:  # nothing recorded: the caller runs an ordinary forward
@@ -147,6 +147,53 @@ def test_clip_per_sample():
     assert flags.tolist() == [True, False]
     assert abs(clipped[0].norm().item() - 5.0) < 1e-4
     assert torch.equal(clipped[1], j[1])
+
+
+@pytest.mark.parametrize("mode", ["norm", "rms"])
+def test_rms_clip_decides_alike_at_any_crop_size_and_norm_clip_does_not(mode):
+    """A JVP of the same per-element size a = 2 on 64 and 256 elements per sample: its RMS is 2
+    at both sizes, its L2 norm 16 and 32. rms with bound 3 (1) keeps (clips) both; norm with bound
+    20 keeps the small crop and clips the large one."""
+    small, large = torch.full((1, 2, 8, 4), 2.0), torch.full((1, 2, 8, 16), 2.0)
+    if mode == "rms":
+        for bound, expected in ((3.0, False), (1.0, True)):
+            assert clip_per_sample(small, bound, mode)[1].item() is expected
+            assert clip_per_sample(large, bound, mode)[1].item() is expected
+    else:
+        assert clip_per_sample(small, 20.0, mode)[1].item() is False
+        assert clip_per_sample(large, 20.0, mode)[1].item() is True
+
+
+def test_rms_clip_gives_the_bound_as_rms_and_null_disables():
+    j = torch.randn(3, 2, 8, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    j[2] *= 1e-3  # this one stays below the bound
+    clipped, flags = clip_per_sample(j, 0.1, "rms")
+    assert flags.tolist() == [True, True, False]
+    rms = clipped.flatten(1).pow(2).mean(1).sqrt()
+    torch.testing.assert_close(rms[:2], torch.full((2,), 0.1, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert torch.equal(clipped[2], j[2])
+    for mode in ("norm", "rms"):
+        same, none = clip_per_sample(j, None, mode)
+        assert same is j and not none.any()
+    with pytest.raises(ValueError, match="jvp_clip_mode='l2'.*norm.*rms"):
+        clip_per_sample(j, 1.0, "l2")
+
+
+@pytest.mark.parametrize("mode, clip", [("norm", 1e-3), ("rms", 1e-3), ("rms", None)])
+def test_jvp_logs_are_the_unclipped_norm_and_rms(mode, clip):
+    """du/dt = 2 (t - r) at every element (see test_jvp_moves_d_with_t): the logged norm and RMS
+    are those of the JVP before the clip, whatever the clip does."""
+    def fn(x_t, y, t, r):
+        return x_t * 0 + ((t - r) ** 2)[:, None, None, None]
+    b = make_batch(torch.float64)
+    r = b["t"] * 0.5
+    cfg = MeanFlowConfig(jvp_clip=clip, jvp_clip_mode=mode)
+    _, _, logs = mean_flow_target(fn, r=r, cfg=cfg, **b)
+    rms = 2 * (b["t"] - r)
+    n = b["x_t"][0].numel()
+    assert logs["jvp_rms"] == pytest.approx(rms.mean().item(), rel=1e-9)
+    assert logs["jvp_norm"] == pytest.approx((rms * n ** 0.5).mean().item(), rel=1e-9)
+    assert logs["jvp_clip_rate"] == (0.0 if clip is None else 1.0)
 
 
 def test_non_finite_jvp_is_reported_by_name():
