@@ -5,6 +5,7 @@ Schedules take ``progress`` in [0, 1] (global step / total steps), so they work 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor
 from meanflowse.path import PathConfig
 
 TIME_SAMPLERS = ("uniform", "logit_normal")
+LR_DECAYS = ("constant", "cosine")
 
 
 @dataclass
@@ -27,6 +29,9 @@ class CurriculumConfig:
     logit_normal_mean: float = -0.4
     logit_normal_std: float = 1.0
     r_min: float = 0.03              # lower bound of r: t_eps (reference) or 0 (strict 1 -> 0 jump)
+    lr_warmup_steps: int = 0         # learning rate rises linearly from 0 over these steps
+    lr_decay: str = "constant"       # constant (reference) | cosine: down to lr_final_frac x lr
+    lr_final_frac: float = 0.01      #   at the last step of the budget
 
 
 def _ramp(progress: float, frac: float) -> float:
@@ -73,3 +78,16 @@ def single_pass_p_equal(w_mf: float, p_r_equals_t: float) -> float:
     with one network pass per sample: the ``r = t`` samples *are* the CFM term.
     """
     return (1.0 - w_mf) + w_mf * p_r_equals_t
+
+
+def lr_factor(step: int, *, total: float, cfg: CurriculumConfig) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` of ``total``."""
+    if cfg.lr_decay not in LR_DECAYS:
+        raise ValueError(f"curriculum.lr_decay={cfg.lr_decay!r}; use one of {LR_DECAYS}")
+    warm = min(1.0, (step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps > 0 else 1.0
+    if cfg.lr_decay == "constant":
+        return warm
+    span = max(total - cfg.lr_warmup_steps, 1)
+    done = min(max(step - cfg.lr_warmup_steps, 0) / span, 1.0)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * done))
+    return warm * (cfg.lr_final_frac + (1.0 - cfg.lr_final_frac) * cosine)

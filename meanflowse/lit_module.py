@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from meanflowse.curriculum import (CurriculumConfig, gamma_at, mf_weight, sample_r, sample_t,
-                                   single_pass_p_equal)
+from meanflowse.curriculum import (CurriculumConfig, gamma_at, lr_factor, mf_weight, sample_r,
+                                   sample_t, single_pass_p_equal)
 from meanflowse.jvp import AutoJvp
 from meanflowse.objective import (MeanFlowConfig, NonFiniteError, cfm_loss, check_mf_config,
                                   single_pass_loss, two_pass_loss)
@@ -127,5 +127,15 @@ class MeanFlowSEModule(LightningModule):
         return sample(self.net_fn, y=y, z=z, name=name, nfe=nfe or s.nfe,
                       t_end=s.t_end if t_end is None else t_end, path=self.path)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(params=self.parameters())
+    def configure_optimizers(self) -> Any:
+        opt = self.optimizer_factory(params=self.parameters())
+        cur = self.curriculum
+        if cur.lr_decay == "constant" and cur.lr_warmup_steps <= 0:
+            return opt
+        total = self.trainer.estimated_stepping_batches
+        if cur.lr_decay != "constant" and (not total or total == float("inf")):
+            raise ValueError(f"curriculum.lr_decay={cur.lr_decay} needs a finite step budget: set "
+                             "trainer.max_steps or trainer.max_epochs")
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_factor(step, total=total, cfg=cur))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -51,3 +51,31 @@ def test_schedules_by_progress():
     assert gamma_at(1.0, cfg) == 1.0
     assert single_pass_p_equal(0.0, 0.1) == 1.0
     assert single_pass_p_equal(0.25, 0.1) == pytest.approx(0.775)
+
+
+def test_lr_factor_warmup_and_cosine_closed_form():
+    from meanflowse.curriculum import lr_factor
+    cfg = CurriculumConfig(lr_warmup_steps=10, lr_decay="cosine", lr_final_frac=0.1)
+    assert lr_factor(0, total=110, cfg=cfg) == pytest.approx(0.1)       # (0 + 1) / 10 of warm-up
+    assert lr_factor(9, total=110, cfg=cfg) == pytest.approx(1.0)       # warm-up done, cosine at 0
+    assert lr_factor(60, total=110, cfg=cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half way down
+    assert lr_factor(110, total=110, cfg=cfg) == pytest.approx(0.1)     # the floor at the end
+    assert lr_factor(500, total=110, cfg=cfg) == pytest.approx(0.1)
+    const = CurriculumConfig()
+    assert all(lr_factor(s, total=100, cfg=const) == 1.0 for s in (0, 50, 99))
+    with pytest.raises(ValueError, match="curriculum.lr_decay"):
+        lr_factor(0, total=10, cfg=CurriculumConfig(lr_decay="linear"))
+
+
+def test_cosine_schedule_drives_the_optimizer_and_needs_a_finite_budget(tmp_path):
+    from helpers import TINY, compose_cfg
+    from meanflowse.training import train
+    cfg = compose_cfg("train", [*TINY, "curriculum.lr_decay=cosine", "curriculum.lr_warmup_steps=2",
+                                "trainer.max_steps=6", "optim.lr=0.01"], tmp_path)
+    _, objects = train(cfg)
+    lr = objects["trainer"].optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.01 * 0.01)  # the floor after the last of the 6 steps
+    cfg = compose_cfg("train", [*TINY, "curriculum.lr_decay=cosine", "trainer.max_steps=-1",
+                                "trainer.max_epochs=-1"], tmp_path / "b")
+    with pytest.raises(ValueError, match="finite step budget"):
+        train(cfg)

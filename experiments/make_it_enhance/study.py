@@ -1,0 +1,129 @@
+"""Learning curves for the "Make it enhance" study (README.md beside this file).
+
+    python experiments/make_it_enhance/study.py curves outputs/study/<run> --sampler euler_mf --nfes 1 2 5
+    python experiments/make_it_enhance/study.py plot experiments/make_it_enhance
+
+``curves`` scores every checkpoint of a run (``checkpoints/curve/step*.ckpt`` and ``last.ckpt``,
+EMA weights, as eval.py uses them) on the test split of the run's own corpus with the project's
+sweep evaluation (the same Enhancer and metrics), and appends the rows to
+``experiments/make_it_enhance/curves.csv``. The extra NFEs and DNSMOS are measured on
+``last.ckpt`` only (they cost more than the rest together). ``plot`` draws PESQ, ESTOI and SI-SDR against training steps and CPU minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CURVES = HERE / "curves.csv"
+FIELDS = ["run", "sampler", "nfe", "step", "minutes", "pesq", "estoi", "si_sdr", "dnsmos_ovrl",
+          "noisy_pesq", "noisy_estoi", "noisy_si_sdr", "noisy_dnsmos_ovrl"]
+
+
+def _checkpoints(run: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted((run / "checkpoints" / "curve").glob("step*.ckpt")):
+        found.append((int(re.search(r"step(\d+)", path.name).group(1)), path))
+    last = run / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        import torch
+        step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
+        found = [(s, p) for s, p in found if s != step] + [(step, last)]
+    return sorted(found)
+
+
+def curves(run: Path, *, sampler: str, nfes: list[int], name: str | None) -> None:
+    """Every checkpoint at the first NFE of ``nfes``; the last checkpoint at all of them."""
+    import torch
+    from hydra.utils import instantiate
+
+    from meanflowse.enhance import Enhancer, load_module
+    from meanflowse.sweep import evaluate_nfes
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    ckpts = _checkpoints(run)
+    if not ckpts:
+        raise SystemExit(f"{run}: no checkpoints under checkpoints/curve or checkpoints/last.ckpt")
+    _, cfg = load_module(ckpts[-1][1])
+    dataset = instantiate(cfg.data).dataset("test")
+    pairs = [dataset.load_pair(i) for i in range(len(dataset))]
+    start = (run / ".hydra" / "config.yaml").stat().st_mtime
+    rows = []
+    for step, path in ckpts:
+        final = path.name == "last.ckpt"
+        enhancer = Enhancer.from_checkpoint(path, sampler=sampler, seed=0)
+        results, noisy = evaluate_nfes(enhancer, pairs, nfes=nfes if final else nfes[:1],
+                                       dnsmos=final)
+        for res in results:
+            row = {"run": name or run.name, "sampler": sampler, "nfe": res["nfe"], "step": step,
+                   "minutes": round((path.stat().st_mtime - start) / 60, 2)}
+            row.update({k: round(res[k], 4) for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
+                        if k in res})
+            row.update({f"noisy_{k}": round(noisy[k], 4)
+                        for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl") if k in noisy})
+            rows.append(row)
+            print({k: row.get(k) for k in ("run", "sampler", "nfe", "step", "pesq", "estoi",
+                                            "si_sdr", "dnsmos_ovrl")}, flush=True)
+    new = not CURVES.exists()
+    with open(CURVES, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def _read() -> list[dict]:
+    with open(CURVES, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot(out_dir: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _read()
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        series.setdefault(f"{r['run']} {r['sampler']} NFE {r['nfe']}", []).append(r)
+    for xkey, xlabel in (("step", "training steps"), ("minutes", "wall-clock minutes (2 CPU cores)")):
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+        for ax, (key, label) in zip(axes, (("pesq", "PESQ (wb)"), ("estoi", "ESTOI"),
+                                           ("si_sdr", "SI-SDR (dB)"))):
+            for name, pts in sorted(series.items()):
+                pts = sorted(pts, key=lambda r: float(r[xkey]))
+                ax.plot([float(p[xkey]) for p in pts], [float(p[key]) for p in pts], marker="o",
+                        ms=3, label=name)
+            ax.axhline(float(rows[0][f"noisy_{key}"]), color="k", ls="--", lw=1, label="noisy input")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[-1].legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out_dir / f"curves_vs_{xkey}.png", dpi=110)
+        plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("curves")
+    c.add_argument("run", type=Path)
+    c.add_argument("--sampler", default="euler_mf", choices=["euler_mf", "euler"])
+    c.add_argument("--nfes", type=int, nargs="+", default=[1])
+    c.add_argument("--name", default=None, help="run label in curves.csv (default: folder name)")
+    p = sub.add_parser("plot")
+    p.add_argument("out_dir", type=Path, nargs="?", default=HERE)
+    args = parser.parse_args()
+    if args.cmd == "curves":
+        curves(args.run, sampler=args.sampler, nfes=args.nfes, name=args.name)
+    else:
+        plot(args.out_dir)
+
+
+if __name__ == "__main__":
+    main()
