@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test test-slow bench sweep-cpu lint clean
+.PHONY: help install demo test test-slow bench sweep-cpu lint clean clean-outputs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ sweep-cpu: $(STAMP)  ## the default sweep sized for a 2-core CPU (experiments/cp
 lint: $(STAMP)  ## byte-compile everything (cheap syntax check)
 	$(PY) -m compileall -q meanflowse tests train.py eval.py sweep.py
 
-clean:  ## remove outputs and caches (keeps .venv)
-	rm -rf outputs/* .pytest_cache
-	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+clean:  ## remove caches only (keeps outputs/ and .venv)
+	rm -rf .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path "./.venv/*" -exec rm -rf {} +
+
+clean-outputs:  ## delete every run, checkpoint and generated dataset under outputs/ (says what)
+	@for p in outputs/*; do [ -e "$$p" ] && echo "deleting $$p" && rm -rf "$$p"; done; true

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 LAST = "last.ckpt"
@@ -82,3 +83,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+class FiniteModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that never ranks a non-finite value.
+
+    Validation logs NaN for a metric it could not measure yet (a placeholder number such as -1
+    would be ranked as a real score and could be kept as "best"); a NaN here saves nothing, so
+    the best checkpoint is always one whose metric was measured.
+    """
+
+    def check_monitor_top_k(self, trainer: Any, current: torch.Tensor | None = None) -> bool:
+        if current is not None and not bool(torch.isfinite(torch.as_tensor(current)).all()):
+            return False
+        return super().check_monitor_top_k(trainer, current)

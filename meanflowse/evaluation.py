@@ -45,7 +45,7 @@ from typing import Any
 import soundfile as sf
 import torch
 import torchaudio
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -89,6 +89,10 @@ class Item:
 # ------------------------------------------------------------------------------ arguments
 def check_args(cfg: DictConfig) -> None:
     """Argument combinations, checked before the checkpoint is loaded."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise EvalError("no checkpoint given: pass ckpt_path=<run>/checkpoints/last.ckpt (a "
+                        "train.py run); `make demo` leaves its model at "
+                        "outputs/demo/checkpoints/last.ckpt")
     has_input, split = cfg.get("input") is not None, cfg.get("split")
     base_dir = (cfg.get("data") or {}).get("base_dir")
     if has_input == (split is not None):

@@ -70,9 +70,24 @@ def jvp_fd(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Te
     return torch.cat(parts)
 
 
+# What torch says when an op or an autograd.Function has no forward-mode rule; any other error
+# (out of memory, a shape bug in the backbone) is not a reason to switch implementations.
+_NO_FORWARD_RULE = ("forward ad", "forward mode", "forward-mode", "functorch transforms")
+
+
+def missing_forward_rule(err: BaseException) -> bool:
+    """Whether ``err`` means "this network cannot be traced in forward mode"."""
+    if isinstance(err, torch.OutOfMemoryError):
+        return False
+    if isinstance(err, NotImplementedError):
+        return True
+    return isinstance(err, RuntimeError) and any(k in str(err).lower() for k in _NO_FORWARD_RULE)
+
+
 class AutoJvp:
     """``auto``: the exact ``func`` JVP, falling back to ``fd`` (once, with a warning) when the
-    network cannot be traced in forward mode. Stateful so the warning is not repeated."""
+    network cannot be traced in forward mode. Stateful so the warning is not repeated. Any other
+    error (out of memory included) propagates: falling back for good would hide it."""
 
     def __init__(self) -> None:
         self.fallback_reason: str | None = None
@@ -84,6 +99,8 @@ class AutoJvp:
                 return jvp_func(net_fn, **{k: kw[k] for k in ("x_t", "y", "t", "r", "v")},
                                 reuse_primal=reuse_primal)
             except (RuntimeError, NotImplementedError) as err:
+                if not missing_forward_rule(err):
+                    raise
                 self.fallback_reason = f"{type(err).__name__}: {err}".splitlines()[0]
                 log.warning("mf.jvp_impl=auto: torch.func.jvp failed (%s); using the finite "
                             "difference ('fd') from now on", self.fallback_reason)

@@ -54,6 +54,17 @@ class MeanFlowSEModule(LightningModule):
         return min(self.global_step / total, 1.0) if total and total != float("inf") else 0.0
 
     # -- training --------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # The curriculum follows progress = step / total steps; with no total, progress stays 0,
+        # w_mf stays 0 and the run would be plain CFM while sampler=auto ships the MeanFlow jump.
+        total = self.trainer.estimated_stepping_batches
+        if self.trained_with_meanflow and (not total or total == float("inf")):
+            raise ValueError(
+                f"mf.weight_final={self.mf.weight_final} needs a finite step budget: the MeanFlow "
+                "curriculum follows step / total steps, so with trainer.max_steps=-1 and "
+                "trainer.max_epochs=-1 it would never switch the MeanFlow term on. Set "
+                "trainer.max_steps (or max_epochs), or mf.weight_final=0 for plain CFM")
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
         x, y = batch["clean"], batch["noisy"]
         progress = self.progress()

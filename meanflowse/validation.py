@@ -105,10 +105,12 @@ class ValidationMetrics(Callback):
         if self.should_measure(trainer.current_epoch):  # same decision on every rank
             values = self.measure(trainer, pl_module) if trainer.is_global_zero else None
             values = trainer.strategy.broadcast(values, src=0)
-            self.last = {k: v if math.isfinite(v) else self.last.get(k, -1.0)
+            self.last = {k: v if math.isfinite(v) else self.last.get(k, math.nan)
                          for k, v in values.items()}
+        # NaN until a value was measured: FiniteModelCheckpoint never ranks it (a placeholder
+        # such as -1 would be ranked, and kept as "best" if nothing better came)
         for key in self.keys():
-            pl_module.log(key, self.last.get(key, -1.0), sync_dist=True)
+            pl_module.log(key, self.last.get(key, math.nan), sync_dist=True)
 
     @torch.no_grad()
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:

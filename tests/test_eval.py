@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -442,3 +443,14 @@ def test_plots(ckpt, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "meanflowse.plots", None)  # as if matplotlib were missing
     with pytest.raises(EvalError, match="matplotlib"):
         evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}", "plots=true"))
+
+
+def test_eval_without_a_checkpoint_says_what_to_pass_in_one_line(tmp_path):
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "eval.py"), "input=noisy.wav",
+                           f"hydra.run.dir={tmp_path}"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
+    assert "ckpt_path=" in proc.stderr and "outputs/demo/checkpoints/last.ckpt" in proc.stderr

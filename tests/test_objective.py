@@ -222,3 +222,29 @@ def test_auto_falls_back_to_fd_with_a_warning(tiny_net, caplog):
     assert u is None and torch.isfinite(j).all()
     assert auto.fallback_reason.split(":")[0] in ("RuntimeError", "NotImplementedError")
     assert any("using the finite difference" in rec.message for rec in caplog.records)
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"),
+                                   RuntimeError("shape '[2, 3]' is invalid for input of size 5")])
+def test_auto_lets_other_errors_propagate_and_does_not_fall_back(error):
+    def fn(x_t, y, t, r):
+        raise error
+    b = make_batch()
+    auto = AutoJvp()
+    with pytest.raises(type(error)):
+        auto(fn, x_t=b["x_t"], y=b["y"], t=b["t"], r=b["t"] * 0.5, v=b["v"])
+    assert auto.fallback_reason is None  # the next step tries the exact JVP again
+
+
+def test_missing_forward_rule_recognises_torchs_messages():
+    from meanflowse.jvp import missing_forward_rule
+    assert missing_forward_rule(NotImplementedError("You must implement the jvp function for "
+                                                    "custom autograd.Function to use it with "
+                                                    "forward mode AD."))
+    assert missing_forward_rule(RuntimeError("In order to use an autograd.Function with functorch "
+                                             "transforms (vmap, grad, jvp, jacrev, ...), it must "
+                                             "override the setup_context staticmethod."))
+    assert missing_forward_rule(RuntimeError("Trying to use forward AD with foo that does not "
+                                             "support it"))
+    assert not missing_forward_rule(torch.OutOfMemoryError("CUDA out of memory"))
+    assert not missing_forward_rule(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

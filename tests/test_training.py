@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from helpers import TINY, compose_cfg
-from meanflowse.checkpointing import AtomicCheckpointIO, ResumeError, resolve_ckpt_path
+from meanflowse.checkpointing import (AtomicCheckpointIO, FiniteModelCheckpoint, ResumeError,
+                                      resolve_ckpt_path)
 from meanflowse.ema import EMA
 from meanflowse.objective import MeanFlowConfig, mean_flow_target
-from meanflowse.training import rank_seed
+from meanflowse.training import rank_seed, train
 from meanflowse.validation import ValidationMetrics, eval_indices, spectrogram_image
 from meanflowse.stft import SpecConfig
 
@@ -198,7 +199,7 @@ def test_validation_logs_one_step_metrics_and_checkpoints_follow_them(run):
     assert "last.ckpt" in names and not any(n.startswith("last-v") for n in names)
     assert any(n.startswith("best-step") for n in names)
     assert any(n.startswith("best_si_sdr-step") for n in names)
-    cb = next(c for c in objs["trainer"].callbacks if type(c).__name__ == "ModelCheckpoint"
+    cb = next(c for c in objs["trainer"].callbacks if isinstance(c, FiniteModelCheckpoint)
               and c.monitor == "val/pesq")
     assert cb.best_model_score is not None and math.isfinite(float(cb.best_model_score))
 
@@ -254,3 +255,43 @@ def test_debug_presets_compose(tmp_path, preset):
     cfg = compose_cfg("train", [*TINY, f"debug={preset}"], tmp_path)
     assert cfg.trainer.get("fast_dev_run") or cfg.trainer.get("limit_train_batches") or \
         cfg.trainer.get("overfit_batches")
+
+
+def test_meanflow_with_an_unbounded_budget_is_refused_at_start(tmp_path):
+    # max_time only guards the test: without the refusal it would train (as CFM) for 30 s
+    cfg = compose_cfg("train", [*TINY, "trainer.max_steps=-1", "trainer.max_epochs=-1",
+                                "+trainer.max_time=00:00:00:30"], tmp_path)
+    with pytest.raises(ValueError, match="mf.weight_final=0.25 needs a finite step budget"):
+        train(cfg)
+
+
+def test_unmeasured_metrics_are_nan_and_never_become_the_best_checkpoint(tmp_path, monkeypatch):
+    # validation 1 fails to measure, 2 measures 1.2, 3 fails again: the best checkpoint is the
+    # one of validation 2, and nothing was saved as "best" for a value that was never measured
+    values = iter([math.nan, 1.2, math.nan])
+    calls = []
+
+    def measure(self, trainer, module):
+        value = next(values)
+        calls.append((trainer.global_step, value))
+        return {k: value for k in self.keys()}
+
+    monkeypatch.setattr(ValidationMetrics, "measure", measure)
+    cfg = compose_cfg("train", [*TINY, "trainer.max_steps=6", "trainer.max_epochs=-1",
+                                "trainer.num_sanity_val_steps=0", "callbacks.progress=null",
+                                "callbacks.val_metrics.num_media=0"], tmp_path)
+    _, objs = train(cfg)
+    assert [v for _, v in calls][1] == 1.2 and len(calls) == 3
+    cb = next(c for c in objs["trainer"].callbacks if isinstance(c, FiniteModelCheckpoint)
+              and c.monitor == "val/pesq")
+    assert float(cb.best_model_score) == pytest.approx(1.2)
+    assert f"step{calls[1][0]:06d}" in cb.best_model_path
+    best = sorted(p.name for p in (tmp_path / "checkpoints").glob("best-step*.ckpt"))
+    assert best == [f"best-step{calls[1][0]:06d}.ckpt"]
+
+
+def test_finite_model_checkpoint_skips_nan_and_ranks_numbers():
+    cb = FiniteModelCheckpoint(monitor="val/pesq", mode="max", save_top_k=1)
+    assert not cb.check_monitor_top_k(None, torch.tensor(float("nan")))
+    assert not cb.check_monitor_top_k(None, torch.tensor(float("-inf")))
+    assert cb.check_monitor_top_k(None, torch.tensor(1.0))  # fewer than top-k saved yet

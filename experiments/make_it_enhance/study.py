@@ -7,7 +7,9 @@
 EMA weights, as eval.py uses them) on the test split of the run's own corpus with the project's
 sweep evaluation (the same Enhancer and metrics), and appends the rows to
 ``experiments/make_it_enhance/curves.csv``. The extra NFEs and DNSMOS are measured on
-``last.ckpt`` only (they cost more than the rest together). ``plot`` draws PESQ, ESTOI and SI-SDR against training steps and CPU minutes.
+``last.ckpt`` only (they cost more than the rest together). ``plot`` draws PESQ, ESTOI and
+SI-SDR against training steps and wall-clock minutes (``curves_vs_step.png``,
+``curves_vs_minutes.png``) and the long run beside the 650-step recipe (``long_run.png``).
 """
 from __future__ import annotations
 
@@ -80,31 +82,41 @@ def _read() -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def plot(out_dir: Path) -> None:
+def _figure(series: dict[str, list[dict]], noisy: dict, xkey: str, xlabel: str, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for ax, (key, label) in zip(axes, (("pesq", "PESQ (wb)"), ("estoi", "ESTOI"),
+                                       ("si_sdr", "SI-SDR (dB)"))):
+        for name, pts in sorted(series.items()):
+            pts = sorted(pts, key=lambda r: float(r[xkey]))
+            ax.plot([float(p[xkey]) for p in pts], [float(p[key]) for p in pts], marker="o",
+                    ms=3, label=name)
+        ax.axhline(float(noisy[f"noisy_{key}"]), color="k", ls="--", lw=1, label="noisy input")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot(out_dir: Path) -> None:
+    """The 650-step variants against steps and minutes; the long run beside the short recipe."""
     rows = _read()
     series: dict[str, list[dict]] = {}
     for r in rows:
         series.setdefault(f"{r['run']} {r['sampler']} NFE {r['nfe']}", []).append(r)
+    short = {k: v for k, v in series.items() if not k.startswith("long")}
     for xkey, xlabel in (("step", "training steps"), ("minutes", "wall-clock minutes (2 CPU cores)")):
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-        for ax, (key, label) in zip(axes, (("pesq", "PESQ (wb)"), ("estoi", "ESTOI"),
-                                           ("si_sdr", "SI-SDR (dB)"))):
-            for name, pts in sorted(series.items()):
-                pts = sorted(pts, key=lambda r: float(r[xkey]))
-                ax.plot([float(p[xkey]) for p in pts], [float(p[key]) for p in pts], marker="o",
-                        ms=3, label=name)
-            ax.axhline(float(rows[0][f"noisy_{key}"]), color="k", ls="--", lw=1, label="noisy input")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-        axes[-1].legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        fig.savefig(out_dir / f"curves_vs_{xkey}.png", dpi=110)
-        plt.close(fig)
+        _figure(short, rows[0], xkey, xlabel, out_dir / f"curves_vs_{xkey}.png")
+    long = {k: v for k, v in series.items() if k.startswith(("long", "s650-recipe"))}
+    if any(k.startswith("long") for k in long):
+        _figure(long, rows[0], "minutes", "wall-clock minutes (2 CPU cores)",
+                out_dir / "long_run.png")
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import _ctypes
 import numpy as np
 
 PACKAGE = "espeakng-loader"
-HINT = ("pip install espeakng-loader==0.2.4 (the Makefile installs it), or use the formant "
+HINT = ("pip install espeakng-loader==0.2.4 (requirements.txt pins it), or use the formant "
         "voices instead: data.synthetic.speech=formant")
 
 # English accents shipped in espeak-ng-data/lang/gmw (en-Shaw is Shavian script: left out).
@@ -155,8 +155,9 @@ def draw_voice(rng: np.random.Generator, split: str, exclude: str | None = None)
 class _Engine:
     """One freshly loaded eSpeak NG library; use it through :func:`session`.
 
-    eSpeak keeps synthesis state in static variables (filter memories, pitch-jitter phase) that
-    survive ``espeak_Terminate``, so the same call gives other samples later in a process. A file
+    eSpeak keeps synthesis state in static variables that survive ``espeak_Terminate`` and
+    ``espeak_ng_SetRandSeed``: measured, the same call gives other samples (even another length)
+    each time it is repeated in one process, while a fresh process repeats itself exactly. A file
     must be a pure function of its seed, so every session loads the library afresh and unloads it
     afterwards (about 12 ms), and the calls inside one session are a fixed sequence.
     """
