@@ -199,8 +199,7 @@ def test_tts_splits_share_no_sentence_and_no_voice(tmp_path):
             for split in ("train", "valid", "test")}
 
     def sentences(split):
-        return {s.strip() + "." for r in rows[split] for s in r["text"].replace("?", ".").split(".")
-                if s.strip()}
+        return {s.strip() for r in rows[split] for s in tts.sentences_of(r["text"])}
 
     def variants(split):
         return {r["voice"].split("+")[1] for r in rows[split]}

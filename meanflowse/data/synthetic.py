@@ -191,11 +191,9 @@ def _noise(kind: str, rng: np.random.Generator, n: int, sr: int, talker=None) ->
         return _shaped_noise(rng, n, sr, 1.0)
     if kind == "brown":
         return _shaped_noise(rng, n, sr, 2.0)
-    if kind == "babble":
-        voices = [speech_like(rng, n, sr) for _ in range(int(rng.integers(3, 7)))]
-        return np.sum([v / (np.std(v) + 1e-12) for v in voices], axis=0)
-    if kind == "talkers":
-        voices = [talker(rng) for _ in range(int(rng.integers(3, 7)))]
+    if kind in ("babble", "talkers"):  # 3-6 voices at equal level: formant ones, or talker's
+        speak = talker if kind == "talkers" else (lambda g: speech_like(g, n, sr))
+        voices = [speak(rng) for _ in range(int(rng.integers(3, 7)))]
         return np.sum([v / (np.std(v) + 1e-12) for v in voices], axis=0)
     if kind == "modulated":
         return _modulated(rng, n, sr)
