@@ -49,16 +49,20 @@ class MeanFlowSEModule(LightningModule):
         out = self.backbone(x_t, y, t, t - r)
         return average_velocity(out, x_t=x_t, y=y, t=t, kind=self.mf.parametrization)
 
-    def progress(self) -> float:
+    def step_budget(self) -> float | None:
+        """Total optimizer steps of this fit, or None when there is no finite budget (yet)."""
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
-        return min(self.global_step / total, 1.0) if total and total != float("inf") else 0.0
+        return total if total and total != float("inf") else None
+
+    def progress(self) -> float:
+        total = self.step_budget()
+        return min(self.global_step / total, 1.0) if total else 0.0
 
     # -- training --------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         # The curriculum follows progress = step / total steps; with no total, progress stays 0,
         # w_mf stays 0 and the run would be plain CFM while sampler=auto ships the MeanFlow jump.
-        total = self.trainer.estimated_stepping_batches
-        if self.trained_with_meanflow and (not total or total == float("inf")):
+        if self.trained_with_meanflow and self.step_budget() is None:
             raise ValueError(
                 f"mf.weight_final={self.mf.weight_final} needs a finite step budget: the MeanFlow "
                 "curriculum follows step / total steps, so with trainer.max_steps=-1 and "
@@ -143,8 +147,8 @@ class MeanFlowSEModule(LightningModule):
         cur = self.curriculum
         if cur.lr_decay == "constant" and cur.lr_warmup_steps <= 0:
             return opt
-        total = self.trainer.estimated_stepping_batches
-        if cur.lr_decay != "constant" and (not total or total == float("inf")):
+        total = self.step_budget()
+        if cur.lr_decay != "constant" and total is None:
             raise ValueError(f"curriculum.lr_decay={cur.lr_decay} needs a finite step budget: set "
                              "trainer.max_steps or trainer.max_epochs")
         schedule = torch.optim.lr_scheduler.LambdaLR(
