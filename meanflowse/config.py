@@ -25,6 +25,11 @@ SCHEMAS = {  # config key -> dataclass; stored as `schema/<key>` (out of sight o
 }
 
 
+class ConfigError(ValueError):
+    """A config that cannot train: the message names the key and the value to pass instead, so
+    the entry points print it as one line rather than a traceback."""
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     for key, node in SCHEMAS.items():
