@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from meanflowse.config import ConfigError
 from meanflowse.curriculum import (CurriculumConfig, gamma_at, lr_factor, mf_weight, sample_r,
                                    sample_t, single_pass_p_equal)
 from meanflowse.jvp import AutoJvp
@@ -35,13 +36,17 @@ class MeanFlowSEModule(LightningModule):
                  optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.Adam, lr=1e-4),
                  config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        check_mf_config(mf)  # an unknown mf.* choice fails here, before data or training
+        try:  # an unknown mf.* choice fails here, before data or training
+            check_mf_config(mf)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         self.backbone = backbone
         self.path, self.mf, self.curriculum, self.sampler_cfg = path, mf, curriculum, sampler
         self.optimizer_factory = optimizer
         self.auto_jvp = AutoJvp()
         self.save_hyperparameters({"config": config})
         self.trained_with_meanflow = mf.weight_final > 0
+        self._skip_step = False  # set by training_step when every rank skips a non-finite step
 
     # -- the network as a function of (x_t, y, t, r) -------------------------------------------
     def net_fn(self, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor) -> Tensor:
@@ -63,14 +68,15 @@ class MeanFlowSEModule(LightningModule):
         # The curriculum follows progress = step / total steps; with no total, progress stays 0,
         # w_mf stays 0 and the run would be plain CFM while sampler=auto ships the MeanFlow jump.
         if self.trained_with_meanflow and self.step_budget() is None:
-            raise ValueError(
+            raise ConfigError(
                 f"mf.weight_final={self.mf.weight_final} needs a finite step budget: the MeanFlow "
                 "curriculum follows step / total steps, so with trainer.max_steps=-1 and "
                 "trainer.max_epochs=-1 it would never switch the MeanFlow term on. Set "
                 "trainer.max_steps (or max_epochs), or mf.weight_final=0 for plain CFM")
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, y = batch["clean"], batch["noisy"]
+        self._skip_step = False
         progress = self.progress()
         w_mf = mf_weight(progress, weight_final=self.mf.weight_final, cfg=self.curriculum)
         gamma = gamma_at(progress, self.curriculum)
@@ -79,20 +85,50 @@ class MeanFlowSEModule(LightningModule):
         z = complex_noise_like(x)
         x_t = sample_xt(x=x, y=y, z=z, t=t, cfg=self.path)
         v = conditional_velocity(x=x, y=y, z=z, cfg=self.path)
+        out, failure = None, None
         try:
             out = self._loss(x_t=x_t, y=y, t=t, v=v, w_mf=w_mf if use_mf else 0.0, gamma=gamma)
         except NonFiniteError as err:
-            msg = f"step {self.global_step}: {err}"
-            if self.mf.nan_policy == "skip":
-                log.warning("%s; skipping this step (mf.nan_policy=skip)", msg)
-                self.log("train/skipped_nonfinite", 1.0)
-                return None
-            raise NonFiniteError(f"{msg}. Training stopped (set mf.nan_policy=skip to skip such "
-                                 "steps, or lower optim.lr / enable mf.jvp_clip)") from err
+            failure = err
+        if self._on_any_rank(failure is not None):
+            return self._nonfinite_step(failure)
         self.log("train/loss", out.loss, prog_bar=True)
         self.log_dict({"train/w_mf": w_mf, "train/gamma": gamma, "train/progress": progress})
         self.log_dict({f"train/{k}": v for k, v in out.logs.items()})
         return out.loss
+
+    # -- non-finite steps: one decision for all ranks ---------------------------------------------
+    # Each rank draws its own noise, so a NaN usually appears on one rank only. A rank that
+    # skipped or stopped alone would leave the others waiting in the gradient all-reduce (and
+    # Lightning refuses a `None` from training_step under DDP), so the ranks first agree, by
+    # one all-reduce of a flag per step, and then all skip (or all stop) together.
+    def _on_any_rank(self, flag: bool) -> bool:
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return flag
+        return self.trainer.strategy.reduce_boolean_decision(flag, all=False)
+
+    def _nonfinite_step(self, failure: NonFiniteError | None) -> Tensor:
+        """A skipped step (``mf.nan_policy=skip``): a zero loss that still reaches every
+        parameter, so the backward runs DDP's all-reduce like any step, while
+        :meth:`optimizer_step` leaves the weights and the optimizer state as they were."""
+        msg = f"step {self.global_step}: {failure or 'a NaN or Inf on another rank'}"
+        if self.mf.nan_policy != "skip":
+            raise NonFiniteError(f"{msg}. Training stopped (set mf.nan_policy=skip to skip such "
+                                 "steps, or lower optim.lr / enable mf.jvp_clip)") from failure
+        log.warning("%s; skipping this step (mf.nan_policy=skip)", msg)
+        self.log("train/skipped_nonfinite", 1.0)
+        self._skip_step = True
+        return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Callable[[], Any] | None = None) -> None:
+        if optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # The closure is training_step + backward. Run it first: only then is it known whether
+        # this step was skipped; the optimizer then steps with its result, as Lightning would.
+        loss = optimizer_closure()
+        if not self._skip_step:
+            optimizer.step(closure=lambda: loss)
 
     def _loss(self, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor, w_mf: float, gamma: float):
         cur, kw = self.curriculum, dict(x_t=x_t, y=y, t=t, v=v, cfg=self.mf)
@@ -149,7 +185,7 @@ class MeanFlowSEModule(LightningModule):
             return opt
         total = self.step_budget()
         if cur.lr_decay != "constant" and total is None:
-            raise ValueError(f"curriculum.lr_decay={cur.lr_decay} needs a finite step budget: set "
+            raise ConfigError(f"curriculum.lr_decay={cur.lr_decay} needs a finite step budget: set "
                              "trainer.max_steps or trainer.max_epochs")
         schedule = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: lr_factor(step, total=total, cfg=cur))

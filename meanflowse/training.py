@@ -9,13 +9,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from meanflowse.checkpointing import AtomicCheckpointIO, resolve_ckpt_path, run_dir_of
-from meanflowse.config import to_dataclass
+from meanflowse.checkpointing import AtomicCheckpointIO, resume_checkpoint, run_dir_of
+from meanflowse.config import ConfigError, to_dataclass
 from meanflowse.lit_module import MeanFlowSEModule
 
 log = logging.getLogger(__name__)
@@ -56,12 +58,18 @@ def _instantiate_all(node: DictConfig | None) -> list[Any]:
 
 def _resume_target(cfg: DictConfig) -> Path | None:
     """Resolve ``ckpt_path`` (``last``: the newest ``last.ckpt`` of this run's folder and its
-    sibling runs; a run folder; a file). A run resumed from its own
-    ``checkpoints/`` folder keeps writing there (checkpoints, logs), so ``best`` tracking and
-    ``ckpt_path=last`` carry on across restarts."""
-    ckpt = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir=cfg.paths.get("output_dir"))
+    sibling runs that trained the same model and objective; a run folder; a file) and refuse a
+    run trained with another one unless ``resume_force`` (checkpointing.RESUME_KEYS). A run
+    resumed from its own ``checkpoints/`` folder keeps writing there (checkpoints, logs), so
+    ``best`` tracking and ``ckpt_path=last`` carry on across restarts."""
+    ckpt, diffs = resume_checkpoint(cfg.get("ckpt_path"), config=cfg,
+                                    run_dir=cfg.paths.get("output_dir"),
+                                    force=bool(cfg.get("resume_force", False)))
     if ckpt is None:
         return None
+    if diffs:
+        log.warning("resume_force=true: resuming %s, trained with another model or objective "
+                    "(%s); it goes on with this config", ckpt, "; ".join(diffs))
     run = run_dir_of(ckpt)
     with open_dict(cfg):
         cfg.ckpt_path = str(ckpt)
@@ -71,8 +79,48 @@ def _resume_target(cfg: DictConfig) -> Path | None:
     return ckpt
 
 
+# Keys left at ``???`` that a first run often misses, with what to pass.
+MISSING_HINTS = {
+    "data.base_dir": "the dataset folder, laid out as base_dir/{train,valid,test}/{clean,noisy}/ "
+                     "(pass data.base_dir=/path/to/dataset, or data=synthetic for the built-in one)",
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Refuse first-run mistakes before any data or model is built, as one-line ConfigErrors."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError("; ".join(f"{k} is required: {MISSING_HINTS.get(k, f'pass {k}=...')}"
+                                    for k in missing))
+    base_dir = cfg.data.get("base_dir")
+    if cfg.data.get("synthetic") is None and base_dir and not Path(base_dir).is_dir():
+        # (a generated corpus creates its folder; a dataset must be there)
+        raise ConfigError(f"data.base_dir={base_dir}: no such folder; pass the dataset folder, "
+                          "laid out as base_dir/{train,valid,test}/{clean,noisy}/")
+    steps, epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs")
+    if steps == 0 or steps < -1:
+        raise ConfigError(f"trainer.max_steps={steps}: nothing would be trained; set a positive "
+                          "number of steps, or -1 to train for trainer.max_epochs")
+    if steps == -1 and epochs == 0:
+        raise ConfigError("trainer.max_epochs=0 with trainer.max_steps=-1: nothing would be "
+                          "trained; set trainer.max_steps or a positive trainer.max_epochs")
+
+
+def _build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
+    """The Lightning Trainer; a setting Lightning refuses (e.g. ``trainer=gpu`` without a GPU)
+    comes out as a ConfigError with Lightning's reason, not wrapped in Hydra's exception."""
+    try:
+        return instantiate(trainer_cfg, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, MisconfigurationException):
+            raise ConfigError(f"trainer: {err.__cause__} (the trainer= group, e.g. trainer=cpu "
+                              "on a machine without a GPU)") from err
+        raise
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     os.environ.setdefault("WANDB_SILENT", "true")  # offline W&B: no banners, never a prompt
+    check_config(cfg)
     ckpt = _resume_target(cfg)
     L.seed_everything(cfg.seed, workers=True)  # same on every rank: identical initial weights
     datamodule = instantiate(cfg.data)
@@ -84,8 +132,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                          plugins=[AtomicCheckpointIO()])
+    trainer = _build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                             plugins=[AtomicCheckpointIO()])
     log.info("backbone %s: %.2fM parameters", cfg.backbone._target_.rsplit(".", 1)[-1],
              sum(p.numel() for p in module.backbone.parameters()) / 1e6)
     # Our checkpoints hold tensors and plain containers only, so the safe loader reads them.

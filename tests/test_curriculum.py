@@ -79,3 +79,40 @@ def test_cosine_schedule_drives_the_optimizer_and_needs_a_finite_budget(tmp_path
                                 "trainer.max_epochs=-1"], tmp_path / "b")
     with pytest.raises(ValueError, match="finite step budget"):
         train(cfg)
+
+
+def test_curriculum_follows_max_epochs_when_there_is_no_max_steps(tmp_path, monkeypatch):
+    """trainer.max_epochs=3, max_steps=-1: the step budget is epochs x batches per epoch
+    (4 synthetic training files, batch 2: 2 steps an epoch, 6 steps), progress runs 0, 1/6, ...,
+    5/6 over the steps and reaches 1 at the end, and w_mf and gamma reach their end values
+    (w_mf ramps over half the budget, gamma over 70%)."""
+    import meanflowse.lit_module as lit
+    from helpers import TINY, compose_cfg
+    from meanflowse.training import train
+
+    seen = []
+    real_weight, real_gamma = lit.mf_weight, lit.gamma_at
+    monkeypatch.setattr(lit, "mf_weight", lambda p, **kw: seen.append(["w", p, real_weight(p, **kw)])
+                        or seen[-1][2])
+    monkeypatch.setattr(lit, "gamma_at", lambda p, cfg: seen.append(["g", p, real_gamma(p, cfg)])
+                        or seen[-1][2])
+    cfg = compose_cfg("train", [*TINY, "trainer.max_steps=-1", "trainer.max_epochs=3",
+                                "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
+                                "callbacks.progress=null", "callbacks.val_metrics=null",
+                                "mf.weight_final=0.25", "curriculum.mf_warmup_frac=0.5",
+                                "curriculum.gamma_start=8.0", "curriculum.gamma_end=1.0",
+                                "curriculum.gamma_anneal_frac=0.7"], tmp_path)
+    metrics, objects = train(cfg)
+    module, trainer = objects["module"], objects["trainer"]
+    assert trainer.global_step == 6 and module.step_budget() == 6
+    progress = [p for kind, p, _ in seen if kind == "w"]
+    assert progress == pytest.approx([k / 6 for k in range(6)])
+    assert module.progress() == 1.0  # after the last step
+    weights = [w for kind, _, w in seen if kind == "w"]
+    gammas = [g for kind, _, g in seen if kind == "g"]
+    assert weights[0] == 0.0 and weights[-1] == 0.25 and weights[3] == 0.25  # ramp done at 1/2
+    assert weights[1] == pytest.approx(0.25 * (1 / 6) / 0.5)
+    assert gammas[0] == 8.0 and gammas[-1] == 1.0                            # 5/6 > 0.7
+    assert metrics["train/w_mf"] == 0.25 and metrics["train/gamma"] == 1.0
+    assert metrics["train/progress"] == pytest.approx(5 / 6)
+    assert "train/jvp_norm" in metrics  # the MeanFlow branch (and its JVP) ran

@@ -1,9 +1,12 @@
 """Multi-GPU correctness on CPU: two DDP processes (gloo) compute the same MeanFlow gradients as
-one process on the same global batch, and a real two-rank training run agrees across ranks."""
+one process on the same global batch, a real two-rank training run agrees across ranks, and a
+NaN on one rank only is skipped by both (mf.nan_policy=skip) instead of hanging the other."""
 import os
+import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -112,16 +115,35 @@ class RankReport(Callback):
         torch.save(self.report, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
 
 
-def test_two_rank_training_run_agrees_across_ranks(tmp_path):
-    cmd = [sys.executable, "train.py", *TINY, "trainer=ddp", "trainer.accelerator=cpu",
-           "trainer.devices=2", f"paths.data_dir={tmp_path / 'data'}",
-           f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_steps=2", "trainer.max_epochs=-1",
-           "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-           "callbacks.progress=null", "+callbacks.report._target_=test_ddp.RankReport",
-           f"+callbacks.report.out_dir={tmp_path}"]
+def _two_rank_cmd(tmp_path, *extra):
+    return [sys.executable, "train.py", *TINY, "trainer=ddp", "trainer.accelerator=cpu",
+            "trainer.devices=2", f"paths.data_dir={tmp_path / 'data'}",
+            f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_epochs=-1",
+            "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+            "callbacks.progress=null", *extra]
+
+
+def _run_bounded(cmd, timeout):
+    """Run ``cmd`` in a process group of its own; past ``timeout`` (a hung all-reduce) the whole
+    group, the rank processes Lightning started included, is killed and the test fails."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"the two-rank run hung for {timeout} s:\n{out[-3000:]}")
+    return proc.returncode, out  # stdout and stderr together: Hydra logs to stdout
+
+
+def test_two_rank_training_run_agrees_across_ranks(tmp_path):
+    cmd = _two_rank_cmd(tmp_path, "trainer.max_steps=2",
+                        "+callbacks.report._target_=test_ddp.RankReport",
+                        f"+callbacks.report.out_dir={tmp_path}")
+    code, out = _run_bounded(cmd, timeout=900)
+    assert code == 0, out[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["init"] == r1["init"]        # same initial weights on every rank
     assert r0["seed"] != r1["seed"]        # but each rank draws its own t, r, z
@@ -130,3 +152,46 @@ def test_two_rank_training_run_agrees_across_ranks(tmp_path):
     for key in ("val/pesq", "val/si_sdr"):  # rank 0 measured, rank 1 logged the same number
         assert r0["metrics"][key] == r1["metrics"][key]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+class NanOnOneRank(Callback):
+    """Rank ``rank``'s network gives NaN for its ``batch``-th batch (the other rank stays finite);
+    per rank, records which batches changed the weights, and saves the final weights."""
+
+    def __init__(self, rank: int, batch: int, out_dir: str) -> None:
+        self.rank, self.batch, self.out_dir = rank, batch, out_dir
+        self.changed, self.seen, self.before = [], 0, []
+
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:
+        self.before = [p.detach().clone() for p in pl_module.parameters()]
+        if trainer.global_rank == self.rank and self.seen == self.batch:
+            clean = type(pl_module).net_fn
+            pl_module.net_fn = lambda *a: clean(pl_module, *a) * float("nan")
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        vars(pl_module).pop("net_fn", None)
+        self.changed.append(any(not torch.equal(b, p.detach())
+                                for b, p in zip(self.before, pl_module.parameters())))
+        self.seen += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        torch.save({"changed": self.changed,
+                    "weights": {k: v.cpu() for k, v in pl_module.state_dict().items()},
+                    "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}},
+                   os.path.join(self.out_dir, f"nan_rank{trainer.global_rank}.pt"))
+
+
+def test_a_nan_on_one_rank_is_skipped_by_both_ranks(tmp_path):
+    cmd = _two_rank_cmd(tmp_path, "trainer.max_steps=3", "mf.nan_policy=skip",
+                        "trainer.limit_val_batches=0", "callbacks.val_metrics=null",
+                        "+callbacks.nan._target_=test_ddp.NanOnOneRank", "+callbacks.nan.rank=1",
+                        "+callbacks.nan.batch=1", f"+callbacks.nan.out_dir={tmp_path}")
+    code, out = _run_bounded(cmd, timeout=300)  # without a collective skip rank 0 would wait
+    assert code == 0, out[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"nan_rank{r}.pt", weights_only=True) for r in (0, 1))
+    # both ranks skipped batch 1 (rank 0's loss was finite), and only that one
+    assert r0["changed"] == r1["changed"] == [True, False, True]
+    assert "step 1: a NaN or Inf on another rank; skipping" in out, out[-3000:]
+    for k in r0["weights"]:
+        assert torch.equal(r0["weights"][k], r1["weights"][k]), k
+        assert torch.isfinite(r0["weights"][k]).all(), k

@@ -1,16 +1,21 @@
 """Resume: a training process killed with SIGKILL mid-epoch continues from last.ckpt with its
-optimizer, EMA, schedules and data position, and reaches the same final step."""
+optimizer, EMA, schedules and data position, and reaches the same final step; `ckpt_path` only
+resumes a run trained with the same model and objective (unless resume_force=true)."""
 import json
 import os
 import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 from lightning.pytorch import Callback
+from omegaconf import OmegaConf
 
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, compose_cfg
+from meanflowse.checkpointing import ResumeError, resume_checkpoint
 from meanflowse.data.datamodule import EpochDataLoader, EpochRandomSampler
+from meanflowse.training import _resume_target, train
 
 
 class RecordBatches(Callback):
@@ -105,3 +110,76 @@ def test_loader_state_skips_the_batches_already_trained():
                                   epoch_fn=lambda: 2)
     other_epoch.load_state_dict(state)
     assert len(list(other_epoch)) == 5  # a state from another epoch skips nothing
+
+
+# -- which run `ckpt_path` may resume (issue 13) ------------------------------------------------
+def _fake_run(runs, name, cfg, stamp):
+    """A run folder whose last.ckpt stores ``cfg`` as train.py does (no weights needed here)."""
+    ckpt = runs / name / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"hyper_parameters": {"config": OmegaConf.to_container(cfg, resolve=True)}}, ckpt)
+    os.utime(ckpt, (stamp, stamp))
+    return ckpt
+
+
+def _cfg(tmp_path, run, *overrides):
+    return compose_cfg("train", [*TINY, f"paths.output_dir={run}", *overrides], tmp_path)
+
+
+def test_last_refuses_a_run_trained_with_another_objective(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "a", _cfg(tmp_path, runs / "a", "mf.first_order_coef=0.5"), 1000)
+    new = _cfg(tmp_path, runs / "b", "mf.first_order_coef=1.0", "ckpt_path=last")
+    with pytest.raises(ResumeError) as err:
+        train(new)  # refused before any data or model is built
+    message = str(err.value)
+    assert "mf.first_order_coef: 0.5 in the run, 1.0 now" in message, message
+    assert str(runs / "a") in message and "resume_force=true" in message
+    assert new.paths.output_dir == str(runs / "b")  # not redirected into the other run
+
+
+def test_resume_force_resumes_the_newest_run_anyway(tmp_path):
+    runs = tmp_path / "runs"
+    old = _fake_run(runs, "a", _cfg(tmp_path, runs / "a", "mf.first_order_coef=0.5"), 1000)
+    new = _cfg(tmp_path, runs / "b", "mf.first_order_coef=1.0", "ckpt_path=last", "resume_force=true")
+    ckpt, diffs = resume_checkpoint("last", config=new, run_dir=runs / "b", force=True)
+    assert ckpt == old and diffs == ["mf.first_order_coef: 0.5 in the run, 1.0 now"]
+    assert _resume_target(new) == old and new.paths.output_dir == str(runs / "a")
+
+
+def test_last_takes_the_newest_matching_run_and_names_every_mismatch(tmp_path):
+    runs = tmp_path / "runs"
+    a = _fake_run(runs, "a", _cfg(tmp_path, runs / "a", "mf.first_order_coef=0.5"), 1000)
+    b = _fake_run(runs, "b", _cfg(tmp_path, runs / "b", "mf.first_order_coef=1.0"), 2000)
+    (runs / "c" / "checkpoints").mkdir(parents=True)
+    (runs / "c" / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    resume = lambda *o: resume_checkpoint("last", config=_cfg(tmp_path, runs / "new", *o),
+                                          run_dir=runs / "new")
+    # the older run when it is the one that matches; keys outside the model and objective
+    # (the schedule, mf.nan_policy, the JVP implementation) may change on a resume
+    assert resume("mf.first_order_coef=0.5", "trainer.max_steps=99", "mf.nan_policy=skip",
+                  "mf.jvp_impl=fd") == (a, [])
+    assert resume("mf.first_order_coef=1.0") == (b, [])
+    with pytest.raises(ResumeError) as err:
+        resume("mf.first_order_coef=0.75")
+    message = str(err.value)
+    assert f"{runs / 'a'}: mf.first_order_coef: 0.5 in the run, 0.75 now" in message, message
+    assert f"{runs / 'b'}: mf.first_order_coef: 1.0 in the run, 0.75 now" in message
+    assert f"{runs / 'c'}: no stored config" in message
+    with pytest.raises(ResumeError, match="backbone.nf: 8 in the run, 16 now"):
+        resume("mf.first_order_coef=0.5", "backbone.nf=16")
+
+
+def test_a_named_run_is_checked_too_and_hydra_config_is_the_fallback(tmp_path):
+    runs = tmp_path / "runs"
+    old = _cfg(tmp_path, runs / "a", "mf.first_order_coef=0.5")
+    ckpt = runs / "a" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}}, ckpt)  # a checkpoint without a stored config
+    (runs / "a" / ".hydra").mkdir()
+    OmegaConf.save(old, runs / "a" / ".hydra" / "config.yaml")
+    new = _cfg(tmp_path, runs / "b", "mf.first_order_coef=1.0")
+    with pytest.raises(ResumeError, match=r"ckpt_path=.*mf\.first_order_coef: 0\.5 in the run, 1\.0 now"):
+        resume_checkpoint(str(runs / "a"), config=new, run_dir=runs / "b")
+    assert resume_checkpoint(str(runs / "a"), config=new, run_dir=runs / "b", force=True)[0] == ckpt
+    assert resume_checkpoint(str(ckpt), config=old, run_dir=runs / "b") == (ckpt, [])

@@ -46,18 +46,30 @@ def test_jvp_stays_fp32_under_bf16_autocast(tiny_net, monkeypatch, impl):
     assert seen[f"jvp_{impl}"] == torch.float32 and target.dtype == torch.float32
 
 
-def test_compiled_backbone_gives_the_same_jvp(tiny_net):
+def test_compiled_backbone_gives_the_same_prediction_and_jvp(tiny_net):
     from conftest import TinyNet
     eager = TinyNet()
     eager.load_state_dict(tiny_net.state_dict())
     tiny_net.compile()  # in place: parameter names unchanged
     assert set(tiny_net.state_dict()) == set(eager.state_dict())
+    assert tiny_net._compiled_call_impl is not None  # the calls below go through the compiler
     kw = _inputs()
-    cfg = MeanFlowConfig(jvp_impl="func", jvp_clip=None)
-    u1, t1, _ = mean_flow_target(lambda x, y, t, r: tiny_net(x, y, t, t - r), **kw, cfg=cfg)
-    u2, t2, _ = mean_flow_target(lambda x, y, t, r: eager(x, y, t, t - r), **kw, cfg=cfg)
+    # jvp_reuse_primal: the prediction u is the JVP's primal output, a real tensor to compare
+    cfg = MeanFlowConfig(jvp_impl="func", jvp_clip=None, jvp_reuse_primal=True)
+    compiled_fn = lambda x, y, t, r: tiny_net(x, y, t, t - r)
+    eager_fn = lambda x, y, t, r: eager(x, y, t, t - r)
+    u1, t1, _ = mean_flow_target(compiled_fn, **kw, cfg=cfg)
+    u2, t2, _ = mean_flow_target(eager_fn, **kw, cfg=cfg)
+    assert u1 is not None and u2 is not None and u1.requires_grad
     torch.testing.assert_close(u1, u2, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(t1, t2, rtol=1e-4, atol=1e-5)
+    # the ordinary forward (what training uses without reuse_primal) agrees too, and the
+    # target is not v: the JVP term is really in the comparison
+    with torch.no_grad():
+        torch.testing.assert_close(compiled_fn(kw["x_t"], kw["y"], kw["t"], kw["r"]),
+                                   eager_fn(kw["x_t"], kw["y"], kw["t"], kw["r"]),
+                                   rtol=1e-4, atol=1e-5)
+    assert (t1 - kw["v"]).abs().max() > 1e-2
 
 
 # -- small pure pieces --------------------------------------------------------------------------
@@ -189,8 +201,11 @@ def run(tmp_path_factory):
 
 def test_validation_logs_one_step_metrics_and_checkpoints_follow_them(run):
     out, metrics, objs = run
-    for key in ("val/pesq", "val/estoi", "val/si_sdr"):
-        assert math.isfinite(metrics[key])
+    # measured values, in each metric's range (wideband PESQ: P.862.2's 1.04 .. 4.64; a -1
+    # placeholder or a NaN for "not measured" fails this)
+    assert 1.0 <= metrics["val/pesq"] <= 4.65, metrics["val/pesq"]
+    assert -1.0 <= metrics["val/estoi"] <= 1.0, metrics["val/estoi"]
+    assert -100.0 < metrics["val/si_sdr"] < 100.0, metrics["val/si_sdr"]
     for key in ("train/w_mf", "train/gamma", "train/jvp_norm", "train/jvp_clip_rate"):
         assert key in metrics
     # the tiny net's untrained loss is ~1e3: its gradient is well above the clip of 1.0
@@ -237,17 +252,48 @@ def test_loggers_get_metrics_audio_and_spectrograms(run):
     assert "val/pesq" in (out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
 
 
-def test_bf16_mixed_training_steps_run_with_the_meanflow_branch(tmp_path):
-    from meanflowse.training import train
+def test_bf16_mixed_runs_the_forward_in_bf16_and_the_jvp_in_fp32(tmp_path, monkeypatch):
+    """Under bf16-mixed the training forward runs in bf16 (autocast is on: a convolution's
+    output dtype, seen by a forward hook, is bf16 although every parameter and input is fp32),
+    while the JVP's network calls run in fp32 (objective.py disables autocast there)."""
+    import meanflowse.objective as objective
+    import meanflowse.training as training
+    seen = {"forward": set(), "jvp": set()}
+    where = ["forward"]
+
+    def hook(module, args, out):
+        seen[where[0]].add(out.dtype)
+
+    original_build = training.build_module
+
+    def build_with_hook(cfg):
+        module = original_build(cfg)
+        conv = next(m for m in module.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(hook)
+        return module
+
+    real_jvp = objective.jvp_func
+
+    def jvp_marked(*a, **kw):
+        where[0] = "jvp"
+        try:
+            return real_jvp(*a, **kw)
+        finally:
+            where[0] = "forward"
+
+    monkeypatch.setattr(training, "build_module", build_with_hook)
+    monkeypatch.setattr(objective, "jvp_func", jvp_marked)
     cfg = compose_cfg("train", [*TINY, "trainer.precision=bf16-mixed", "trainer.max_steps=1",
                                 "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
                                 "callbacks.progress=null", "mf.weight_final=1.0",
                                 "curriculum.mf_warmup_frac=0", "curriculum.mf_skip_below=0",
                                 "compile=true"], tmp_path)
-    metrics, objs = train(cfg)
+    metrics, objs = training.train(cfg)
     assert objs["trainer"].global_step == 1 and math.isfinite(metrics["train/loss"])
     assert "train/jvp_norm" in metrics
-    assert all(p.dtype == torch.float32 for p in objs["module"].parameters())
+    assert seen["forward"] == {torch.bfloat16}, seen
+    assert seen["jvp"] == {torch.float32}, seen
+    assert all(p.dtype == torch.float32 for p in objs["module"].parameters())  # master weights
 
 
 @pytest.mark.parametrize("preset", ["fdr", "limit", "overfit"])
@@ -266,28 +312,55 @@ def test_meanflow_with_an_unbounded_budget_is_refused_at_start(tmp_path):
 
 
 def test_unmeasured_metrics_are_nan_and_never_become_the_best_checkpoint(tmp_path, monkeypatch):
-    # validation 1 fails to measure, 2 measures 1.2, 3 fails again: the best checkpoint is the
-    # one of validation 2, and nothing was saved as "best" for a value that was never measured
-    values = iter([math.nan, 1.2, math.nan])
-    calls = []
+    """The real validation path with PESQ failing (as it does on silence or too short a file)
+    in validations 1 and 3: validation 1 logs NaN (nothing measured yet, no -1 placeholder),
+    validation 2 a measured PESQ in range, validation 3 repeats it; the best checkpoint is
+    validation 2's, and nothing was saved as "best" for a value that was never measured."""
+    import meanflowse.metrics as M
+    real_pesq, real_measure, real_end = M.pesq_wb, ValidationMetrics.measure, \
+        ValidationMetrics.on_validation_epoch_end
+    state = {"validation": 0}
+    logged, steps = [], []
+
+    def pesq(ref, deg, sr):
+        if state["validation"] in (1, 3):
+            raise M.MetricError("PESQ: test failure")
+        return real_pesq(ref, deg, sr)
 
     def measure(self, trainer, module):
-        value = next(values)
-        calls.append((trainer.global_step, value))
-        return {k: value for k in self.keys()}
+        state["validation"] += 1
+        steps.append(trainer.global_step)
+        return real_measure(self, trainer, module)
 
+    def epoch_end(self, trainer, module):  # what the callback hands to module.log
+        got, real_log = {}, module.log
+        module.log = lambda k, v, **kw: (got.__setitem__(k, float(v)), real_log(k, v, **kw))
+        try:
+            real_end(self, trainer, module)
+        finally:
+            del module.log
+        if got:
+            logged.append(got)
+
+    monkeypatch.setattr(M, "pesq_wb", pesq)
     monkeypatch.setattr(ValidationMetrics, "measure", measure)
+    monkeypatch.setattr(ValidationMetrics, "on_validation_epoch_end", epoch_end)
     cfg = compose_cfg("train", [*TINY, "trainer.max_steps=6", "trainer.max_epochs=-1",
                                 "trainer.num_sanity_val_steps=0", "callbacks.progress=null",
                                 "callbacks.val_metrics.num_media=0"], tmp_path)
     _, objs = train(cfg)
-    assert [v for _, v in calls][1] == 1.2 and len(calls) == 3
+    assert len(steps) == 3 and len(logged) == 3
+    assert math.isnan(logged[0]["val/pesq"])                  # unmeasured: NaN, not a sentinel
+    measured = logged[1]["val/pesq"]
+    assert 1.0 <= measured <= 4.65                           # a real wideband PESQ
+    assert logged[2]["val/pesq"] == measured                  # repeated, never "better"
+    assert all(math.isfinite(v["val/si_sdr"]) for v in logged)  # the other metrics measured
     cb = next(c for c in objs["trainer"].callbacks if isinstance(c, FiniteModelCheckpoint)
               and c.monitor == "val/pesq")
-    assert float(cb.best_model_score) == pytest.approx(1.2)
-    assert f"step{calls[1][0]:06d}" in cb.best_model_path
+    assert float(cb.best_model_score) == pytest.approx(measured)
+    assert f"step{steps[1]:06d}" in cb.best_model_path
     best = sorted(p.name for p in (tmp_path / "checkpoints").glob("best-step*.ckpt"))
-    assert best == [f"best-step{calls[1][0]:06d}.ckpt"]
+    assert best == [f"best-step{steps[1]:06d}.ckpt"]
 
 
 def test_finite_model_checkpoint_skips_nan_and_ranks_numbers():
