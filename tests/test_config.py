@@ -4,6 +4,7 @@ import sys
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from meanflowse.config import SCHEMAS, to_dataclass
 from helpers import CONFIGS, ROOT, TINY, compose_cfg
@@ -59,6 +60,24 @@ def test_presets_compose_and_build(tmp_path, preset):
     cfg = compose_cfg("train", [preset], tmp_path)
     module = build_module(cfg)
     assert module.backbone is not None
+
+
+@pytest.mark.parametrize("preset", options("experiment"))
+def test_presets_compose_with_a_folder_dataset(tmp_path, preset):
+    """A preset's data source is only its default: `data=folder` replaces it (no generator, the
+    user's base_dir), while the preset's crops, batches, steps and backbone still apply."""
+    alone = compose_cfg("train", [f"experiment={preset}"], tmp_path)
+    mine = tmp_path / "my_dataset"
+    cfg = compose_cfg("train", [f"experiment={preset}", "data=folder", f"data.base_dir={mine}"],
+                      tmp_path)
+    assert cfg.data._target_ == "meanflowse.data.datamodule.PairedSpecDataModule"
+    assert cfg.data.synthetic is None and cfg.data.base_dir == str(mine)
+    assert alone.data.synthetic is not None  # alone, the preset still generates its corpus
+    for key in ("data.num_frames", "data.batch_size", "data.num_workers", "trainer.max_steps",
+                "optim.lr", "backbone"):
+        assert OmegaConf.select(cfg, key) == OmegaConf.select(alone, key), key
+    dm = instantiate(cfg.data)
+    assert dm.synthetic is None and dm.base_dir == mine
 
 
 def test_eval_config_composes(tmp_path):
