@@ -169,9 +169,19 @@ def si_sdr(ref: Any, est: Any) -> float:
 # --------------------------------------------------------------------------------------------
 # all at once
 # --------------------------------------------------------------------------------------------
+try:  # the PESQ library's own error types (pesq_wb wraps them, this is a second net)
+    from pesq import PesqError as _PesqError
+except ImportError:  # pragma: no cover - pesq is a hard requirement
+    _PesqError = MetricError
+
+#: What a metric raises when it cannot score a file; compute_all turns these (only) into NaN.
+METRIC_FAILURES: tuple[type[Exception], ...] = (MetricError, _PesqError)
+
+
 def compute_all(ref: Any | None, deg: Any, sr: int, *, with_dnsmos: bool = True,
                 with_speaker: bool = False) -> dict[str, Any]:
-    """Every metric for one file; failures become ``NaN`` and never raise.
+    """Every metric for one file; a metric that cannot score it becomes ``NaN`` (any error of
+    :data:`METRIC_FAILURES`); anything else is a bug and propagates.
 
     Returns ``{"pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "errors"}``
     (plus ``"spk_sim"`` when ``with_speaker``). ``pesq`` is wideband PESQ. With ``ref=None`` the
@@ -185,10 +195,8 @@ def compute_all(ref: Any | None, deg: Any, sr: int, *, with_dnsmos: bool = True,
     def attempt(key: str, fn, *args) -> None:
         try:
             out[key] = float(fn(*args))
-        except MetricError as e:
-            out[key], errors[key] = float("nan"), str(e)
-        except Exception as e:  # a metric must never end the run
-            out[key], errors[key] = float("nan"), f"unexpected {type(e).__name__}: {e}"
+        except METRIC_FAILURES as e:
+            out[key], errors[key] = float("nan"), _message(e)
 
     if ref is not None:
         attempt("pesq", pesq_wb, ref, deg, sr)
@@ -200,12 +208,16 @@ def compute_all(ref: Any | None, deg: Any, sr: int, *, with_dnsmos: bool = True,
         try:
             scores = dnsmos(deg, sr)
             out.update({f"dnsmos_{k}": scores[k] for k in ("sig", "bak", "ovrl")})
-        except Exception as e:
-            msg = str(e) if isinstance(e, MetricError) else f"unexpected {type(e).__name__}: {e}"
+        except METRIC_FAILURES as e:
             out.update({f"dnsmos_{k}": float("nan") for k in ("sig", "bak", "ovrl")})
-            errors["dnsmos"] = msg
+            errors["dnsmos"] = _message(e)
     out["errors"] = errors
     return out
+
+
+def _message(err: Exception) -> str:
+    """Our own messages say what failed; a library's error gets its type in front."""
+    return str(err) if isinstance(err, MetricError) else f"{type(err).__name__}: {err}"
 
 
 # --------------------------------------------------------------------------------------------
