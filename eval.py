@@ -5,17 +5,23 @@ import hydra
 from omegaconf import DictConfig
 
 from meanflowse.enhance import CheckpointError
+from meanflowse.eval_reports import nothing_scored
 from meanflowse.evaluation import EvalError, evaluate
 from meanflowse.runtime import apply_cpu_memory_setting
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> float:
+    """Exit status 0 when something was scored; else 1 with a one-line reason on stderr."""
     try:
         apply_cpu_memory_setting(cfg.retain_cpu_memory)
-        return evaluate(cfg)["pesq"]
-    except (EvalError, CheckpointError, ValueError) as err:
+        summary = evaluate(cfg)
+    except (EvalError, CheckpointError, ValueError, OSError) as err:  # OSError: e.g. a failed write
         sys.exit(f"eval.py: {err}")
+    problem = nothing_scored(summary, metrics=bool(cfg.metrics))
+    if problem:
+        sys.exit(f"eval.py: {problem}")
+    return summary["pesq"]
 
 
 if __name__ == "__main__":

@@ -22,14 +22,38 @@ def summary_keys(with_speaker: bool) -> tuple[str, ...]:
 
 def summarize(rows: list[dict], num_failed: int, *, nfe: int, rtf: float,
               with_speaker: bool = False) -> dict[str, Any]:
-    """Means over files: the summary.json layout (see meanflowse.evaluation's docstring)."""
+    """Means over files: the summary.json layout (see meanflowse.evaluation's docstring);
+    ``counts[key]``: how many files the mean of ``key`` is over (its finite values)."""
     def means(prefix: str) -> dict[str, float]:
         return {k: M.summarize([r.get(prefix + k, math.nan) for r in rows])[0]
                 for k in summary_keys(with_speaker)}
     summary: dict[str, Any] = means("")
     summary.update(rtf=rtf, nfe=int(nfe), num_files=len(rows), num_failed=int(num_failed),
-                   noisy=means("noisy_"))
+                   noisy=means("noisy_"),
+                   counts={k: sum(_finite(r.get(k)) for r in rows) for k in summary_keys(with_speaker)})
     return summary
+
+
+def _finite(value: Any) -> bool:
+    """A measured value (a missing key or an error's NaN is not one)."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def nothing_scored(summary: dict[str, Any], *, metrics: bool) -> str | None:
+    """Why a run's summary holds no result (eval.py then exits non-zero), or None: no file was
+    enhanced or resumed, or metrics were asked for and not one metric has a finite value."""
+    if summary["num_files"] == 0:
+        return (f"nothing was scored: no file was enhanced or resumed ({summary['num_failed']} "
+                "failed; their errors are listed above and in metrics.csv)")
+    if metrics and not any(summary["counts"].values()):
+        return (f"nothing was scored: no metric has a finite value on any of the "
+                f"{summary['num_files']} files (see the error_* columns of metrics.csv; without "
+                "clean references only DNSMOS applies, so keep dnsmos=true or pass reference=DIR, "
+                "or metrics=false to only enhance)")
+    return None
 
 
 def results_table(rows: list[dict], summary: dict, title: str,

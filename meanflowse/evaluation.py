@@ -8,18 +8,23 @@ Inputs (exactly one of ``input`` and ``split``):
   ``data.base_dir`` when given, else the ``data.base_dir`` stored in the checkpoint's config;
   the checkpoint's data module finds (and, for the built-in corpus, generates) the files.
 
-Outputs, under ``output`` (default ``<run>/enhanced/<input or split name>``): the enhanced files
-with the inputs' relative paths, rate, length, channels, format and sample format;
-``metrics.csv`` (a row per file, failures included, with their error); ``summary.json`` (means
-over files: :data:`meanflowse.eval_reports.SUMMARY_KEYS` plus ``rtf, nfe, num_files, num_failed`` and the noisy input's
-means under ``noisy``); ``plots/`` with ``plots=true``.
+Inputs and the default output folder: :mod:`meanflowse.eval_inputs`. Outputs, under ``output``
+(default ``<run>/enhanced/<name>-<hash of the input path>``, or ``<run>/enhanced/<split>``): the
+enhanced files with the inputs' relative paths, rate, length, channels, format and sample
+format; ``metrics.csv`` (a row per file, failures included, with their error); ``summary.json``
+(means over files: :data:`meanflowse.eval_reports.SUMMARY_KEYS` plus ``rtf, nfe, num_files,
+num_failed``, ``counts`` (files per mean) and the noisy input's means under ``noisy``);
+``plots/`` with ``plots=true``.
 
-A file whose output exists is not enhanced again (``overwrite=true`` redoes it): its output is
-read back and measured, so an interrupted run resumes and still reports every file. The output
-folder records what made its files (:data:`SETTINGS_FILE`: the checkpoint's path, size and
-modification time, sampler, NFE, precision, seed, chunking); a run whose settings differ refuses
-to mix its files with those, unless ``overwrite=true``, so a retrained checkpoint is never
-reported with a previous model's outputs.
+Resume, file by file (:mod:`meanflowse.provenance`): each written output gets a record of the
+run settings, its source's (and reference's) size and mtime and its own. An existing output is
+read back and measured, not redone, only when its record matches this run and the files on disk;
+one this run made from a since-changed source (or changed since) is redone; one with no record or
+another run's settings is refused (EvalError), unless ``overwrite=true``, which redoes it. So a
+retrained checkpoint is never reported with a previous model's outputs.
+
+Only a bad input file (:class:`AudioError`: unreadable, corrupt, empty, unsupported) is a
+"failed" row; an error in enhancing or writing (out of memory, a bug, a full disk) stops the run.
 RTF = enhancement wall time (normalisation, STFT, sampler, inverse STFT, resampling; no disk
 I/O and no metrics) / audio duration, after a warm-up call and with device synchronisation.
 
@@ -32,180 +37,47 @@ own threads.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import math
-import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import soundfile as sf
 import torch
 import torchaudio
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from meanflowse import metrics as M
-from meanflowse.atomic import atomic_path, write_text_atomic
+from meanflowse.atomic import atomic_path
 from meanflowse.background import Background
-from meanflowse.data.audio import AudioError, audio_info, load_audio
-from meanflowse.data.folder import AUDIO_EXTS, SPLITS, UNSUPPORTED_EXTS, DatasetError
+from meanflowse.data.audio import AudioError, load_audio
 from meanflowse.enhance import CheckpointError, Enhancer, padded_frames
+# re-exported: eval_inputs' and provenance's names were this module's (tests, benchmarks)
+from meanflowse.eval_inputs import EvalError, Item, check_args, input_items, read_info, split_items
 from meanflowse.eval_reports import results_table, summarize, summary_keys, write_reports
+from meanflowse.provenance import (ProvenanceLog, foreign_error, identity, read_history,
+                                   run_settings, verdict)
 from meanflowse.runtime import auto_flag
 
 log = logging.getLogger(__name__)
-# what one bad file may raise; anything else is a bug and stops the run
-FILE_ERRORS = (AudioError, OSError, RuntimeError, ValueError, sf.SoundFileError)
-
-
-class EvalError(ValueError):
-    """A bad eval.py argument; the message names the key and what to do."""
-
-
-@dataclass
-class Item:
-    """One file to enhance: ``src`` -> ``output/rel``, measured against ``ref`` when given."""
-
-    src: Path
-    rel: Path
-    ref: Path | None = None
-    row: dict[str, Any] = field(default_factory=dict)
-    frames: int = 0
-    sr: int = 0
-    channels: int = 0
-    format: str = "WAV"
-    subtype: str | None = None
-
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sr if self.sr else 0.0
-
-
-# ------------------------------------------------------------------------------ arguments
-def check_args(cfg: DictConfig) -> None:
-    """Argument combinations, checked before the checkpoint is loaded."""
-    if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise EvalError("no checkpoint given: pass ckpt_path=<run>/checkpoints/last.ckpt (a "
-                        "train.py run); `make demo` leaves its model at "
-                        "outputs/demo/checkpoints/last.ckpt")
-    has_input, split = cfg.get("input") is not None, cfg.get("split")
-    base_dir = (cfg.get("data") or {}).get("base_dir")
-    if has_input == (split is not None):
-        raise EvalError("give exactly one of input=PATH (a file or folder) and split=NAME "
-                        f"(a split of the checkpoint's dataset: {', '.join(SPLITS)})")
-    if split is not None and split not in SPLITS:
-        raise EvalError(f"split={split}: use one of {', '.join(SPLITS)}")
-    if split is not None and cfg.get("reference"):
-        raise EvalError("reference= goes with input=; a split's references are its clean/ folder")
-    if base_dir and split is None:
-        raise EvalError("data.base_dir= goes with split=NAME; for a folder pass input=DIR")
-    if int(cfg.batch_size) < 1:
-        raise EvalError(f"batch_size={cfg.batch_size}: needs at least 1")
-    nfe = (cfg.get("sampler") or {}).get("nfe")
-    if nfe is not None and int(nfe) < 1:
-        raise EvalError(f"sampler.nfe={nfe}: needs at least one network evaluation")
-    for key in ("overlap_io", "channels_last"):
-        try:
-            auto_flag(cfg.get(key), key, auto=False)
-        except ValueError as err:
-            raise EvalError(str(err)) from None
-    if cfg.get("limit_files") is not None and int(cfg.limit_files) < 1:
-        raise EvalError(f"limit_files={cfg.limit_files}: use null (all files) or a positive number")
-
-
-def _scan(folder: Path, skip: Path | None) -> list[Path]:
-    """Audio files below ``folder`` (hidden ones and the ``skip`` folder left out), sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (skip is None or (here / d).resolve() != skip))
-        found += [here / f for f in sorted(filenames) if not f.startswith(".")
-                  and Path(f).suffix.lower() in AUDIO_EXTS | UNSUPPORTED_EXTS]
-    return found
-
-
-def _default_output(cfg: DictConfig, name: str) -> Path:
-    return Path(str(cfg.ckpt_path)).resolve().parent.parent / "enhanced" / name
-
-
-def input_items(cfg: DictConfig) -> tuple[list[Item], Path]:
-    """``(items, output_dir)`` for ``input=PATH``; the output may be neither the input folder
-    nor the references' folder."""
-    src = Path(str(cfg.input)).expanduser()
-    if not src.exists():
-        raise EvalError(f"input={src}: no such file or folder")
-    ref_dir = Path(str(cfg.reference)).expanduser() if cfg.get("reference") else None
-    if ref_dir is not None and not ref_dir.is_dir():
-        raise EvalError(f"reference={ref_dir}: no such folder")
-    name = src.stem if src.is_file() else src.resolve().name
-    if src.is_dir() and (src / "noisy").is_dir():  # a split folder
-        ref_dir = ref_dir or ((src / "clean") if (src / "clean").is_dir() else None)
-        src = src / "noisy"
-    out = Path(str(cfg.output)).expanduser() if cfg.get("output") else _default_output(cfg, name)
-    root = src.parent if src.is_file() else src
-    _check_output(out, [root] + ([ref_dir] if ref_dir is not None else []))
-    files = [src] if src.is_file() else _scan(src, skip=out.resolve())
-    if not files:
-        raise EvalError(f"input={src}: no audio files ({', '.join(sorted(AUDIO_EXTS))}) in this folder")
-    items = []
-    for f in files:
-        rel = f.relative_to(root)
-        ref = None
-        if ref_dir is not None:  # same relative name, any audio extension
-            ref = next((c for c in (ref_dir / rel, *sorted((ref_dir / rel.parent).glob(rel.stem + ".*")))
-                        if c.is_file() and c.suffix.lower() in AUDIO_EXTS), None)
-        items.append(Item(src=f, rel=rel, ref=ref))
-    return items, out
-
-
-def split_items(cfg: DictConfig, train_cfg: DictConfig) -> tuple[list[Item], Path]:
-    """Items of ``split`` of the checkpoint's dataset (see the module docstring)."""
-    from hydra.utils import instantiate
-
-    data_cfg = train_cfg.get("data")
-    if data_cfg is None or "_target_" not in data_cfg:
-        raise EvalError(f"{cfg.ckpt_path}: the checkpoint stores no data config; pass input=DIR")
-    given = (cfg.get("data") or {}).get("base_dir")
-    base_dir = given or data_cfg.get("base_dir")
-    if not base_dir:
-        raise EvalError("split= needs data.base_dir=DIR (the checkpoint stores none)")
-    # the checkpoint's own built-in corpus is regenerated if it was deleted; a folder named on
-    # the command line is read as it is
-    extra = {"synthetic": None} if given else {}
-    try:
-        dm = instantiate(data_cfg, base_dir=str(base_dir), num_workers=0, **extra)
-        pairs = dm.test_files(cfg.split)
-    except (DatasetError, FileExistsError) as err:
-        raise EvalError(f"split={cfg.split} of data.base_dir={base_dir}: {err}") from err
-    if not pairs:
-        raise EvalError(f"split={cfg.split} of data.base_dir={base_dir} holds no files")
-    items = [Item(src=p.noisy_source, ref=p.clean_source,
-                  rel=Path(p.name + p.noisy_source.suffix)) for p in pairs]
-    out = Path(str(cfg.output)).expanduser() if cfg.get("output") else _default_output(cfg, cfg.split)
-    _check_output(out, [Path(base_dir) / cfg.split / role for role in ("noisy", "clean")])
-    return items, out
-
-
-def _check_output(out: Path, protected: list[Path]) -> None:
-    if out.exists() and not out.is_dir():
-        raise EvalError(f"output={out} is a file; give a folder")
-    for p in protected:
-        if out.resolve() == p.resolve():
-            raise EvalError(f"output={out} is the input folder ({p}): choose another so no input "
-                            "is overwritten")
+# what one bad input file raises (the audio loader's own error, naming the file); anything
+# else (out of memory, a bug, a failed write) stops the run with its message
+FILE_ERRORS = (AudioError,)
 
 
 # ------------------------------------------------------------------------------ writing
 def write_atomic(path: Path, wav: torch.Tensor, sr: int, *, format: str = "WAV",
-                 subtype: str | None = None) -> None:
+                 subtype: str | None = None,
+                 before_rename: Callable[[Path], None] | None = None) -> None:
     """Write ``wav [C, L]`` to a temp file beside ``path``, then rename: never a half-written
-    file. ``format``/``subtype`` as soundfile names them (the input's, so the output matches)."""
+    file. ``format``/``subtype`` as soundfile names them (the input's, so the output matches).
+    ``before_rename(tmp)`` runs on the written temp file (eval records its provenance there, so
+    no output is ever in place without its record)."""
     if not sf.check_format(format, subtype):
         subtype = None  # soundfile's default for the format
     data = wav.T.numpy()
@@ -213,15 +85,8 @@ def write_atomic(path: Path, wav: torch.Tensor, sr: int, *, format: str = "WAV",
         data = data.clip(-1.0, 1.0)  # integer formats: clip rather than wrap around
     with atomic_path(path) as tmp:
         sf.write(tmp, data, sr, format=format, subtype=subtype)
-
-
-def read_info(item: Item) -> None:
-    if item.src.suffix.lower() in UNSUPPORTED_EXTS:
-        raise AudioError(f"{item.src}: {item.src.suffix} cannot be read by libsndfile; convert it "
-                         "to WAV or FLAC (e.g. `ffmpeg -i in.m4a out.wav`)")
-    info = audio_info(item.src)
-    item.frames, item.sr, item.channels = int(info.frames), int(info.samplerate), int(info.channels)
-    item.format, item.subtype = info.format, info.subtype
+        if before_rename is not None:
+            before_rename(tmp)
 
 
 # ------------------------------------------------------------------------------ enhancing
@@ -308,42 +173,15 @@ def load_enhancer(cfg: DictConfig) -> Enhancer:
         raise EvalError(str(err)) from err
 
 
-SETTINGS_FILE = "eval_settings.json"
-
-
-def run_settings(cfg: DictConfig, enhancer: Enhancer) -> dict[str, Any]:
-    """What decides the enhanced audio (not batch size, layout or device: batching is exact, the
-    others change round-off only)."""
-    ckpt = Path(str(cfg.ckpt_path)).resolve()
-    st = ckpt.stat()
-    return {"checkpoint": str(ckpt), "checkpoint_size": st.st_size,
-            "checkpoint_mtime_ns": st.st_mtime_ns, "use_ema": bool(cfg.use_ema),
-            "sampler": enhancer.sampler_name, "nfe": enhancer.steps, "t_end": enhancer.t_end,
-            "precision": enhancer.precision, "seed": int(cfg.seed), "chunk_s": float(cfg.chunk_s),
-            "overlap_s": float(cfg.overlap_s)}
-
-
-def check_settings(out_dir: Path, settings: dict[str, Any], *, overwrite: bool) -> None:
-    """Refuse to resume into a folder whose files another checkpoint or setting made; then
-    record this run's settings there (before any file is written, so a resume matches)."""
-    path = out_dir / SETTINGS_FILE
-    try:
-        before = json.loads(path.read_text())
-    except (OSError, ValueError):
-        before = None  # a new folder, or one written before settings were recorded
-    if before is not None and before != settings and not overwrite:
-        changed = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
-        raise EvalError(f"output={out_dir} holds files made with other settings ({', '.join(changed)} "
-                        f"differ; see {path}); pass overwrite=true to redo them, or another output=")
-    write_text_atomic(path, json.dumps(settings, indent=2) + "\n", suffix=".tmp")
-
-
-def triage(items: list[Item], out_dir: Path, *, overwrite: bool
+def triage(items: list[Item], out_dir: Path, settings: dict[str, Any], *, overwrite: bool
            ) -> tuple[list[Item], list[Item], list[Item]]:
-    """``(todo, done, failed)``: files to enhance, files whose output exists (measured, not
-    redone, unless ``overwrite``), unreadable files. Refuses any output that is an input."""
+    """``(todo, done, failed)``: files to enhance, files whose output this run made and may
+    resume (measured, not redone; see :func:`meanflowse.provenance.verdict`), unreadable files.
+    Refuses, before anything is written, an output that is an input and (unless ``overwrite``)
+    outputs this run did not make."""
     inputs = {p.resolve() for it in items for p in (it.src, it.ref) if p is not None}
-    todo, done, failures = [], [], []
+    history = read_history(out_dir)
+    todo, done, failures, foreign = [], [], [], []
     for it in items:
         dst = out_dir / it.rel
         it.row = {"file": it.rel.as_posix()}
@@ -354,7 +192,14 @@ def triage(items: list[Item], out_dir: Path, *, overwrite: bool
         except FILE_ERRORS as err:
             _fail(it, err, failures)
             continue
-        (done if dst.exists() and not overwrite else todo).append(it)
+        it.source_id, it.ref_id = identity(it.src), identity(it.ref)
+        found = verdict(it, dst, settings, history)
+        if overwrite or found in ("new", "redo"):
+            todo.append(it)
+        else:
+            (done if found == "resume" else foreign).append(it)
+    if foreign:
+        raise foreign_error(out_dir, foreign, settings, history)
     if done:
         log.info("%d of %d outputs exist in %s; measured, not redone (overwrite=true redoes them)",
                  len(done), len(items), out_dir)
@@ -380,8 +225,8 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     if cfg.get("limit_files") is not None:
         items = items[:int(cfg.limit_files)]
     console = Console()
-    todo, done, failures = triage(items, out_dir, overwrite=cfg.overwrite)  # refuses out == in
-    check_settings(out_dir, run_settings(cfg, enhancer), overwrite=cfg.overwrite)
+    settings = run_settings(cfg, enhancer)
+    todo, done, failures = triage(items, out_dir, settings, overwrite=cfg.overwrite)
 
     def finish(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
         it.row.update(duration_s=round(it.duration, 4), sample_rate=it.sr, channels=it.channels)
@@ -396,10 +241,12 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
 
     def ship(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor, sec: float
              ) -> tuple[float, float]:
-        """Write, read back, measure; returns what the RTF counts: (enhancement s, audio s)."""
+        """Write, read back, measure; returns what the RTF counts: (enhancement s, audio s).
+        A failed write stops the run; a bad reference fails this file only."""
+        dst = out_dir / it.rel
+        write_atomic(dst, enhanced, it.sr, format=it.format, subtype=it.subtype,
+                     before_rename=lambda tmp: prov.record(it, tmp))
         try:
-            dst = out_dir / it.rel
-            write_atomic(dst, enhanced, it.sr, format=it.format, subtype=it.subtype)
             if cfg.metrics:  # measure what was shipped (quantised to the input's format),
                 enhanced = load_audio(dst, mono=False)[0]  # as a resume does
             it.row.update(status="enhanced", rtf=M.rtf(sec, it.frames, it.sr))
@@ -414,8 +261,12 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     overlap = auto_flag(cfg.overlap_io, "overlap_io", auto=enhancer.device.type == "cuda")
     columns = (TextColumn("[bold]enhancing"), BarColumn(), TextColumn("{task.fields[files]} files"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not cfg.progress) as bar, \
+    # the log closes last: the worker, which appends to it, is joined first
+    with ProvenanceLog(out_dir, settings) as prov, \
+            Progress(*columns, console=console, disable=not cfg.progress) as bar, \
             Background(enabled=overlap) as worker:
+        if cfg.overwrite:
+            prov.claim()
         task = bar.add_task("enhance", total=sum(it.duration for it in todo) + len(done), files=0)
 
         counting = threading.Lock()  # the worker's callbacks and this thread both advance
@@ -426,11 +277,11 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
 
         for group in group_items(todo, enhancer):
             shipped = set()
-            for it, noisy, enhanced, sec in _enhance_robustly(enhancer, group, failures):
+            for it, noisy, enhanced, sec in _load_and_enhance(enhancer, group, failures):
                 shipped.add(id(it))
                 worker.submit(ship, it, noisy, enhanced, sec, then=advance)
             for it in group:
-                if id(it) not in shipped:  # failed to load or to enhance: no job to advance
+                if id(it) not in shipped:  # failed to load: no job to advance
                     advance(None, it)
         timings = worker.results()
         seconds, duration = sum(t[0] for t in timings), sum(t[1] for t in timings)
@@ -465,9 +316,9 @@ def _fail(item: Item, err: Exception, failures: list[Item]) -> None:
     log.error("%s: %s", item.src, err)
 
 
-def _enhance_robustly(enhancer: Enhancer, group: list[Item], failures: list[Item]):
-    """Yield ``(item, noisy, enhanced, seconds)``; a file that fails to load or enhance is
-    recorded and skipped, and a failing batch is retried file by file so the others go on."""
+def _load_and_enhance(enhancer: Enhancer, group: list[Item], failures: list[Item]):
+    """Yield ``(item, noisy, enhanced, seconds)``; a file that fails to load is recorded and
+    left out. An error in enhancing is no input's fault (out of memory, a bug): it propagates."""
     loaded = []
     for it in group:
         try:
@@ -476,15 +327,7 @@ def _enhance_robustly(enhancer: Enhancer, group: list[Item], failures: list[Item
             _fail(it, err, failures)
     if not loaded:
         return
-    try:
-        outs, sec = enhance_group(enhancer, [it for it, _ in loaded], [w for _, w in loaded])
-    except FILE_ERRORS as err:
-        if len(loaded) == 1:
-            _fail(loaded[0][0], err, failures)
-            return
-        for it, _ in loaded:
-            yield from _enhance_robustly(enhancer, [it], failures)
-        return
+    outs, sec = enhance_group(enhancer, [it for it, _ in loaded], [w for _, w in loaded])
     total = sum(it.duration for it, _ in loaded)
     for (it, noisy), out in zip(loaded, outs):  # a batch's time, shared by duration
         yield it, noisy, out, sec * it.duration / total

@@ -7,7 +7,6 @@ for I/O); tests that need a trained model live in test_train_eval.py.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from conftest import TinyNet
-from helpers import TINY, compose_cfg
+from eval_helpers import SR, eval_cfg as _eval_cfg, rows as _rows, signal as _signal, write_tiny_checkpoint
 from meanflowse import metrics as M
 from meanflowse.curriculum import CurriculumConfig
 from meanflowse.enhance import Enhancer, chunk_starts, chunk_weight, load_module
@@ -31,8 +30,6 @@ from meanflowse.objective import MeanFlowConfig
 from meanflowse.path import PathConfig
 from meanflowse.samplers import SamplerConfig
 from meanflowse.stft import SpecConfig
-
-SR = 16000
 
 
 class Identity(nn.Module):
@@ -58,14 +55,6 @@ def _enhancer(backbone: nn.Module, **kw) -> Enhancer:
     module = MeanFlowSEModule(backbone=backbone, path=PathConfig(), mf=MeanFlowConfig(),
                               curriculum=CurriculumConfig(), sampler=SamplerConfig(name="euler_mf"))
     return Enhancer(module=module.eval(), spec=SpecConfig(), sample_rate=SR, **kw)
-
-
-def _signal(seconds: float, channels: int = 1, seed: int = 0) -> torch.Tensor:
-    """Noise-like test signal whose level sweeps over 40 dB, so a per-chunk gain would show."""
-    g = torch.Generator().manual_seed(seed)
-    n = int(seconds * SR)
-    env = torch.logspace(-2, 0, n)
-    return torch.randn(channels, n, generator=g) * env * 0.5
 
 
 def _snr_db(ref: torch.Tensor, est: torch.Tensor) -> float:
@@ -178,27 +167,7 @@ def test_bf16_and_channels_last_track_the_fp32_result():
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     """A checkpoint as train.py writes it, of an untrained tiny model, with an EMA shadow."""
-    from meanflowse.training import build_module
-    tmp = tmp_path_factory.mktemp("ckpt")
-    cfg = compose_cfg("train", TINY, tmp)
-    torch.manual_seed(0)
-    module = build_module(cfg)
-    shadow = {k: v + 0.01 for k, v in module.state_dict().items() if v.is_floating_point()}
-    path = tmp / "run" / "checkpoints" / "last.ckpt"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": module.state_dict(), "callbacks": {"EMA": {"shadow": shadow}},
-                "hyper_parameters": {"config": module.hparams["config"]}}, path)
-    return path
-
-
-def _eval_cfg(ckpt, tmp_path, *overrides):
-    return compose_cfg("eval", [f"ckpt_path={ckpt}", "progress=false", "dnsmos=false",
-                                "speaker=false", *overrides], tmp_path)
-
-
-def _rows(out_dir):
-    with open(out_dir / "metrics.csv", newline="") as fh:
-        return {r["file"]: r for r in csv.DictReader(fh)}
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def test_checkpoint_loads_ema_weights_by_default(ckpt):
@@ -253,15 +222,17 @@ def test_resume_skips_finished_files_and_overwrite_redoes_them(ckpt, tmp_path):
         sf.write(src / f"f{i}.wav", _signal(0.6, seed=i)[0].numpy(), SR)
     cfg = _eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}")
     evaluate(cfg)
-    sf.write(out / "f0.wav", np.zeros(10), SR)  # a marker: a skipped file is left as it is
+    first = (out / "f0.wav").stat().st_mtime_ns  # a skipped file is left as it is
     (out / "f1.wav").unlink()                    # as if the run had been interrupted
+    sf.write(out / "f2.wav", np.zeros(10), SR)   # an output changed since it was written: redone
     again = evaluate(cfg)
     rows = _rows(out)
-    assert sf.info(str(out / "f0.wav")).frames == 10
-    assert [rows[f"f{i}.wav"]["status"] for i in range(3)] == ["resumed", "enhanced", "resumed"]
+    assert (out / "f0.wav").stat().st_mtime_ns == first
+    assert [rows[f"f{i}.wav"]["status"] for i in range(3)] == ["resumed", "enhanced", "enhanced"]
+    assert sf.info(str(out / "f2.wav")).frames == sf.info(str(src / "f2.wav")).frames
     assert again["num_files"] == 3 and math.isfinite(again["rtf"])
     evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "overwrite=true"))
-    assert sf.info(str(out / "f0.wav")).frames == sf.info(str(src / "f0.wav")).frames
+    assert (out / "f0.wav").stat().st_mtime_ns != first
     assert {r["status"] for r in _rows(out).values()} == {"enhanced"}
 
 
@@ -270,9 +241,11 @@ def test_outputs_of_other_settings_or_a_retrained_checkpoint_are_not_resumed(ckp
     src.mkdir()
     sf.write(src / "f0.wav", _signal(0.6)[0].numpy(), SR)
     evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}"))
-    recorded = json.loads((out / "eval_settings.json").read_text())
-    assert recorded["nfe"] == 1 and recorded["checkpoint"] == str(ckpt.resolve())
-    with pytest.raises(EvalError, match=r"\(nfe differ.*overwrite=true"):
+    lines = (out / "eval_provenance.jsonl").read_text().splitlines()
+    recorded = json.loads(lines[-1])
+    assert recorded["file"] == "f0.wav" and recorded["settings"]["nfe"] == 1
+    assert recorded["settings"]["checkpoint"] == str(ckpt.resolve())
+    with pytest.raises(EvalError, match=r"other settings \(nfe differ.*overwrite=true"):
         evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "sampler.nfe=2"))
     stat = ckpt.stat()  # a retrained checkpoint at the same path: a newer modification time
     os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
@@ -297,7 +270,7 @@ def test_refuses_to_write_over_inputs(ckpt, tmp_path):
         with pytest.raises(EvalError, match="input folder"):
             evaluate(_eval_cfg(ckpt, tmp_path, f"input={inp}", f"output={out}"))
     assert sf.info(str(split / "noisy" / "a.wav")).frames == int(0.5 * SR)
-    assert not list(split.rglob("eval_settings.json"))  # refused before anything was written
+    assert not list(split.rglob("eval_provenance.jsonl"))  # refused before anything was written
     # an output folder inside the input folder is fine: its files are not taken as inputs
     evaluate(_eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}", f"output={split / 'noisy' / 'enh'}"))
     again = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}",
@@ -326,7 +299,7 @@ def test_a_bad_file_is_reported_and_skipped(ckpt, tmp_path):
 
 def test_background_io_gives_the_same_files_rows_and_failures(ckpt, tmp_path):
     """overlap_io=true (writing and measuring on a worker thread) changes timing, nothing else:
-    the same outputs, the same metric rows, the same failures, a write failure included."""
+    the same outputs, the same metric rows, the same failures."""
     split = tmp_path / "split"
     for role in ("clean", "noisy"):
         (split / role / "sub").mkdir(parents=True)
@@ -338,8 +311,6 @@ def test_background_io_gives_the_same_files_rows_and_failures(ckpt, tmp_path):
     results = {}
     for overlap in ("false", "true"):
         out = tmp_path / f"out_{overlap}"
-        out.mkdir()
-        (out / "sub").write_text("a file where a folder must go")  # sub/*.wav cannot be written
         summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}",
                                      f"overlap_io={overlap}"))
         rows = {k: {c: v.replace(str(out), "OUT") for c, v in r.items() if c != "rtf"}
@@ -354,9 +325,8 @@ def test_background_io_gives_the_same_files_rows_and_failures(ckpt, tmp_path):
             except ValueError:
                 assert rows_on[name][key] == value, (name, key)
     assert [rows_on[n]["status"] for n in ("a.wav", "b.wav", "bad.wav", "sub/c.wav")] == [
-        "enhanced", "enhanced", "failed", "failed"]
-    assert "NotADirectoryError" in rows_on["sub/c.wav"]["error"] or "FileExistsError" in rows_on["sub/c.wav"]["error"]
-    assert s_on["num_files"] == s_off["num_files"] == 2 and s_on["num_failed"] == 3
+        "enhanced", "enhanced", "failed", "enhanced"]
+    assert s_on["num_files"] == s_off["num_files"] == 4 and s_on["num_failed"] == 1
     assert s_on["pesq"] == s_off["pesq"] and math.isfinite(s_on["rtf"])
     np.testing.assert_array_equal(b_on, b_off)
 
@@ -405,8 +375,11 @@ def test_metrics_and_summary_keys(ckpt, tmp_path):
     summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}"))
     keys = {"pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
     saved = json.loads((out / "summary.json").read_text())
-    assert set(saved) == keys | {"rtf", "nfe", "num_files", "num_failed", "noisy"}
+    assert set(saved) == keys | {"rtf", "nfe", "num_files", "num_failed", "noisy", "counts"}
     assert set(saved["noisy"]) == keys
+    # how many files each mean is over: DNSMOS is off here, so its means are over none
+    assert set(saved["counts"]) == keys and saved["counts"]["si_sdr"] == 1
+    assert saved["counts"]["dnsmos_ovrl"] == 0 and saved["dnsmos_ovrl"] is None
     noisy = sf.read(str(split / "noisy" / "a.flac"))[0]  # as stored: 16-bit
     assert saved["noisy"]["si_sdr"] == pytest.approx(M.si_sdr(clean.numpy(), noisy), abs=1e-3)
     enhanced = sf.read(str(out / "a.flac"))[0]

@@ -3,8 +3,9 @@
 Behaviour for each kind of input (each one is tested in ``tests/test_data_folder.py``, and
 through the DataModule and the command lines in ``tests/test_data_bad_input.py``):
 
-- missing, empty (0 bytes), not audio (e.g. a text file named ``.wav``), or a header with no
-  samples: :class:`AudioError`.
+- missing, empty (0 bytes), not audio (e.g. a text file named ``.wav``), a header with no
+  samples, or a read that fails (an ``OSError`` or libsndfile error): :class:`AudioError`. So
+  callers can treat exactly this type as "a bad input file" (eval.py does).
 - truncated file (the header promises more data than the file holds, e.g. an interrupted copy):
   the samples that are there are loaded and a :class:`TruncatedAudioWarning` is issued. A
   compressed file (FLAC, ...) cut short cannot be decoded: :class:`AudioError` ("reading failed").
@@ -50,11 +51,15 @@ def audio_info(path: str | os.PathLike):
     p = Path(path)
     if not p.is_file():
         raise AudioError(f"{p}: no such file")
-    if p.stat().st_size == 0:
+    try:
+        size = p.stat().st_size
+    except OSError as err:
+        raise AudioError(f"{p}: cannot be read ({err}); check its permissions") from err
+    if size == 0:
         raise AudioError(f"{p}: empty file (0 bytes); re-export or re-download it, or delete it")
     try:
         info = sf.info(str(p))
-    except (sf.SoundFileError, RuntimeError) as err:
+    except (sf.SoundFileError, RuntimeError, OSError) as err:
         raise AudioError(
             f"{p}: not a readable audio file ({err}); convert it to WAV or FLAC, e.g. "
             f"`ffmpeg -i {p.name} out.wav`, or delete it") from err
@@ -82,7 +87,7 @@ def load_audio(path: str | os.PathLike, *, target_sr: int | None = None,
                       "not intended.", TruncatedAudioWarning, stacklevel=2)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError) as err:
+    except (sf.SoundFileError, RuntimeError, OSError) as err:
         raise AudioError(f"{path}: reading failed ({err}); re-export it or delete it") from err
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file has a header but no samples; re-export it or delete it")
