@@ -6,9 +6,16 @@ of ``sweep.eval_nfe``: the NFE changes only the sampler, so retraining per NFE w
 identical trainings. Each job writes ``sweep_job.json`` into its own folder (also when it
 fails), so ``python -m meanflowse.sweep gather DIR`` can rebuild the table at any time; the
 gathering is :mod:`meanflowse.sweep_gather`.
+
+The evaluation is eval.py's (:func:`meanflowse.evaluation.evaluate`), one call per NFE with its
+output under the job folder (``eval/nfe<N>/``: the enhanced files, ``metrics.csv``,
+``summary.json``), so the files are scored as written (quantised to the input's sample format)
+and a sweep reports for a checkpoint exactly what
+``python eval.py ckpt_path=<ckpt> split=<sweep.eval_split> sampler.nfe=<N>`` reports.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -22,7 +29,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from meanflowse import metrics as M
 from meanflowse.atomic import write_text_atomic
@@ -32,16 +39,21 @@ from meanflowse.curriculum import mf_weight
 from meanflowse.sweep_gather import (RECORD, RESULTS_CSV, GatherCallback, SweepError,  # noqa: F401
                                      gather, main, mean_or_nan)
 
-__all__ = ["SweepConfig", "StepTimer", "SweepError", "job_params", "sweep_group", "build_enhancer",
-           "eval_pairs", "evaluate_nfes", "flat_metrics", "train_and_evaluate", "run_job",
-           "write_json_atomic", "RECORD", "RESULTS_CSV", "gather", "GatherCallback", "main"]
+__all__ = ["SweepConfig", "StepTimer", "SweepError", "job_params", "sweep_group",
+           "evaluate_nfes", "eval_checkpoint", "eval_config", "evaluate_checkpoint",
+           "flat_metrics", "train_and_evaluate", "run_job", "write_json_atomic", "RECORD",
+           "RESULTS_CSV", "gather", "GatherCallback", "main"]
 log = logging.getLogger(__name__)
 EVAL_KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+EVAL_YAML = Path(__file__).resolve().parents[1] / "configs" / "eval.yaml"  # eval.py's defaults
 
 
 @dataclass
 class SweepConfig:
-    """The ``sweep`` node of configs/sweep.yaml (a typo there is an error at start)."""
+    """The ``sweep`` node of configs/sweep.yaml (a typo there is an error at start).
+
+    The evaluation is eval.py's with the defaults of configs/eval.yaml (seed, chunking,
+    precision) and what ``eval_*`` sets here (split, files, checkpoint, EMA, sampler, device)."""
 
     group: Optional[str] = None          # W&B group; null: <task_name>-<multirun folder name>
     eval_nfe: list[int] = field(default_factory=lambda: [1, 2, 5])
@@ -52,7 +64,7 @@ class SweepConfig:
     eval_sampler: Optional[str] = None   # null: the model's sampler (auto -> euler_mf)
     eval_t_end: Optional[float] = None
     eval_dnsmos: bool = False            # DNSMOS costs ~1 s per file on a CPU
-    eval_device: str = "auto"
+    eval_device: str = "auto"           # eval.py's device: auto | cpu | cuda ...
     timer_skip: int = 2                  # first steps of each kind left out of the step time
 
 
@@ -161,49 +173,6 @@ def _close_wandb() -> None:
         wandb.finish()
 
 
-def _device(name: str):
-    import torch
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def build_enhancer(cfg: DictConfig, objects: dict[str, Any]) -> tuple[Any, str]:
-    """The trained model as an :class:`~meanflowse.enhance.Enhancer` (EMA weights from the
-    checkpoint), and where its weights came from."""
-    from meanflowse.config import spec_config
-    from meanflowse.enhance import Enhancer
-
-    s = cfg.sweep
-    if s.eval_checkpoint not in ("last", "best"):
-        raise SweepError(f"sweep.eval_checkpoint={s.eval_checkpoint!r}: use last or best")
-    kw = {"sampler": s.eval_sampler, "t_end": s.eval_t_end, "seed": int(cfg.seed)}
-    ckpt_cb = objects["trainer"].checkpoint_callback
-    path = getattr(ckpt_cb, f"{s.eval_checkpoint}_model_path", "") if ckpt_cb else ""
-    if path:
-        return Enhancer.from_checkpoint(path, use_ema=s.eval_use_ema, device=s.eval_device,
-                                        **kw), path
-    # no checkpoint callback: the weights in memory (raw, not EMA) are all there is
-    dev = _device(s.eval_device)
-    module = objects["module"].eval().to(dev)
-    return Enhancer(module=module, spec=spec_config(cfg), sample_rate=int(cfg.data.sample_rate),
-                    device=dev, **kw), "memory (raw weights)"
-
-
-def eval_pairs(cfg: DictConfig, objects: dict[str, Any]) -> list[dict]:
-    """Whole clean/noisy files of ``sweep.eval_split`` (the first ``eval_num_files``)."""
-    from hydra.utils import instantiate
-
-    s = cfg.sweep
-    dm = objects.get("datamodule") or instantiate(cfg.data)
-    ds = dm.dataset(s.eval_split)
-    n = len(ds) if s.eval_num_files is None else min(int(s.eval_num_files), len(ds))
-    if n == 0 or not ds.has_clean:
-        raise SweepError(f"sweep.eval_split={s.eval_split}: no files with clean references in "
-                         f"{cfg.data.get('base_dir')}; pick a split with clean/ and noisy/ files")
-    return [ds.load_pair(i) for i in range(n)]
-
-
 def _means(rows: list[dict]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key in EVAL_KEYS:
@@ -215,7 +184,9 @@ def _means(rows: list[dict]) -> dict[str, float]:
 
 def evaluate_nfes(enhancer: Any, pairs: list[dict], *, nfes: list[int], dnsmos: bool
                   ) -> tuple[list[dict], dict[str, float]]:
-    """Mean metrics of ``enhancer`` at each NFE over ``pairs``, and those of the noisy input."""
+    """Mean metrics of ``enhancer``'s float output at each NFE over in-memory ``pairs``, and
+    those of the noisy input (a quick look for scripts; not what a sweep job reports: that is
+    :func:`evaluate_checkpoint`, which scores the written files as eval.py does)."""
     sr = enhancer.sample_rate
     score = lambda ref, deg: M.compute_all(ref.numpy(), deg.numpy(), sr, with_dnsmos=dnsmos)
     noisy = _means([score(p["clean"], p["noisy"]) for p in pairs])
@@ -232,6 +203,83 @@ def evaluate_nfes(enhancer: Any, pairs: list[dict], *, nfes: list[int], dnsmos: 
         failed = sum(bool(r["errors"]) for r in rows)
         results.append({"nfe": int(nfe), **_means(rows), "rtf": M.rtf(seconds, samples, sr),
                         "num_files": len(rows), "files_with_metric_errors": failed})
+    return results, noisy
+
+
+def eval_checkpoint(cfg: DictConfig, objects: dict[str, Any]) -> tuple[str, str]:
+    """The checkpoint a job is evaluated from, and a note on where its weights came from.
+
+    ``sweep.eval_checkpoint`` (last | best) of the checkpoint callback; without one, the
+    trainer's state after the fit (EMA included) is saved to ``checkpoints/sweep_eval.ckpt``
+    in the job folder, so that eval.py can read it like any other checkpoint."""
+    s = cfg.sweep
+    if s.eval_checkpoint not in ("last", "best"):
+        raise SweepError(f"sweep.eval_checkpoint={s.eval_checkpoint!r}: use last or best")
+    trainer = objects["trainer"]
+    ckpt_cb = trainer.checkpoint_callback
+    path = getattr(ckpt_cb, f"{s.eval_checkpoint}_model_path", "") if ckpt_cb else ""
+    if path:
+        return str(path), str(path)
+    path = Path(str(cfg.paths.output_dir)) / "checkpoints" / "sweep_eval.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path), f"{path} (saved from memory: no checkpoint callback)"
+
+
+def eval_config(cfg: DictConfig, ckpt_path: str, nfe: int, output: Path) -> DictConfig:
+    """eval.py's configuration (the defaults of configs/eval.yaml) for ``split=sweep.eval_split``
+    at ``nfe``; the sweep sets only what ``sweep.eval_*`` names, so eval.py with the same
+    checkpoint, split, sampler and NFE reproduces the job's numbers."""
+    s = cfg.sweep
+    ecfg = OmegaConf.load(EVAL_YAML)
+    with open_dict(ecfg):
+        ecfg.pop("defaults", None)
+        ecfg.merge_with({
+            "ckpt_path": str(ckpt_path), "split": str(s.eval_split), "input": None,
+            "output": str(output), "limit_files": s.eval_num_files,
+            "sampler": {"name": s.eval_sampler, "nfe": int(nfe), "t_end": s.eval_t_end},
+            "use_ema": bool(s.eval_use_ema), "device": str(s.eval_device),
+            "dnsmos": bool(s.eval_dnsmos), "speaker": False, "plots": False, "progress": False,
+            "metrics": True, "overwrite": True})  # a rerun job re-enhances, never mixes models
+    return ecfg
+
+
+def _ci95(out_dir: Path, keys: list[str]) -> dict[str, Any]:
+    """Half-widths of the 95% intervals of the means, and the files with a failed metric, from
+    eval.py's ``metrics.csv`` (a row per file)."""
+    path = out_dir / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("status") != "failed"]
+    number = lambda v: float(v) if v not in (None, "") else math.nan
+    out: dict[str, Any] = {f"{k}_ci95": M.summarize([number(r.get(k)) for r in rows])[1]
+                           for k in keys}
+    out["files_with_metric_errors"] = sum(any(v for c, v in r.items() if c.startswith("error_"))
+                                          for r in rows)
+    return out
+
+
+def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path
+                        ) -> tuple[list[dict], dict[str, float]]:
+    """eval.py's :func:`~meanflowse.evaluation.evaluate` of ``ckpt_path`` at every NFE of
+    ``sweep.eval_nfe``, each into ``out_dir/nfe<N>``: the mean metrics per NFE (its summary,
+    plus 95% half-widths), and the noisy input's means."""
+    from meanflowse.eval_reports import nothing_scored
+    from meanflowse.evaluation import evaluate
+
+    keys = [k for k in EVAL_KEYS if cfg.sweep.eval_dnsmos or not k.startswith("dnsmos")]
+    results, noisy = [], {}
+    for nfe in cfg.sweep.eval_nfe:
+        folder = out_dir / f"nfe{int(nfe)}"
+        summary = evaluate(eval_config(cfg, ckpt_path, int(nfe), folder))
+        problem = nothing_scored(summary, metrics=True)  # where eval.py would exit non-zero
+        if problem:
+            raise SweepError(f"sweep.eval_split={cfg.sweep.eval_split}, NFE {nfe}: {problem}")
+        results.append({"nfe": int(summary["nfe"]), **{k: summary[k] for k in keys},
+                        **_ci95(folder, keys), "rtf": summary["rtf"],
+                        "num_files": summary["num_files"], "num_failed": summary["num_failed"],
+                        "output": str(folder)})
+        noisy = {k: summary["noisy"][k] for k in keys}
     return results, noisy
 
 
@@ -258,12 +306,11 @@ def train_and_evaluate(cfg: DictConfig) -> dict[str, Any]:
     part: dict[str, Any] = {"train": {"steps": int(trainer.global_step),
                                       "seconds": time.perf_counter() - start, "metrics": metrics,
                                       **(timer.summary() if timer else {})}}
-    enhancer, weights = build_enhancer(cfg, objects)
+    ckpt, weights = eval_checkpoint(cfg, objects)
     start = time.perf_counter()
-    evals, noisy = evaluate_nfes(enhancer, eval_pairs(cfg, objects),
-                                 nfes=list(cfg.sweep.eval_nfe), dnsmos=cfg.sweep.eval_dnsmos)
+    evals, noisy = evaluate_checkpoint(cfg, ckpt, Path(str(cfg.paths.output_dir)) / "eval")
     part.update(eval=evals, noisy=noisy, eval_weights=weights, eval_split=cfg.sweep.eval_split,
-                eval_seconds=time.perf_counter() - start)
+                eval_checkpoint=ckpt, eval_seconds=time.perf_counter() - start)
     scalars = {k: v for k, v in flat_metrics(part).items() if k.startswith("eval/")}
     for lg in trainer.loggers:  # the eval numbers join the job's run (one W&B group per sweep)
         lg.log_metrics(scalars, step=trainer.global_step)

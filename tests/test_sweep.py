@@ -3,6 +3,7 @@ import csv
 import itertools
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -111,8 +112,13 @@ def test_good_job_records_training_step_time_and_every_nfe(multirun):
     assert all(math.isfinite(e["si_sdr"]) and e["num_files"] == 2 for e in rec["eval"])
     assert rec["eval_weights"].endswith(".ckpt")           # EMA weights from the checkpoint
     assert math.isfinite(returns[0]) and returns[0] == rec["train"]["metrics"]["val/one_step_mse"]
+    # eval.py's outputs, one folder per NFE, in the job folder
+    for e in rec["eval"]:
+        assert (root / "0" / "eval" / f"nfe{e['nfe']}" / "summary.json").is_file()
+        assert len(list((root / "0" / "eval" / f"nfe{e['nfe']}").glob("*.wav"))) == 2
     no_ckpt = json.loads((root / "2" / S.RECORD).read_text())
-    assert no_ckpt["status"] == "ok" and no_ckpt["eval_weights"].startswith("memory")
+    assert no_ckpt["status"] == "ok" and "saved from memory" in no_ckpt["eval_weights"]
+    assert (root / "2" / "checkpoints" / "sweep_eval.ckpt").is_file()
 
 
 def test_failed_job_is_recorded_and_returns_nan(multirun):
@@ -184,3 +190,106 @@ def test_gather_of_a_synthetic_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert S.main(["gather", str(tmp_path / "empty")]) == 2
     assert "no sweep_job.json" in capsys.readouterr().err
+
+
+# -- the sweep reports eval.py's numbers -----------------------------------------------------------
+def test_sweep_numbers_for_a_checkpoint_are_eval_pys(multirun, tmp_path):
+    """eval.py (``evaluation.evaluate`` composed from configs/eval.yaml like eval.py does) on job
+    0's checkpoint, split, sampler and each NFE gives exactly the numbers the job recorded, from
+    byte-identical files; scoring the float output instead (what the sweep used to do) gives
+    other numbers, which this comparison would have caught."""
+    from hydra.utils import instantiate
+
+    from meanflowse import metrics as M
+    from meanflowse.enhance import Enhancer, load_module
+    from meanflowse.evaluation import evaluate
+
+    root, _, _ = multirun
+    rec = json.loads((root / "0" / S.RECORD).read_text())
+    ckpt = rec["eval_checkpoint"]
+    for ev in rec["eval"]:
+        out = tmp_path / f"nfe{ev['nfe']}"
+        summary = evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", f"split={rec['eval_split']}",
+                                                f"sampler.nfe={ev['nfe']}", f"output={out}",
+                                                "dnsmos=false", "speaker=false", "progress=false"],
+                                       tmp_path / "hydra"))
+        assert math.isfinite(ev["si_sdr"]) and math.isfinite(rec["noisy"]["pesq"])
+        for key in ("pesq", "estoi", "si_sdr"):
+            for ours, theirs in ((ev[key], summary[key]), (rec["noisy"][key], summary["noisy"][key])):
+                # equal to round-off: the job scored in another process (ESTOI's float sums
+                # may differ in the last bit with its thread count), from the same bytes
+                assert ours == pytest.approx(theirs, rel=1e-12, nan_ok=True), \
+                    (ev["nfe"], key, ours, theirs)
+        assert ev["num_files"] == summary["num_files"] == 2 and ev["num_failed"] == 0
+        ours = sorted(Path(ev["output"]).glob("*.wav"))
+        assert [p.name for p in ours] == sorted(p.name for p in out.glob("*.wav"))
+        for p in ours:
+            assert p.read_bytes() == (out / p.name).read_bytes()
+    # the float output scores differently: the quantisation to the file's format matters
+    first = rec["eval"][0]
+    _, train_cfg = load_module(ckpt)
+    dataset = instantiate(train_cfg.data).dataset(rec["eval_split"])
+    pair = dataset.load_pair(0)
+    enhancer = Enhancer.from_checkpoint(ckpt, nfe=first["nfe"], seed=0)
+    floating = enhancer.enhance(pair["noisy"][None])[0]
+    with open(Path(first["output"]) / "metrics.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if Path(r["file"]).stem == Path(pair["name"]).stem)
+    from_file = float(row["si_sdr"])
+    as_float = M.si_sdr(pair["clean"].numpy(), floating.numpy())
+    assert math.isfinite(from_file) and as_float != from_file
+    assert as_float == pytest.approx(from_file, abs=0.5)  # the same enhancement, re-quantised
+
+
+def test_gather_callback_writes_the_table_when_the_multirun_ends(tmp_path, caplog):
+    """on_multirun_end gathers ``hydra.sweep.dir``: the CSV has a row per job and NFE with the
+    job records' numbers; a folder without records is a warning, not an error."""
+    from omegaconf import OmegaConf
+    for num, rec in enumerate([_record(0, 0.5, "func"), _record(1, 1.0, "fd", pesq=(1.1, 1.2, 1.3)),
+                               _record(2, 1.0, "autograd", status="failed")]):
+        S.write_json_atomic(tmp_path / "multi" / str(num) / S.RECORD, rec)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "multi")}}})
+    S.GatherCallback().on_multirun_end(config=config)
+    with open(tmp_path / "multi" / S.RESULTS_CSV) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["job"], r["status"], r["nfe"]) for r in rows] == [
+        ("0", "ok", "1"), ("0", "ok", "2"), ("0", "ok", "5"),
+        ("1", "ok", "1"), ("1", "ok", "2"), ("1", "ok", "5"), ("2", "failed", "")]
+    assert [float(r["pesq"]) for r in rows[:6]] == [1.5, 1.8, 2.0, 1.1, 1.2, 1.3]
+    assert rows[4]["jvp_impl"] == "fd" and float(rows[4]["c"]) == 1.0
+    assert rows[6]["error"] == "RuntimeError: boom"
+    assert (tmp_path / "multi" / "sweep_results.md").is_file()
+    (tmp_path / "empty").mkdir()
+    S.GatherCallback().on_multirun_end(config=OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}}))
+    assert "nothing gathered" in caplog.text
+    assert not (tmp_path / "empty" / S.RESULTS_CSV).exists()
+
+
+def test_sweep_py_multirun_as_a_process(multirun, tmp_path):
+    """``python sweep.py -m`` with the tiny overrides and a two-point grid (c = 0.5, 1): two
+    job folders with their records, and the table gathered by the Hydra callback at the end."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+    _, _, data = multirun  # the corpus the other jobs generated
+    multi = tmp_path / "multi"
+    overrides = [*TINY, "trainer.max_steps=2", "trainer.max_epochs=-1", "callbacks.progress=null",
+                 "callbacks.val_metrics=null", "callbacks.best_si_sdr=null",
+                 "callbacks.model_checkpoint.monitor=val/one_step_mse",
+                 "callbacks.model_checkpoint.mode=min", "trainer.enable_progress_bar=false",
+                 "sweep.eval_nfe=[1]", "sweep.timer_skip=0", "sweep.group=test",
+                 "mf.first_order_coef=0.5,1.0", "mf.jvp_impl=func",
+                 f"paths.data_dir={data}", f"hydra.sweep.dir={multi}"]
+    proc = subprocess.run([sys.executable, "sweep.py", "-m", *overrides], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads((multi / str(n) / S.RECORD).read_text()) for n in (0, 1)]
+    assert [r["status"] for r in records] == ["ok", "ok"], [r.get("error") for r in records]
+    assert [r["params"]["c"] for r in records] == [0.5, 1.0]
+    assert all(r["train"]["steps"] == 2 and r["eval"][0]["nfe"] == 1 for r in records)
+    with open(multi / S.RESULTS_CSV) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["job"], float(r["c"]), r["nfe"]) for r in rows] == [("0", 0.5, "1"), ("1", 1.0, "1")]
+    assert [float(r["si_sdr"]) for r in rows] == [r["eval"][0]["si_sdr"] for r in records]
+    assert all(math.isfinite(float(r["si_sdr"])) for r in rows)
