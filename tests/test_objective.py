@@ -248,3 +248,202 @@ def test_missing_forward_rule_recognises_torchs_messages():
                                              "support it"))
     assert not missing_forward_rule(torch.OutOfMemoryError("CUDA out of memory"))
     assert not missing_forward_rule(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+# -- the JVP path against a network whose total derivative is known in closed form -------------
+class PolyField(torch.nn.Module):
+    """``u = a x_t + b t y + k (t - r)^2 y + e t x_t``, elementwise, with learnable a, b, k, e.
+
+    Along the tangent ``(v, 0, 1)`` on ``(x_t, y, t)`` with ``r`` fixed, the total derivative is
+    ``du/dt = a v + b y + 2 k (t - r) y + e (x_t + t v)``. Each term is at most quadratic in the
+    step along the tangent, so the central difference (``fd``) is exact up to round-off too.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.k, self.e = (torch.nn.Parameter(torch.tensor(v, dtype=torch.float64))
+                                          for v in (0.7, -1.3, 2.1, 0.9))
+
+    def forward(self, x_t, y, t, r):
+        s = lambda z: z[:, None, None, None]
+        return self.a * x_t + self.b * s(t) * y + self.k * s(t - r) ** 2 * y + self.e * s(t) * x_t
+
+    def closed_form(self, x_t, y, t, r, v):
+        """``(u, du/dt)`` by hand, without autograd."""
+        with torch.no_grad():
+            s = lambda z: z[:, None, None, None]
+            u = self.forward(x_t, y, t, r)
+            dudt = (self.a * v + self.b * y + 2 * self.k * s(t - r) * y
+                    + self.e * (x_t + s(t) * v))
+        return u, dudt
+
+
+# r = t for sample 1 (its target is v whatever the JVP), r < t for the others
+R_FRACTION = torch.tensor([0.3, 1.0, 0.7, 0.1], dtype=torch.float64)
+
+
+def _closed_form_target(field, b, r, c):
+    u, dudt = field.closed_form(b["x_t"], b["y"], b["t"], r, b["v"])
+    return u, b["v"] - c * (b["t"] - r)[:, None, None, None] * dudt
+
+
+@pytest.mark.parametrize("impl", ["func", "autograd", "fd", "auto"])
+@pytest.mark.parametrize("c", [0.5, 1.0])
+def test_meanflow_target_and_loss_match_the_closed_form(impl, c):
+    """The JVP path (r < t) against the hand-computed target ``v - c (t - r) du/dt``, for each
+    JVP implementation and two values of c; the loss and its gradient (target held fixed, as
+    the stop-gradient says) against the closed form too.
+
+    It fails if c were ignored or mis-applied: the two c's closed-form targets differ by
+    ``0.5 (t - r) du/dt`` whose size is asserted below to be far above the tolerance."""
+    b = make_batch(torch.float64)
+    field = PolyField()
+    r = b["t"] * R_FRACTION
+    cfg = MeanFlowConfig(first_order_coef=c, jvp_impl=impl, jvp_clip=None)
+    u_cf, expected = _closed_form_target(field, b, r, c)
+    _, other = _closed_form_target(field, b, r, 1.5 - c)  # the other c of the pair
+    assert (expected - other)[R_FRACTION < 1].abs().max() > 0.1  # c matters at this size
+    torch.testing.assert_close(expected[1], b["v"][1], rtol=0, atol=0)  # r = t: v exactly
+
+    tol = dict(rtol=1e-9, atol=1e-9) if impl != "fd" else dict(rtol=1e-6, atol=1e-7)
+    mf = R_FRACTION < 1
+    _, target, _ = mean_flow_target(field, x_t=b["x_t"][mf], y=b["y"][mf], t=b["t"][mf],
+                                    r=r[mf], v=b["v"][mf], cfg=cfg)
+    torch.testing.assert_close(target, expected[mf], **tol)
+
+    field.zero_grad()
+    out = single_pass_loss(field, r=r, cfg=cfg, **b)
+    out.loss.backward()
+    err = u_cf - expected
+    per_sample = 0.5 * err.pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(out.loss, per_sample.mean(), **tol)
+    # d loss / d a = mean_i sum (u - target) x_t: the target contributes no gradient
+    grad_a = (err * b["x_t"]).flatten(1).sum(1).mean()
+    torch.testing.assert_close(field.a.grad, grad_a, **tol)
+    assert out.logs["loss_cfm"] == pytest.approx(per_sample[~mf].mean().item(), rel=1e-6)
+    assert out.logs["loss_mf"] == pytest.approx(per_sample[mf].mean().item(), rel=1e-6)
+
+    # the two-pass form: (1 - w) CFM + w MeanFlow, each against its closed form
+    w = 0.3
+    two = two_pass_loss(field, r=r, w_mf=w, cfg=cfg, **b).loss
+    # the CFM pass evaluates u at r = t for every sample (u(x_t, t, t), no k term)
+    u_tt, _ = field.closed_form(b["x_t"], b["y"], b["t"], b["t"], b["v"])
+    cfm = 0.5 * (u_tt - b["v"]).pow(2).flatten(1).sum(1).mean()
+    torch.testing.assert_close(two, (1 - w) * cfm + w * per_sample.mean(), **tol)
+
+
+def test_the_closed_form_test_catches_an_ignored_coefficient():
+    """The test above would fail if the code used the wrong c: run the code with c = 0 (what
+    ignoring c amounts to) and the closed form with c = 0.5, and the comparison must fail."""
+    b = make_batch(torch.float64)
+    field = PolyField()
+    r = b["t"] * R_FRACTION
+    _, expected = _closed_form_target(field, b, r, 0.5)
+    _, target, _ = mean_flow_target(field, r=r, cfg=MeanFlowConfig(first_order_coef=0.0,
+                                                                   jvp_clip=None), **b)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(target, expected, rtol=1e-6, atol=1e-7)
+
+
+# -- adaptive loss weighting (mf.adaptive_p) -----------------------------------------------------
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+@pytest.mark.parametrize("p, eps", [(0.5, 1e-3), (1.0, 0.5)])
+def test_adaptive_weighting_matches_its_closed_form_with_stop_gradient(loss, p, eps):
+    """``L = mean_i l_i / sg(l_i + eps)^p``: the value is that, and the gradient is
+    ``mean_i grad(l_i) / (l_i + eps)^p`` (the weight is a constant). Without the stop-gradient
+    the gradient would be ``mean_i (1 - p l_i / (l_i + eps)) grad(l_i) / (l_i + eps)^p``;
+    the test asserts that the two differ at these sizes, so it tells them apart."""
+    b = make_batch(torch.float64)
+    field = PolyField()
+    r = b["t"] * R_FRACTION
+    base = MeanFlowConfig(jvp_clip=None, loss=loss)
+    weighted = MeanFlowConfig(jvp_clip=None, loss=loss, adaptive_p=p, adaptive_eps=eps)
+    # per-sample losses l_i and their gradients w.r.t. the parameters, unweighted
+    per, grads = [], []
+    for i in range(4):
+        one = {k: v[i:i + 1] for k, v in b.items()}
+        field.zero_grad()
+        li = single_pass_loss(field, r=r[i:i + 1], cfg=base, **one).loss
+        li.backward()
+        per.append(li.detach())
+        grads.append(torch.stack([q.grad.clone() for q in field.parameters()]))
+    per, grads = torch.stack(per), torch.stack(grads)  # [B], [B, 4]
+    w = (per + eps).pow(-p)
+    field.zero_grad()
+    out = single_pass_loss(field, r=r, cfg=weighted, **b).loss
+    out.backward()
+    got = torch.stack([q.grad for q in field.parameters()])
+    torch.testing.assert_close(out, (per * w).mean(), rtol=1e-10, atol=1e-12)
+    expected = (w[:, None] * grads).mean(0)
+    torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
+    without_sg = ((w * (1 - p * per / (per + eps)))[:, None] * grads).mean(0)
+    assert (expected - without_sg).abs().max() > 1e-3 * expected.abs().max()
+    # p = 0 is the identity
+    assert torch.equal(single_pass_loss(field, r=r, cfg=MeanFlowConfig(
+        jvp_clip=None, loss=loss, adaptive_p=0.0, adaptive_eps=eps), **b).loss,
+        single_pass_loss(field, r=r, cfg=base, **b).loss)
+
+
+# -- single pass equals two pass in expectation --------------------------------------------------
+class PolyBackbone(PolyField):
+    """:class:`PolyField` with the backbone's contract ``(x_t, y, t, d = t - r)``."""
+
+    def forward(self, x_t, y, t, d):
+        return super().forward(x_t, y, t, t - d)
+
+
+def _draws(module, b, n, seed, *, wrong_p=False):
+    """Loss and parameter gradient of ``module._loss`` (the training step's objective, r drawn
+    inside) on a fixed batch, for ``n`` seeds; ``wrong_p`` draws the single pass's r = t with
+    probability p_r_equals_t alone instead of ``(1 - w) + w p`` (the mistake to catch)."""
+    losses, grads = [], []
+    for k in range(n):
+        torch.manual_seed(seed + k)
+        module.zero_grad()
+        if wrong_p:
+            from meanflowse.curriculum import sample_r
+            r = sample_r(b["t"], gamma=1.0, p_equal=module.curriculum.p_r_equals_t, r_min=0.03)
+            loss = single_pass_loss(module.net_fn, r=r, cfg=module.mf, **b).loss
+        else:
+            loss = module._loss(**b, w_mf=0.5, gamma=1.0).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.stack([q.grad.clone() for q in module.parameters()]))
+    return torch.stack(losses), torch.stack(grads)
+
+
+def test_single_pass_equals_two_pass_in_expectation():
+    """Same batch (x_t, t, v), r redrawn each time: the mean loss and mean gradient of
+    ``mf.formulation=single_pass`` and ``two_pass`` agree within 4 standard errors (estimated
+    from the draws), while single draws differ; drawing the single pass's r = t with the wrong
+    probability is caught by the same statistic."""
+    from meanflowse.curriculum import CurriculumConfig
+    from meanflowse.lit_module import MeanFlowSEModule
+    from meanflowse.samplers import SamplerConfig
+
+    b = make_batch(torch.float64, b=8, seed=3)
+    n = 300
+
+    def module_of(form):
+        return MeanFlowSEModule(backbone=PolyBackbone(), path=PathConfig(),
+                                mf=MeanFlowConfig(formulation=form, first_order_coef=1.0,
+                                                  jvp_clip=None),
+                                curriculum=CurriculumConfig(r_min=0.03), sampler=SamplerConfig())
+    single, two = module_of("single_pass"), module_of("two_pass")
+    # independent seeds, so the standard error of the difference is the sum of the two
+    stats = {"single_pass": _draws(single, b, n, seed=5000), "two_pass": _draws(two, b, n, seed=1000)}
+    wrong = _draws(single, b, n, seed=9000, wrong_p=True)
+    # the same seed gives each formulation its own r, so single draws differ
+    same_seed = _draws(single, b, 5, seed=1000)[0], stats["two_pass"][0][:5]
+    assert not torch.isclose(*same_seed).any(), same_seed
+
+    def z(a, c):  # difference of means in standard errors, per component
+        se = (a.var(0) / len(a) + c.var(0) / len(c)).sqrt()
+        return ((a.mean(0) - c.mean(0)) / se).abs()
+
+    (ls, gs), (lt, gt) = stats["single_pass"], stats["two_pass"]
+    assert ls.std() > 0 and lt.std() > 0                      # r is really redrawn
+    assert z(ls, lt) < 4, (ls.mean(), lt.mean(), z(ls, lt))
+    assert (z(gs.flatten(1), gt.flatten(1)) < 4).all(), z(gs.flatten(1), gt.flatten(1))
+    # the statistic has the power to see a wrong r = t probability (0.1 instead of 0.55)
+    assert z(wrong[0], lt) > 6, z(wrong[0], lt)  # 7.3 at these seeds; the pass bar is 4
