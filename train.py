@@ -25,7 +25,7 @@ def run(cfg: DictConfig) -> float | None:
         metrics, _ = train(cfg)
     except USER_ERRORS as err:
         raise SystemExit(f"train.py: {err}") from None
-    return metrics.get(cfg.get("optimized_metric", "val/one_step_mse"))
+    return metrics.get(cfg.optimized_metric)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

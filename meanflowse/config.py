@@ -36,6 +36,31 @@ def register_schemas() -> None:
         cs.store(group="schema", name=key, node=node)
 
 
+# -- --help: the user's groups only ---------------------------------------------------------------
+# Hydra's own listing ($APP_CONFIG_GROUPS) shows every group but Hydra's, the `schema` group of
+# the ConfigStore included, which holds internals no one chooses on the command line. The help
+# template in configs/hydra/default.yaml calls this resolver instead.
+HIDDEN_GROUPS = frozenset({"hydra", "schema"})
+
+
+def help_groups() -> str:
+    """``group: option, option`` for each config group a user chooses from, as Hydra lists them
+    (the config folder and the ConfigStore), without :data:`HIDDEN_GROUPS`."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in sorted(set(loader.list_groups("")) - HIDDEN_GROUPS):
+        options = sorted(loader.get_group_options(group))
+        if options:
+            lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+if not OmegaConf.has_resolver("meanflowse.help_groups"):
+    OmegaConf.register_new_resolver("meanflowse.help_groups", help_groups)
+
+
 def to_dataclass(cfg: DictConfig, key: str) -> Any:
     """``cfg[key]`` as its dataclass (validated again, so a hand-built config is checked too)."""
     cls = SCHEMAS[key]

@@ -345,7 +345,7 @@ def run_job(cfg: DictConfig, *, reraise: bool = False) -> float:
         _close_wandb()
         write_json_atomic(out_dir / RECORD, record)
     flat = flat_metrics(record)
-    key = str(cfg.get("optimized_metric") or "val/one_step_mse")
+    key = str(cfg.optimized_metric)
     if record["status"] == "ok" and key not in flat:
         log.warning("optimized_metric=%s is not among this job's numbers: %s", key, sorted(flat))
     return flat.get(key, math.nan)

@@ -111,7 +111,14 @@ def test_train_py_cli_help_and_typo():
                                     text=True, timeout=120)
     helped = run("--help")
     assert helped.returncode == 0
-    for group in ("backbone", "path", "mf_objective", "curriculum", "sampler", "trainer", "data"):
-        assert f"{group}:" in helped.stdout
+    listed = {line.split(":")[0]: [o.strip() for o in line.split(":", 1)[1].split(",")]
+              for line in helped.stdout.split("== Config ==")[0].splitlines()
+              if ": " in line and not line.startswith(" ")}
+    for group in ("backbone", "path", "mf_objective", "curriculum", "sampler", "trainer", "data",
+                  "experiment", "debug"):
+        assert group in listed, (group, helped.stdout[:3000])
+    assert listed["backbone"] == ["dcunet", "ncsnpp", "ncsnpp_small", "ncsnpp_tiny"]
+    # internals are out of sight: the schemas' group, and no alias of an option
+    assert "schema" not in listed and "default" not in listed["sampler"], listed
     typo = run("mf.first_order_cof=0.5")
     assert typo.returncode != 0 and "first_order_cof" in typo.stderr
