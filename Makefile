@@ -36,8 +36,9 @@ bench: $(STAMP)  ## run the benchmarks reported in BENCHMARKS.md
 sweep-cpu: $(STAMP)  ## the default sweep sized for a 2-core CPU (experiments/cpu_sweep, about 17 minutes)
 	$(PY) sweep.py -m experiment=sweep_cpu
 
-lint: $(STAMP)  ## byte-compile everything (cheap syntax check)
-	$(PY) -m compileall -q meanflowse tests train.py eval.py sweep.py
+lint: $(STAMP)  ## ruff: lint rules and formatting (pyproject.toml [tool.ruff]); `ruff format .` fixes the latter
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:  ## remove caches only (keeps outputs/ and .venv)
 	rm -rf .pytest_cache

@@ -1,4 +1,8 @@
-"""Enhance a file or folder with a trained checkpoint and measure it: `python eval.py ckpt_path=... input=...`."""
+"""Enhance a file or folder with a trained checkpoint and measure it.
+
+`python eval.py ckpt_path=... input=...` (or `split=test`); see meanflowse/evaluation.py.
+"""
+
 import sys
 
 import hydra

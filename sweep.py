@@ -5,6 +5,7 @@ Each job trains one grid point (c x mf.jvp_impl by default) and evaluates it at 
 (`python -m meanflowse.sweep gather DIR` redoes that). A failed job is recorded and the others
 go on; a single run (no -m) re-raises its error.
 """
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode

@@ -1,4 +1,5 @@
 """Train MeanFlowSE: `python train.py [backbone=ncsnpp] [mf.first_order_coef=0.5] ...`."""
+
 import hydra
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig

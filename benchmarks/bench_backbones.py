@@ -15,6 +15,7 @@ VM's speed varies by up to 1.4x between hours) does not skew the ratio. ``--fir-
 applies ``upfirdn`` to every mode. ``--retain-cpu-memory`` is the train.py/eval.py setting of
 that name (:mod:`meanflowse.runtime`), process-wide, so compare it across two runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,10 +60,16 @@ class Mode:
     def parse(cls, text: str) -> "Mode":
         tokens = set(text.split("+"))
         if not tokens <= set(MODE_TOKENS):
-            raise SystemExit(f"--modes: unknown {sorted(tokens - set(MODE_TOKENS))} in {text!r}; "
-                             f"tokens are {', '.join(MODE_TOKENS)} joined by '+'")
-        return cls(bf16="bf16" in tokens, channels_last="cl" in tokens,
-                   compile="compile" in tokens, upfirdn="upfirdn" in tokens)
+            raise SystemExit(
+                f"--modes: unknown {sorted(tokens - set(MODE_TOKENS))} in {text!r}; "
+                f"tokens are {', '.join(MODE_TOKENS)} joined by '+'"
+            )
+        return cls(
+            bf16="bf16" in tokens,
+            channels_last="cl" in tokens,
+            compile="compile" in tokens,
+            upfirdn="upfirdn" in tokens,
+        )
 
 
 def autocast(mode: Mode, device: torch.device):
@@ -77,15 +84,18 @@ def reference_fir(enabled: bool):
     if not enabled:
         yield
         return
-    with mock.patch.object(layers, "fir_downsample", layers.fir_downsample_reference), \
-            mock.patch.object(layers, "fir_upsample", layers.fir_upsample_reference), \
-            mock.patch("meanflowse.backbones.ncsnpp.fir_downsample", layers.fir_downsample_reference), \
-            mock.patch("meanflowse.backbones.ncsnpp.fir_upsample", layers.fir_upsample_reference):
+    with (
+        mock.patch.object(layers, "fir_downsample", layers.fir_downsample_reference),
+        mock.patch.object(layers, "fir_upsample", layers.fir_upsample_reference),
+        mock.patch("meanflowse.backbones.ncsnpp.fir_downsample", layers.fir_downsample_reference),
+        mock.patch("meanflowse.backbones.ncsnpp.fir_upsample", layers.fir_upsample_reference),
+    ):
         yield
 
 
-def measure(preset: str, *, batch: int, frames: int, mode: Mode, device: torch.device,
-            repeats: int, train: bool) -> tuple[float, float | None]:
+def measure(
+    preset: str, *, batch: int, frames: int, mode: Mode, device: torch.device, repeats: int, train: bool
+) -> tuple[float, float | None]:
     net = build(preset, device)
     x, y, t, d = make_inputs(batch, frames, device)
     target = torch.randn_like(x)
@@ -114,9 +124,18 @@ def measure(preset: str, *, batch: int, frames: int, mode: Mode, device: torch.d
     return fwd, stp
 
 
-def run(*, presets: list[str], batches: list[int], frames: int = 256, device: str = "cpu",
-        modes: list[str] = ("fp32",), repeats: int = 3, train_max_batch: int = 4,
-        no_train: tuple[str, ...] = (), fir_reference: bool = False) -> list[list[object]]:
+def run(
+    *,
+    presets: list[str],
+    batches: list[int],
+    frames: int = 256,
+    device: str = "cpu",
+    modes: list[str] = ("fp32",),
+    repeats: int = 3,
+    train_max_batch: int = 4,
+    no_train: tuple[str, ...] = (),
+    fir_reference: bool = False,
+) -> list[list[object]]:
     dev = torch.device(device)
     parsed = {m: Mode.parse(f"{m}+upfirdn" if fir_reference else m) for m in modes}
     rows = []
@@ -126,18 +145,40 @@ def run(*, presets: list[str], batches: list[int], frames: int = 256, device: st
             train = batch <= train_max_batch and preset not in no_train
             first: tuple[float, float | None] | None = None
             for name, mode in parsed.items():
-                fwd, stp = measure(preset, batch=batch, frames=frames, mode=mode, device=dev,
-                                   repeats=repeats, train=train)
+                fwd, stp = measure(
+                    preset, batch=batch, frames=frames, mode=mode, device=dev, repeats=repeats, train=train
+                )
                 first = first or (fwd, stp)
-                rows.append([preset, f"{params / 1e6:.2f}M", name, f"{batch} x {frames}",
-                             f"{fwd:.3f}", "—" if stp is None else f"{stp:.3f}",
-                             f"{first[0] / fwd:.2f}x",
-                             "—" if stp is None or first[1] is None else f"{first[1] / stp:.2f}x"])
+                rows.append(
+                    [
+                        preset,
+                        f"{params / 1e6:.2f}M",
+                        name,
+                        f"{batch} x {frames}",
+                        f"{fwd:.3f}",
+                        "—" if stp is None else f"{stp:.3f}",
+                        f"{first[0] / fwd:.2f}x",
+                        "—" if stp is None or first[1] is None else f"{first[1] / stp:.2f}x",
+                    ]
+                )
                 print(" | ".join(str(c) for c in rows[-1]), flush=True)
     fir = "literal upfirdn2d (reference-style) FIR" if fir_reference else "strided-conv FIR"
     print(f"\nBackbones on {device}, {fir}, {NOTE}; {machine()}\n")
-    print(markdown_table(["preset", "params", "mode", "batch x frames", "forward s",
-                          "train step s", f"forward vs {modes[0]}", f"step vs {modes[0]}"], rows))
+    print(
+        markdown_table(
+            [
+                "preset",
+                "params",
+                "mode",
+                "batch x frames",
+                "forward s",
+                "train step s",
+                f"forward vs {modes[0]}",
+                f"step vs {modes[0]}",
+            ],
+            rows,
+        )
+    )
     return rows
 
 
@@ -156,7 +197,14 @@ if __name__ == "__main__":
     a = ap.parse_args()
     retained = apply_cpu_memory_setting({"true": True, "false": False}.get(a.retain_cpu_memory, "auto"))
     print(f"retain_cpu_memory={a.retain_cpu_memory}: glibc keeps freed memory: {retained}")
-    run(presets=a.presets.split(","), batches=[int(b) for b in a.batches.split(",")],
-        frames=a.frames, device=a.device, modes=a.modes.split(","), repeats=a.repeats,
-        train_max_batch=a.train_max_batch, no_train=tuple(filter(None, a.no_train.split(","))),
-        fir_reference=a.fir_reference)
+    run(
+        presets=a.presets.split(","),
+        batches=[int(b) for b in a.batches.split(",")],
+        frames=a.frames,
+        device=a.device,
+        modes=a.modes.split(","),
+        repeats=a.repeats,
+        train_max_batch=a.train_max_batch,
+        no_train=tuple(filter(None, a.no_train.split(","))),
+        fir_reference=a.fir_reference,
+    )

@@ -13,6 +13,7 @@
 `python -m benchmarks.bench_enhance --ckpt PATH [--quick] [--device auto]
 [--only memory,rtf,quality,folder]`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,11 @@ def eval_config(overrides: list[str], out_dir: Path):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("eval", overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={out_dir}",
-                                         "progress=false", *overrides], return_hydra_config=True)
+        cfg = compose(
+            "eval",
+            overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={out_dir}", "progress=false", *overrides],
+            return_hydra_config=True,
+        )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
@@ -90,12 +94,28 @@ def _memory_case(ckpt: str, wav: Path, out: Path, device: str, chunk_s: float) -
     before = _peak_rss_mb()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    summary = evaluate(eval_config([f"ckpt_path={ckpt}", f"input={wav}", f"output={out}",
-                                    f"device={device}", f"chunk_s={chunk_s}", "metrics=false"], out))
+    summary = evaluate(
+        eval_config(
+            [
+                f"ckpt_path={ckpt}",
+                f"input={wav}",
+                f"output={out}",
+                f"device={device}",
+                f"chunk_s={chunk_s}",
+                "metrics=false",
+            ],
+            out,
+        )
+    )
     peak = _peak_rss_mb()
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else float("nan")
-    return {"rss_peak_mb": peak, "rss_before_mb": before, "cuda_peak_mb": cuda,
-            "rtf": summary["rtf"], "ok": summary["num_files"] == 1}
+    return {
+        "rss_peak_mb": peak,
+        "rss_before_mb": before,
+        "cuda_peak_mb": cuda,
+        "rtf": summary["rtf"],
+        "ok": summary["num_files"] == 1,
+    }
 
 
 def memory(ckpt: str, *, long_s: float, short_s: float, chunk_s: float, device: str) -> list[list]:
@@ -103,17 +123,36 @@ def memory(ckpt: str, *, long_s: float, short_s: float, chunk_s: float, device: 
     with tempfile.TemporaryDirectory() as tmp:
         for label, seconds in (("short", short_s), ("long", long_s)):
             wav = write_noisy(Path(tmp) / f"{label}.wav", seconds)
-            cmd = [sys.executable, "-m", "benchmarks.bench_enhance", "--ckpt", ckpt, "--device", device,
-                   "--memory-case", str(wav), "--chunk-s", str(chunk_s), "--out", f"{tmp}/out_{label}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_enhance",
+                "--ckpt",
+                ckpt,
+                "--device",
+                device,
+                "--memory-case",
+                str(wav),
+                "--chunk-s",
+                str(chunk_s),
+                "--out",
+                f"{tmp}/out_{label}",
+            ]
             res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 raise RuntimeError(f"memory case {label} failed:\n{res.stderr[-3000:]}")
             r = json.loads(res.stdout.strip().splitlines()[-1])
             peaks[label] = r
-            rows.append([f"{seconds:g} s", f"{r['rss_before_mb']:.0f}", f"{r['rss_peak_mb']:.0f}",
-                         f"{r['rss_peak_mb'] - r['rss_before_mb']:.0f}",
-                         "—" if np.isnan(r["cuda_peak_mb"]) else f"{r['cuda_peak_mb']:.0f}",
-                         f"{r['rtf']:.3f}"])
+            rows.append(
+                [
+                    f"{seconds:g} s",
+                    f"{r['rss_before_mb']:.0f}",
+                    f"{r['rss_peak_mb']:.0f}",
+                    f"{r['rss_peak_mb'] - r['rss_before_mb']:.0f}",
+                    "—" if np.isnan(r["cuda_peak_mb"]) else f"{r['cuda_peak_mb']:.0f}",
+                    f"{r['rtf']:.3f}",
+                ]
+            )
     ratio = peaks["long"]["rss_peak_mb"] / peaks["short"]["rss_peak_mb"]
     rows.append(["long / short", "", f"{ratio:.2f}x", "", _ratio(peaks, "cuda_peak_mb"), ""])
     return rows
@@ -144,8 +183,9 @@ def speed(ckpt: str, *, seconds: float, nfes: tuple[int, ...], device: str, repe
             enh = Enhancer.from_checkpoint(ckpt, device=device, nfe=nfe, chunk_s=seconds + 1.0)
             wav = load_audio(src, mono=False)[0]
             core = time_call(lambda: enh.enhance(wav), repeats=repeats)
-            bare = _bare_forward_fn(enh, padded_frames(item.frames, hop=enh.spec.hop_length,
-                                                       multiple=enh.frame_multiple))
+            bare = _bare_forward_fn(
+                enh, padded_frames(item.frames, hop=enh.spec.hop_length, multiple=enh.frame_multiple)
+            )
 
             def pipeline():  # eval.py's work for one file, metrics aside
                 noisy = load_audio(src, mono=False)[0]
@@ -155,14 +195,26 @@ def speed(ckpt: str, *, seconds: float, nfes: tuple[int, ...], device: str, repe
             def forwards():
                 for _ in range(nfe):
                     bare()
+
             pipeline(), forwards()  # warm-up
-            pairs = [(time_call(pipeline, warmup=0, repeats=1), time_call(forwards, warmup=0, repeats=1))
-                     for _ in range(repeats)]
+            pairs = [
+                (time_call(pipeline, warmup=0, repeats=1), time_call(forwards, warmup=0, repeats=1))
+                for _ in range(repeats)
+            ]
             full = statistics.median(p[0] for p in pairs)
             base = statistics.median(p[1] for p in pairs)
             overhead = statistics.median(p[0] / p[1] - 1 for p in pairs)
-            rows.append([nfe, enh.sampler_name, f"{full / seconds:.4f}", f"{core / seconds:.4f}",
-                         f"{full:.3f}", f"{base:.3f}", f"{overhead:+.1%}"])
+            rows.append(
+                [
+                    nfe,
+                    enh.sampler_name,
+                    f"{full / seconds:.4f}",
+                    f"{core / seconds:.4f}",
+                    f"{full:.3f}",
+                    f"{base:.3f}",
+                    f"{overhead:+.1%}",
+                ]
+            )
     return rows
 
 
@@ -178,6 +230,7 @@ def _bare_forward_fn(enh, frames: int):
     def forward():
         with torch.no_grad(), enh.autocast():
             enh.module.backbone(x, x, t, t)
+
     return forward
 
 
@@ -191,21 +244,46 @@ def quality(ckpt: str, *, device: str, limit: int | None, dnsmos: bool) -> list[
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, nfe, precision in (("euler_mf", 1, "fp32"), ("euler", 5, "fp32"),
-                                     ("euler_mf", 5, "fp32"), ("euler_mf", 1, "bf16")):
+        for name, nfe, precision in (
+            ("euler_mf", 1, "fp32"),
+            ("euler", 5, "fp32"),
+            ("euler_mf", 5, "fp32"),
+            ("euler_mf", 1, "bf16"),
+        ):
             out = Path(tmp) / f"{name}_{nfe}_{precision}"
-            s = evaluate(eval_config([f"ckpt_path={ckpt}", "split=test", f"output={out}",
-                                      f"device={device}", f"sampler.name={name}", f"sampler.nfe={nfe}",
-                                      f"precision={precision}",
-                                      f"dnsmos={str(dnsmos).lower()}", "speaker=false",
-                                      f"limit_files={limit if limit else 'null'}"], out))
+            s = evaluate(
+                eval_config(
+                    [
+                        f"ckpt_path={ckpt}",
+                        "split=test",
+                        f"output={out}",
+                        f"device={device}",
+                        f"sampler.name={name}",
+                        f"sampler.nfe={nfe}",
+                        f"precision={precision}",
+                        f"dnsmos={str(dnsmos).lower()}",
+                        "speaker=false",
+                        f"limit_files={limit if limit else 'null'}",
+                    ],
+                    out,
+                )
+            )
             label = f"{name}, NFE {nfe}" + (", bf16" if precision == "bf16" else "")
-            rows.append([label, s["num_files"]] + [
-                "—" if np.isnan(s[k]) else f"{s[k]:.3f}"
-                for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl", "rtf")])
-        rows.append(["noisy input", s["num_files"]] + [
-            "—" if np.isnan(s["noisy"][k]) else f"{s['noisy'][k]:.3f}"
-            for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")] + [""])
+            rows.append(
+                [label, s["num_files"]]
+                + [
+                    "—" if np.isnan(s[k]) else f"{s[k]:.3f}"
+                    for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl", "rtf")
+                ]
+            )
+        rows.append(
+            ["noisy input", s["num_files"]]
+            + [
+                "—" if np.isnan(s["noisy"][k]) else f"{s['noisy'][k]:.3f}"
+                for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
+            ]
+            + [""]
+        )
     return rows
 
 
@@ -227,18 +305,34 @@ def folder(ckpt: str, *, files: int, seconds: float, device: str) -> list[list]:
         bare = files * _bare_forward(enh, frames, repeats=3)
         for overlap in ("false", "true", "false"):  # off twice: the first run warms the disk cache
             out = Path(tmp) / f"out_{overlap}"
-            cfg = eval_config([f"ckpt_path={ckpt}", f"input={src}", f"output={out}", f"device={device}",
-                               "metrics=false", f"overlap_io={overlap}", "overwrite=true",
-                               f"chunk_s={seconds + 1.0}"], out)
+            cfg = eval_config(
+                [
+                    f"ckpt_path={ckpt}",
+                    f"input={src}",
+                    f"output={out}",
+                    f"device={device}",
+                    "metrics=false",
+                    f"overlap_io={overlap}",
+                    "overwrite=true",
+                    f"chunk_s={seconds + 1.0}",
+                ],
+                out,
+            )
             wall = time_call(lambda: evaluate(cfg, enhancer=enh), warmup=0, repeats=1)
-            rows.append([f"overlap_io={overlap}", files, f"{wall:.3f}", f"{bare:.3f}",
-                         f"{(wall - bare) / bare:+.1%}"])
+            rows.append(
+                [f"overlap_io={overlap}", files, f"{wall:.3f}", f"{bare:.3f}", f"{(wall - bare) / bare:+.1%}"]
+            )
     return rows[1:]
 
 
 # ------------------------------------------------------------------------------ report
-def run(ckpt: str, *, quick: bool = False, device: str = "auto",
-        only: tuple[str, ...] = ("memory", "rtf", "quality", "folder")) -> dict[str, list[list]]:
+def run(
+    ckpt: str,
+    *,
+    quick: bool = False,
+    device: str = "auto",
+    only: tuple[str, ...] = ("memory", "rtf", "quality", "folder"),
+) -> dict[str, list[list]]:
     from meanflowse.enhance import resolve_device
 
     dev = str(resolve_device(device))
@@ -248,26 +342,59 @@ def run(ckpt: str, *, quick: bool = False, device: str = "auto",
         long_s, short_s, chunk_s = (20.0, 2.0, 2.0) if quick else (600.0, 10.0, 10.0)
         out["memory"] = memory(ckpt, long_s=long_s, short_s=short_s, chunk_s=chunk_s, device=dev)
         print(f"(a) peak memory, whole eval.py pipeline, chunk_s={chunk_s}\n")
-        print(markdown_table(["file", "RSS after model load (MB)", "peak RSS (MB)",
-                              "RSS added (MB)", "peak CUDA alloc (MB)", "RTF"], out["memory"]) + "\n")
+        print(
+            markdown_table(
+                [
+                    "file",
+                    "RSS after model load (MB)",
+                    "peak RSS (MB)",
+                    "RSS added (MB)",
+                    "peak CUDA alloc (MB)",
+                    "RTF",
+                ],
+                out["memory"],
+            )
+            + "\n"
+        )
     if "rtf" in only:
         seconds, nfes, reps = (2.0, (1, 2), 1) if quick else (10.0, (1, 2, 5, 10), 5)
         out["rtf"] = speed(ckpt, seconds=seconds, nfes=nfes, device=dev, repeats=reps)
         print(f"(b) speed on a {seconds:g} s file (median of {reps} alternating pairs, after a warm-up)\n")
-        print(markdown_table(["NFE", "sampler", "RTF (load+enhance+write)", "RTF (enhance)",
-                              "pipeline s", "NFE x bare forward s", "overhead"], out["rtf"]) + "\n")
+        print(
+            markdown_table(
+                [
+                    "NFE",
+                    "sampler",
+                    "RTF (load+enhance+write)",
+                    "RTF (enhance)",
+                    "pipeline s",
+                    "NFE x bare forward s",
+                    "overhead",
+                ],
+                out["rtf"],
+            )
+            + "\n"
+        )
     if "quality" in only:
         out["quality"] = quality(ckpt, device=dev, limit=2 if quick else None, dnsmos=not quick)
         print("(c) quality on the checkpoint's test split (means over files)\n")
-        print(markdown_table(["sampler", "files", "PESQ", "ESTOI", "SI-SDR", "DNSMOS OVRL", "RTF"],
-                             out["quality"]) + "\n")
+        print(
+            markdown_table(
+                ["sampler", "files", "PESQ", "ESTOI", "SI-SDR", "DNSMOS OVRL", "RTF"], out["quality"]
+            )
+            + "\n"
+        )
     if "folder" in only:
         files, seconds = (3, 2.0) if quick else (8, 10.0)
         out["folder"] = folder(ckpt, files=files, seconds=seconds, device=dev)
-        print(f"(d) a folder of {files} files of {seconds:g} s through evaluate() (metrics off, "
-              "model loaded beforehand): whole run against the bare forwards\n")
-        print(markdown_table(["mode", "files", "run s", "files x bare forward s", "overhead"],
-                             out["folder"]) + "\n")
+        print(
+            f"(d) a folder of {files} files of {seconds:g} s through evaluate() (metrics off, "
+            "model loaded beforehand): whole run against the bare forwards\n"
+        )
+        print(
+            markdown_table(["mode", "files", "run s", "files x bare forward s", "overhead"], out["folder"])
+            + "\n"
+        )
     return out
 
 
@@ -284,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
     if not Path(a.ckpt).is_file():
         ap.error(f"--ckpt {a.ckpt}: no such file (train one: `python train.py experiment=demo`)")
     from meanflowse.runtime import apply_cpu_memory_setting
+
     apply_cpu_memory_setting("auto")  # as eval.py does
     if a.memory_case:
         print(json.dumps(_memory_case(a.ckpt, Path(a.memory_case), Path(a.out), a.device, a.chunk_s)))

@@ -5,6 +5,7 @@ sample takes the MeanFlow branch (r < t), the most expensive case (`--mf-fractio
 `python -m benchmarks.bench_objective [--frames 128] [--batch 2] [--repeats 3] [--device cpu]
 [--backbone ncsnpp_tiny] [--mf-fraction 1.0]`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,15 @@ VARIANTS = [  # (label, formulation, jvp_impl, jvp_chunk, jvp_reuse_primal)
 ]
 
 
-def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = "ncsnpp_tiny",
-        device: str = "cpu", mf_fraction: float = 1.0):
+def run(
+    *,
+    frames: int = 128,
+    batch: int = 2,
+    repeats: int = 3,
+    backbone: str = "ncsnpp_tiny",
+    device: str = "cpu",
+    mf_fraction: float = 1.0,
+):
     """``mf_fraction``: share of the batch with ``r < t`` (the rest ``r = t``); 1.0 is the worst
     case, 0.25 about the end of the reference curriculum (``w (1 - p) = 0.225``)."""
     torch.manual_seed(0)
@@ -45,8 +53,9 @@ def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = 
     t = torch.full((batch,), 0.8, device=dev)
     n_mf = round(mf_fraction * batch)
     r = torch.where(torch.arange(batch, device=dev) < n_mf, 0.3, t)
-    b = dict(x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=path), y=y, t=t,
-             v=conditional_velocity(x=x, y=y, z=z, cfg=path))
+    b = dict(
+        x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=path), y=y, t=t, v=conditional_velocity(x=x, y=y, z=z, cfg=path)
+    )
     base = MeanFlowConfig()
 
     def step(loss_fn):
@@ -54,6 +63,7 @@ def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = 
             opt.zero_grad(set_to_none=True)
             loss_fn().backward()
             opt.step()
+
         return go
 
     cfm = time_call(step(lambda: cfm_loss(fn, cfg=base, **b)), repeats=repeats)
@@ -69,8 +79,10 @@ def run(*, frames: int = 128, batch: int = 2, repeats: int = 3, backbone: str = 
         rows.append([label, f"{sec:.3f}", f"{sec / cfm:.2f}x"])
         print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(["training step", "seconds", "vs CFM"], rows)
-    print(f"\nMeanFlow step cost, {backbone}, batch {batch} x {frames} frames, {n_mf} of them with "
-          f"r < t, {device}, {machine()}\n")
+    print(
+        f"\nMeanFlow step cost, {backbone}, batch {batch} x {frames} frames, {n_mf} of them with "
+        f"r < t, {device}, {machine()}\n"
+    )
     print(table)
     return rows
 
@@ -84,5 +96,11 @@ if __name__ == "__main__":
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mf-fraction", type=float, default=1.0, help="share of samples with r < t")
     a = ap.parse_args()
-    run(frames=a.frames, batch=a.batch, repeats=a.repeats, backbone=a.backbone, device=a.device,
-        mf_fraction=a.mf_fraction)
+    run(
+        frames=a.frames,
+        batch=a.batch,
+        repeats=a.repeats,
+        backbone=a.backbone,
+        device=a.device,
+        mf_fraction=a.mf_fraction,
+    )

@@ -6,6 +6,7 @@ e.g. `python -m benchmarks.bench_train --out outputs/bench_train backbone=ncsnpp
 trainer.precision=bf16-mixed`. Validation metrics and best-checkpoint callbacks are switched off so
 only training is timed; the MeanFlow warm-up is shortened to the first 20% so most steps run it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,13 +18,23 @@ from pathlib import Path
 from benchmarks.common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ["logger=csv", "callbacks.progress=null", "trainer.enable_progress_bar=false",
-        "callbacks.val_metrics=null", "callbacks.model_checkpoint=null",
-        "callbacks.best_si_sdr=null", "trainer.check_val_every_n_epoch=100000",
-        "trainer.num_sanity_val_steps=0", "trainer.max_epochs=-1", "trainer.log_every_n_steps=5",
-        "curriculum.mf_warmup_frac=0.2", "data.synthetic.num_train=160",
-        "data.synthetic.num_valid=4", "data.synthetic.num_test=4",
-        "+callbacks.step_timer._target_=meanflowse.sweep.StepTimer"]
+BASE = [
+    "logger=csv",
+    "callbacks.progress=null",
+    "trainer.enable_progress_bar=false",
+    "callbacks.val_metrics=null",
+    "callbacks.model_checkpoint=null",
+    "callbacks.best_si_sdr=null",
+    "trainer.check_val_every_n_epoch=100000",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.max_epochs=-1",
+    "trainer.log_every_n_steps=5",
+    "curriculum.mf_warmup_frac=0.2",
+    "data.synthetic.num_train=160",
+    "data.synthetic.num_valid=4",
+    "data.synthetic.num_test=4",
+    "+callbacks.step_timer._target_=meanflowse.sweep.StepTimer",
+]
 
 
 def losses(out: Path) -> list[float]:
@@ -37,12 +48,12 @@ def losses(out: Path) -> list[float]:
 def run(out: Path, steps: int, overrides: list[str]) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import compose_cfg  # the tests' Hydra composition with outputs under `out`
-
     from meanflowse.sweep import StepTimer
     from meanflowse.training import train
 
-    cfg = compose_cfg("train", [*BASE, f"trainer.max_steps={steps}", *overrides], out,
-                      shared_data=out / "data")
+    cfg = compose_cfg(
+        "train", [*BASE, f"trainer.max_steps={steps}", *overrides], out, shared_data=out / "data"
+    )
     _, objs = train(cfg)
     timer = next(c for c in objs["trainer"].callbacks if isinstance(c, StepTimer))
     result = dict(timer.summary(), steps=objs["trainer"].global_step)

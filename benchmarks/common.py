@@ -1,4 +1,5 @@
 """Shared helpers for the benchmarks: timing with warm-up, machine description, markdown tables."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@
 The weights are the initialisation (seed 0): the speed figures of ``bench_enhance`` hold, its
 quality figures mean nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_checkpoint(out: Path, overrides: list[str]) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import compose_cfg  # the tests' Hydra composition with outputs under a folder
-
     from meanflowse.atomic import atomic_path
     from meanflowse.training import build_module
 
@@ -27,10 +27,13 @@ def make_checkpoint(out: Path, overrides: list[str]) -> Path:
     torch.manual_seed(0)
     module = build_module(cfg)
     with atomic_path(out) as tmp:
-        torch.save({"state_dict": module.state_dict(),
-                    "hyper_parameters": {"config": module.hparams["config"]}}, tmp)
-    print(f"{out}: untrained {cfg.backbone._target_.rsplit('.', 1)[-1]}, "
-          f"{sum(p.numel() for p in module.parameters()):,} parameters")
+        torch.save(
+            {"state_dict": module.state_dict(), "hyper_parameters": {"config": module.hparams["config"]}}, tmp
+        )
+    print(
+        f"{out}: untrained {cfg.backbone._target_.rsplit('.', 1)[-1]}, "
+        f"{sum(p.numel() for p in module.parameters()):,} parameters"
+    )
     return out
 
 

@@ -6,6 +6,7 @@
 pipeline spends around the network (normalisation, STFT, noise, sampler update, inverse STFT),
 with the backbone replaced by a near-free stand-in, and the ops that take them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,12 +62,19 @@ def pipeline(seconds: float) -> None:
     from meanflowse.samplers import SamplerConfig
     from meanflowse.stft import SpecConfig
 
-    module = MeanFlowSEModule(backbone=_StandIn(), path=PathConfig(), mf=MeanFlowConfig(),
-                              curriculum=CurriculumConfig(), sampler=SamplerConfig(name="euler_mf"))
+    module = MeanFlowSEModule(
+        backbone=_StandIn(),
+        path=PathConfig(),
+        mf=MeanFlowConfig(),
+        curriculum=CurriculumConfig(),
+        sampler=SamplerConfig(name="euler_mf"),
+    )
     enh = Enhancer(module=module.eval(), spec=SpecConfig(), chunk_s=seconds + 1.0)
     wav = torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(0)) * 0.1
-    print(f"pipeline around a stand-in network, {seconds:g} s file: "
-          f"{_median_ms(lambda: enh.enhance(wav), 20):.1f} ms (median of 20)")
+    print(
+        f"pipeline around a stand-in network, {seconds:g} s file: "
+        f"{_median_ms(lambda: enh.enhance(wav), 20):.1f} ms (median of 20)"
+    )
     with torch.profiler.profile() as prof:
         enh.enhance(wav)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))

@@ -8,6 +8,7 @@
 
 GPU figures come from ``benchmarks/gpu.sh`` on a CUDA machine.
 """
+
 from __future__ import annotations
 
 import sys
@@ -35,6 +36,7 @@ def main() -> int:
     print("\n## 3. Enhancement\n", flush=True)
     if DEMO_CKPT.is_file():
         from benchmarks import bench_enhance
+
         bench_enhance.run(str(DEMO_CKPT), device="cpu")
     else:
         print(f"{DEMO_CKPT} not found: run `make demo` first for the enhancement figures.")

@@ -9,6 +9,7 @@ the data on disk before the rename (``fsync=True``): checkpoints ask for it (a r
 find a whole ``last.ckpt``); outputs that can be made again (audio, reports, figures) do not,
 because an fsync per file slows an evaluation of many short files for nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ def _fsync_path(path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, suffix: str | None = None, fsync: bool = False
-                ) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None, fsync: bool = False) -> Iterator[Path]:
     """Yield a temp path beside ``path``; when the block ends without error it replaces ``path``.
 
     ``suffix`` is the temp file's ending: by default ``path``'s own, so libraries that infer the
@@ -47,8 +47,9 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None, fsync: bo
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                               suffix=path.suffix if suffix is None else suffix)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix
+    )
     os.close(fd)
     try:
         yield Path(tmp)

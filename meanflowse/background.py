@@ -1,5 +1,6 @@
 """A one-thread job queue with bounded backlog, used by eval.py to overlap disk I/O and metrics
 with enhancement on a GPU."""
+
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,11 +19,10 @@ class Background:
 
     def __init__(self, *, enabled: bool) -> None:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-io") if enabled else None
-        self.jobs: list[Future] = []     # every job, for results()
+        self.jobs: list[Future] = []  # every job, for results()
         self.pending: list[Future] = []  # jobs not yet seen finished (at most MAX_PENDING + 1)
 
-    def submit(self, fn: Callable[..., Any], *args: Any,
-               then: Callable[..., None] | None = None) -> None:
+    def submit(self, fn: Callable[..., Any], *args: Any, then: Callable[..., None] | None = None) -> None:
         if self.pool is None:
             job: Future = Future()
             job.set_result(fn(*args))

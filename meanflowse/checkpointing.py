@@ -1,4 +1,5 @@
 """Where a run resumes from, and checkpoint files that are never half-written."""
+
 from __future__ import annotations
 
 import os
@@ -32,19 +33,23 @@ def last_checkpoints(run_dir: str | os.PathLike | None) -> list[Path]:
     """The ``last.ckpt`` of this run's folder and of its siblings (the other runs of the task),
     newest first; a ``ResumeError`` when there is none."""
     if run_dir is None:
-        raise ResumeError("ckpt_path=last needs Hydra's run folder; pass a run folder or a "
-                          "checkpoint file instead")
+        raise ResumeError(
+            "ckpt_path=last needs Hydra's run folder; pass a run folder or a checkpoint file instead"
+        )
     run = Path(run_dir)
     folders = [run, *(d for d in sorted(run.parent.glob("*")) if d.is_dir() and d != run)]
     found = [p for p in map(_last_in, folders) if p is not None]
     if not found:
-        raise ResumeError(f"ckpt_path=last: no {LAST} in {run} or beside it in {run.parent}; "
-                          "pass ckpt_path=<run folder> or a checkpoint file")
+        raise ResumeError(
+            f"ckpt_path=last: no {LAST} in {run} or beside it in {run.parent}; "
+            "pass ckpt_path=<run folder> or a checkpoint file"
+        )
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def resolve_ckpt_path(value: str | os.PathLike | None, *, run_dir: str | os.PathLike | None = None
-                      ) -> Path | None:
+def resolve_ckpt_path(
+    value: str | os.PathLike | None, *, run_dir: str | os.PathLike | None = None
+) -> Path | None:
     """The checkpoint file ``ckpt_path`` means, whatever config it was trained with.
 
     ``None`` -> no resume. ``last`` -> the newest ``checkpoints/last.ckpt`` among this run's
@@ -80,8 +85,9 @@ def run_dir_of(ckpt: Path) -> Path | None:
 # sampler (an inference choice), and the mf keys below, which change how the objective is
 # computed, not what it is (nan_policy=skip is what one sets to get past a NaN stop).
 RESUME_KEYS = ("backbone", "path", "mf", "data.sample_rate", "data.spec")
-RESUME_FREE_KEYS = frozenset({"mf.jvp_impl", "mf.jvp_eps", "mf.jvp_chunk", "mf.jvp_reuse_primal",
-                              "mf.nan_policy"})
+RESUME_FREE_KEYS = frozenset(
+    {"mf.jvp_impl", "mf.jvp_eps", "mf.jvp_chunk", "mf.jvp_reuse_primal", "mf.nan_policy"}
+)
 MISSING = "(absent)"
 
 
@@ -111,8 +117,11 @@ def model_keys(config: Mapping[str, Any]) -> dict[str, Any]:
 def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``"key: <stored> in the run, <new> now"`` for every model key on which the configs differ."""
     old, cur = model_keys(stored), model_keys(new)
-    return [f"{k}: {old.get(k, MISSING)} in the run, {cur.get(k, MISSING)} now"
-            for k in sorted(old.keys() | cur.keys()) if old.get(k, MISSING) != cur.get(k, MISSING)]
+    return [
+        f"{k}: {old.get(k, MISSING)} in the run, {cur.get(k, MISSING)} now"
+        for k in sorted(old.keys() | cur.keys())
+        if old.get(k, MISSING) != cur.get(k, MISSING)
+    ]
 
 
 def stored_config(ckpt: Path, *, this_run: str | os.PathLike | None = None) -> Any:
@@ -144,9 +153,13 @@ def _run_name(ckpt: Path) -> str:
     return str(run_dir_of(ckpt) or ckpt)
 
 
-def resume_checkpoint(value: str | os.PathLike | None, *, config: Mapping[str, Any],
-                      run_dir: str | os.PathLike | None = None, force: bool = False
-                      ) -> tuple[Path | None, list[str]]:
+def resume_checkpoint(
+    value: str | os.PathLike | None,
+    *,
+    config: Mapping[str, Any],
+    run_dir: str | os.PathLike | None = None,
+    force: bool = False,
+) -> tuple[Path | None, list[str]]:
     """The checkpoint ``ckpt_path`` resumes, and the model keys it differs in from ``config``.
 
     Only a run trained with the same :data:`RESUME_KEYS` is resumed: ``last`` takes the newest
@@ -164,7 +177,8 @@ def resume_checkpoint(value: str | os.PathLike | None, *, config: Mapping[str, A
                 f"ckpt_path={value}: {_run_name(ckpt)} was trained with another model or "
                 f"objective ({'; '.join(diffs)}). Resuming would train it on with this config, "
                 "over its checkpoints; start a new run (no ckpt_path), or set resume_force=true "
-                "to resume it anyway")
+                "to resume it anyway"
+            )
         return ckpt, diffs
     mismatched = []
     for ckpt in last_checkpoints(run_dir):  # newest first: the newest matching run wins
@@ -178,16 +192,19 @@ def resume_checkpoint(value: str | os.PathLike | None, *, config: Mapping[str, A
     raise ResumeError(
         f"ckpt_path=last: no run beside {run_dir} was trained with this model and objective "
         f"(keys compared: {', '.join(RESUME_KEYS)}); the runs considered, newest first:\n"
-        + "\n".join(reasons) + "\nStart a new run (no ckpt_path), pass ckpt_path=<run folder> "
-        "of the run to continue, or set resume_force=true to resume the newest one anyway")
+        + "\n".join(reasons)
+        + "\nStart a new run (no ckpt_path), pass ckpt_path=<run folder> "
+        "of the run to continue, or set resume_force=true to resume the newest one anyway"
+    )
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint through :func:`meanflowse.atomic.atomic_path` with ``fsync``, so a
     run killed (or a node reset) while saving leaves the previous ``last.ckpt`` intact."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         if "://" in str(path):  # a remote store (s3://...): no rename semantics to rely on

@@ -4,6 +4,7 @@ Each group's YAML lists its schema first in its defaults, so Hydra merges the YA
 dataclass: a mistyped key (``mf.first_order_cof``) or a wrong type fails at start, naming the key.
 The same dataclasses are what the pure functions take, so there is one definition of every key.
 """
+
 from __future__ import annotations
 
 from typing import Any

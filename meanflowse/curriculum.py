@@ -3,6 +3,7 @@
 Schedules take ``progress`` in [0, 1] (global step / total steps), so they work the same with
 ``trainer.max_steps`` and ``trainer.max_epochs``.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,19 +20,19 @@ LR_DECAYS = ("constant", "cosine")
 
 @dataclass
 class CurriculumConfig:
-    mf_warmup_frac: float = 0.5      # w_mf rises linearly 0 -> mf.weight_final over this fraction
-    mf_skip_below: float = 0.05      # MeanFlow branch (and its JVP) skipped while w_mf is below
-    gamma_start: float = 8.0         # r = t - U**gamma (t - r_min): large gamma keeps r near t
+    mf_warmup_frac: float = 0.5  # w_mf rises linearly 0 -> mf.weight_final over this fraction
+    mf_skip_below: float = 0.05  # MeanFlow branch (and its JVP) skipped while w_mf is below
+    gamma_start: float = 8.0  # r = t - U**gamma (t - r_min): large gamma keeps r near t
     gamma_end: float = 1.0
     gamma_anneal_frac: float = 0.7
-    p_r_equals_t: float = 0.1        # fraction of MeanFlow samples forced to r = t
-    time_sampler: str = "uniform"    # uniform (reference) | logit_normal (Geng et al. 2025)
+    p_r_equals_t: float = 0.1  # fraction of MeanFlow samples forced to r = t
+    time_sampler: str = "uniform"  # uniform (reference) | logit_normal (Geng et al. 2025)
     logit_normal_mean: float = -0.4
     logit_normal_std: float = 1.0
-    r_min: float = 0.03              # lower bound of r: t_eps (reference) or 0 (strict 1 -> 0 jump)
-    lr_warmup_steps: int = 0         # learning rate rises linearly from 0 over these steps
-    lr_decay: str = "constant"       # constant (reference) | cosine: down to lr_final_frac x lr
-    lr_final_frac: float = 0.01      #   at the last step of the budget
+    r_min: float = 0.03  # lower bound of r: t_eps (reference) or 0 (strict 1 -> 0 jump)
+    lr_warmup_steps: int = 0  # learning rate rises linearly from 0 over these steps
+    lr_decay: str = "constant"  # constant (reference) | cosine: down to lr_final_frac x lr
+    lr_final_frac: float = 0.01  #   at the last step of the budget
 
 
 def _ramp(progress: float, frac: float) -> float:
@@ -48,8 +49,9 @@ def gamma_at(progress: float, cfg: CurriculumConfig) -> float:
     return cfg.gamma_start + a * (cfg.gamma_end - cfg.gamma_start)
 
 
-def sample_t(n: int, *, cfg: CurriculumConfig, path: PathConfig, device=None,
-             generator: torch.Generator | None = None) -> Tensor:
+def sample_t(
+    n: int, *, cfg: CurriculumConfig, path: PathConfig, device=None, generator: torch.Generator | None = None
+) -> Tensor:
     """Training times in ``(t_eps, T_rev]``."""
     if cfg.time_sampler == "uniform":
         s = 1.0 - torch.rand(n, device=device, generator=generator)  # (0, 1]
@@ -61,8 +63,9 @@ def sample_t(n: int, *, cfg: CurriculumConfig, path: PathConfig, device=None,
     return path.t_eps + (path.T_rev - path.t_eps) * s
 
 
-def sample_r(t: Tensor, *, gamma: float, p_equal: float, r_min: float,
-             generator: torch.Generator | None = None) -> Tensor:
+def sample_r(
+    t: Tensor, *, gamma: float, p_equal: float, r_min: float, generator: torch.Generator | None = None
+) -> Tensor:
     """``r = t - U**gamma (t - r_min)``; with probability ``p_equal`` exactly ``r = t``."""
     u = torch.rand(t.shape, device=t.device, generator=generator)
     r = t - u.pow(gamma) * (t - r_min).clamp_min(0.0)

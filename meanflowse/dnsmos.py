@@ -1,4 +1,5 @@
 """DNSMOS P.835 (SIG / BAK / OVRL) from the ONNX model that the speechmos wheel ships."""
+
 from __future__ import annotations
 
 import math
@@ -78,7 +79,7 @@ def dnsmos(deg: Any, sr: int) -> dict[str, float]:
     raw = []
     input_name = session.get_inputs()[0].name
     for idx in range(num_hops):
-        seg = x[idx * _DNSMOS_SR: idx * _DNSMOS_SR + win]
+        seg = x[idx * _DNSMOS_SR : idx * _DNSMOS_SR + win]
         if seg.size < win:
             continue
         try:

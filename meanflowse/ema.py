@@ -5,6 +5,7 @@ format :func:`meanflowse.enhance.load_module` reads), restored on resume, swappe
 validation, and used by evaluation by default. Under DDP every rank holds the same parameters
 after each step, so every rank's average is the same too.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -81,8 +82,11 @@ class EMA(Callback):
         self._swap_out(pl_module)  # never leave the average in place of the training weights
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "num_updates": self.num_updates,
-                "shadow": {n: t.detach().cpu() for n, t in self.shadow.items()}}
+        return {
+            "decay": self.decay,
+            "num_updates": self.num_updates,
+            "shadow": {n: t.detach().cpu() for n, t in self.shadow.items()},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.num_updates = int(state_dict["num_updates"])

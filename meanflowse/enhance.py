@@ -22,8 +22,11 @@ are grouped by their padded frame count, so a batch never pads a piece beyond wh
 enhanced alone: batching changes the throughput, not the result. The sampler noise of each
 piece is drawn from its own generator, seeded by ``(seed, channel, chunk)``, for the same reason.
 """
+
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +37,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-import contextlib
-import logging
-
 from meanflowse.config import spec_config
 from meanflowse.data.audio import PEAK_FLOOR
 from meanflowse.lit_module import MeanFlowSEModule
 from meanflowse.samplers import resolve_sampler
 from meanflowse.stft import SpecConfig, spec_to_wav, wav_to_spec
-
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,7 @@ def chunk_weight(starts: list[int], index: int, size: int) -> Tensor:
         w[:n] *= _ramp(n)
     if index + 1 < len(starts):
         n = starts[index] + size - starts[index + 1]
-        w[size - n:] *= _ramp(n).flip(0)
+        w[size - n :] *= _ramp(n).flip(0)
     return w
 
 
@@ -169,10 +168,15 @@ class Enhancer:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}: use one of {', '.join(PRECISIONS)}")
-        if (self.precision == "bf16" and self.device.type == "cpu"
-                and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-            log.warning("precision=bf16 on a CPU without AVX512-BF16/AMX: bf16 is emulated there "
-                        "and slower than fp32; use precision=fp32")
+        if (
+            self.precision == "bf16"
+            and self.device.type == "cpu"
+            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        ):
+            log.warning(
+                "precision=bf16 on a CPU without AVX512-BF16/AMX: bf16 is emulated there "
+                "and slower than fp32; use precision=fp32"
+            )
         if self.channels_last:
             self.module.to(memory_format=torch.channels_last)
         if self.batch_size < 1:
@@ -187,25 +191,44 @@ class Enhancer:
         self.chunk = self.spec.samples_for_frames(frames)
         self.overlap = int(round(self.overlap_s * self.sample_rate))
         if self.overlap < self.spec.n_fft:
-            raise ValueError(f"overlap_s={self.overlap_s}: must cover at least one STFT window "
-                             f"({self.spec.n_fft / self.sample_rate:.3f} s), or chunk edges show")
+            raise ValueError(
+                f"overlap_s={self.overlap_s}: must cover at least one STFT window "
+                f"({self.spec.n_fft / self.sample_rate:.3f} s), or chunk edges show"
+            )
         if 2 * self.overlap > self.chunk:
-            raise ValueError(f"overlap_s={self.overlap_s} is more than half of chunk_s="
-                             f"{self.chunk_s} ({self.chunk / self.sample_rate:.2f} s after rounding "
-                             f"to {m} frames); lower overlap_s or raise chunk_s")
-        self.sampler_name = resolve_sampler(self.sampler or self.module.sampler_cfg.name,
-                                            trained_with_meanflow=self.module.trained_with_meanflow)
+            raise ValueError(
+                f"overlap_s={self.overlap_s} is more than half of chunk_s="
+                f"{self.chunk_s} ({self.chunk / self.sample_rate:.2f} s after rounding "
+                f"to {m} frames); lower overlap_s or raise chunk_s"
+            )
+        self.sampler_name = resolve_sampler(
+            self.sampler or self.module.sampler_cfg.name,
+            trained_with_meanflow=self.module.trained_with_meanflow,
+        )
         self.steps = self.nfe or self.module.sampler_cfg.nfe
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path, *, use_ema: bool = True, device: str = "auto",
-                        channels_last: bool | None = None, **kw) -> "Enhancer":
+    def from_checkpoint(
+        cls,
+        ckpt_path: str | Path,
+        *,
+        use_ema: bool = True,
+        device: str = "auto",
+        channels_last: bool | None = None,
+        **kw,
+    ) -> "Enhancer":
         """``channels_last=None``: on a CPU (oneDNN's own layout), off on a GPU."""
         module, cfg = load_module(ckpt_path, use_ema=use_ema)
         dev = resolve_device(device)
         cl = dev.type == "cpu" if channels_last is None else channels_last
-        return cls(module=module.to(dev), spec=spec_config(cfg), device=dev,
-                   sample_rate=int(cfg.data.sample_rate), channels_last=cl, **kw)
+        return cls(
+            module=module.to(dev),
+            spec=spec_config(cfg),
+            device=dev,
+            sample_rate=int(cfg.data.sample_rate),
+            channels_last=cl,
+            **kw,
+        )
 
     @property
     def frame_multiple(self) -> int:
@@ -231,17 +254,18 @@ class Enhancer:
         starts = [chunk_starts(w.shape[-1], chunk=self.chunk, overlap=self.overlap) for w in wavs]
         weight_sum = [torch.zeros(w.shape[-1]) if len(s) > 1 else None for w, s in zip(wavs, starts)]
         for batch in self._batches(wavs, starts):
-            y = [wavs[p.item][p.channel, p.start:p.start + p.size] / peaks[p.item][p.channel]
-                 for p in batch]
+            y = [
+                wavs[p.item][p.channel, p.start : p.start + p.size] / peaks[p.item][p.channel] for p in batch
+            ]
             for p, x in zip(batch, self._run(y, batch)):
                 x = x * peaks[p.item][p.channel]
                 if weight_sum[p.item] is None:
                     outs[p.item][p.channel] = x
                     continue
                 w = chunk_weight(starts[p.item], p.chunk, p.size)
-                outs[p.item][p.channel, p.start:p.start + p.size] += w * x
+                outs[p.item][p.channel, p.start : p.start + p.size] += w * x
                 if p.channel == 0:
-                    weight_sum[p.item][p.start:p.start + p.size] += w
+                    weight_sum[p.item][p.start : p.start + p.size] += w
         return [o if s is None else o.div_(s) for o, s in zip(outs, weight_sum)]
 
     def _batches(self, wavs: list[Tensor], starts: list[list[int]]) -> Iterator[list[_Piece]]:
@@ -249,8 +273,7 @@ class Enhancer:
         for i, (w, st) in enumerate(zip(wavs, starts)):
             size = min(w.shape[-1], self.chunk)
             frames = padded_frames(size, hop=self.spec.hop_length, multiple=self.frame_multiple)
-            pieces += [_Piece(i, c, k, s, size, frames) for k, s in enumerate(st)
-                       for c in range(w.shape[0])]
+            pieces += [_Piece(i, c, k, s, size, frames) for k, s in enumerate(st) for c in range(w.shape[0])]
         pieces.sort(key=lambda p: p.frames)  # stable: file order kept within a size
         batch: list[_Piece] = []
         for p in pieces:
@@ -279,8 +302,12 @@ class Enhancer:
         sizes = [w.shape[-1] for w in wavs]
         # the centred STFT reflects n_fft/2 samples at each end, so a very short piece (under
         # 16 ms at 16 kHz) is zero-padded to one window and its output cropped back
-        wavs = [torch.nn.functional.pad(w, (0, self.spec.n_fft - w.shape[-1]))
-                if w.shape[-1] < self.spec.n_fft else w for w in wavs]
+        wavs = [
+            torch.nn.functional.pad(w, (0, self.spec.n_fft - w.shape[-1]))
+            if w.shape[-1] < self.spec.n_fft
+            else w
+            for w in wavs
+        ]
         if len({w.shape[-1] for w in wavs}) == 1:  # chunks of one file: one batched STFT
             specs = list(wav_to_spec(torch.stack(wavs).to(self.device), self.spec))
         else:
@@ -291,7 +318,8 @@ class Enhancer:
         if self.channels_last:
             y, z = (a.contiguous(memory_format=torch.channels_last) for a in (y, z))
         with self.autocast():
-            x = self.module.enhance_spec(y, z=z, name=self.sampler_name, nfe=self.steps,
-                                         t_end=self.t_end)
-        return [spec_to_wav(x[j, ..., :n], self.spec, w.shape[-1])[..., :size].cpu()
-                for j, (n, w, size) in enumerate(zip(lengths, wavs, sizes))]
+            x = self.module.enhance_spec(y, z=z, name=self.sampler_name, nfe=self.steps, t_end=self.t_end)
+        return [
+            spec_to_wav(x[j, ..., :n], self.spec, w.shape[-1])[..., :size].cpu()
+            for j, (n, w, size) in enumerate(zip(lengths, wavs, sizes))
+        ]

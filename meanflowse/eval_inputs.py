@@ -1,5 +1,6 @@
 """eval.py's inputs: argument checks, the files to enhance (``input=`` or ``split=``) and the
 default output folder. Nothing here loads the model or writes a file."""
+
 from __future__ import annotations
 
 import hashlib
@@ -45,14 +46,18 @@ class Item:
 def check_args(cfg: DictConfig) -> None:
     """Argument combinations, checked before the checkpoint is loaded."""
     if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise EvalError("no checkpoint given: pass ckpt_path=<run>/checkpoints/last.ckpt (a "
-                        "train.py run); `make demo` leaves its model at "
-                        "outputs/demo/checkpoints/last.ckpt")
+        raise EvalError(
+            "no checkpoint given: pass ckpt_path=<run>/checkpoints/last.ckpt (a "
+            "train.py run); `make demo` leaves its model at "
+            "outputs/demo/checkpoints/last.ckpt"
+        )
     has_input, split = cfg.get("input") is not None, cfg.get("split")
     base_dir = (cfg.get("data") or {}).get("base_dir")
     if has_input == (split is not None):
-        raise EvalError("give exactly one of input=PATH (a file or folder) and split=NAME "
-                        f"(a split of the checkpoint's dataset: {', '.join(SPLITS)})")
+        raise EvalError(
+            "give exactly one of input=PATH (a file or folder) and split=NAME "
+            f"(a split of the checkpoint's dataset: {', '.join(SPLITS)})"
+        )
     if split is not None and split not in SPLITS:
         raise EvalError(f"split={split}: use one of {', '.join(SPLITS)}")
     if split is not None and cfg.get("reference"):
@@ -92,8 +97,9 @@ def _check_output(out: Path, protected: list[Path]) -> None:
         raise EvalError(f"output={out} is a file; give a folder")
     for p in protected:
         if out.resolve() == p.resolve():
-            raise EvalError(f"output={out} is the input folder ({p}): choose another so no input "
-                            "is overwritten")
+            raise EvalError(
+                f"output={out} is the input folder ({p}): choose another so no input is overwritten"
+            )
 
 
 # ------------------------------------------------------------------------------ files
@@ -102,10 +108,14 @@ def _scan(folder: Path, skip: Path | None) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (skip is None or (here / d).resolve() != skip))
-        found += [here / f for f in sorted(filenames) if not f.startswith(".")
-                  and Path(f).suffix.lower() in AUDIO_EXTS | UNSUPPORTED_EXTS]
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (skip is None or (here / d).resolve() != skip)
+        )
+        found += [
+            here / f
+            for f in sorted(filenames)
+            if not f.startswith(".") and Path(f).suffix.lower() in AUDIO_EXTS | UNSUPPORTED_EXTS
+        ]
     return found
 
 
@@ -164,8 +174,9 @@ def split_items(cfg: DictConfig, train_cfg: DictConfig) -> tuple[list[Item], Pat
         raise EvalError(f"split={cfg.split} of data.base_dir={base_dir}: {err}") from err
     if not pairs:
         raise EvalError(f"split={cfg.split} of data.base_dir={base_dir} holds no files")
-    items = [Item(src=p.noisy_source, ref=p.clean_source,
-                  rel=Path(p.name + p.noisy_source.suffix)) for p in pairs]
+    items = [
+        Item(src=p.noisy_source, ref=p.clean_source, rel=Path(p.name + p.noisy_source.suffix)) for p in pairs
+    ]
     other = given and not (own and path_tag(Path(str(given))) == path_tag(Path(str(own))))
     out = output_dir(cfg, f"{cfg.split}-{path_tag(Path(str(given)))}" if other else str(cfg.split))
     _check_output(out, [Path(base_dir) / cfg.split / role for role in ("noisy", "clean")])
@@ -175,8 +186,10 @@ def split_items(cfg: DictConfig, train_cfg: DictConfig) -> tuple[list[Item], Pat
 def read_info(item: Item) -> None:
     """Fill in ``item``'s rate, length, channels and format; :class:`AudioError` if unusable."""
     if item.src.suffix.lower() in UNSUPPORTED_EXTS:
-        raise AudioError(f"{item.src}: {item.src.suffix} cannot be read by libsndfile; convert it "
-                         "to WAV or FLAC (e.g. `ffmpeg -i in.m4a out.wav`)")
+        raise AudioError(
+            f"{item.src}: {item.src.suffix} cannot be read by libsndfile; convert it "
+            "to WAV or FLAC (e.g. `ffmpeg -i in.m4a out.wav`)"
+        )
     info = audio_info(item.src)
     item.frames, item.sr, item.channels = int(info.frames), int(info.samplerate), int(info.channels)
     item.format, item.subtype = info.format, info.subtype

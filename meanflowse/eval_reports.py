@@ -1,4 +1,5 @@
 """eval.py's reports: summary.json means, metrics.csv rows and the on-screen table."""
+
 from __future__ import annotations
 
 import csv
@@ -20,17 +21,26 @@ def summary_keys(with_speaker: bool) -> tuple[str, ...]:
     return SUMMARY_KEYS + ((SPEAKER_KEY,) if with_speaker else ())
 
 
-def summarize(rows: list[dict], num_failed: int, *, nfe: int, rtf: float,
-              with_speaker: bool = False) -> dict[str, Any]:
+def summarize(
+    rows: list[dict], num_failed: int, *, nfe: int, rtf: float, with_speaker: bool = False
+) -> dict[str, Any]:
     """Means over files: the summary.json layout (see meanflowse.evaluation's docstring);
     ``counts[key]``: how many files the mean of ``key`` is over (its finite values)."""
+
     def means(prefix: str) -> dict[str, float]:
-        return {k: M.summarize([r.get(prefix + k, math.nan) for r in rows])[0]
-                for k in summary_keys(with_speaker)}
+        return {
+            k: M.summarize([r.get(prefix + k, math.nan) for r in rows])[0] for k in summary_keys(with_speaker)
+        }
+
     summary: dict[str, Any] = means("")
-    summary.update(rtf=rtf, nfe=int(nfe), num_files=len(rows), num_failed=int(num_failed),
-                   noisy=means("noisy_"),
-                   counts={k: sum(_finite(r.get(k)) for r in rows) for k in summary_keys(with_speaker)})
+    summary.update(
+        rtf=rtf,
+        nfe=int(nfe),
+        num_files=len(rows),
+        num_failed=int(num_failed),
+        noisy=means("noisy_"),
+        counts={k: sum(_finite(r.get(k)) for r in rows) for k in summary_keys(with_speaker)},
+    )
     return summary
 
 
@@ -46,18 +56,21 @@ def nothing_scored(summary: dict[str, Any], *, metrics: bool) -> str | None:
     """Why a run's summary holds no result (eval.py then exits non-zero), or None: no file was
     enhanced or resumed, or metrics were asked for and not one metric has a finite value."""
     if summary["num_files"] == 0:
-        return (f"nothing was scored: no file was enhanced or resumed ({summary['num_failed']} "
-                "failed; their errors are listed above and in metrics.csv)")
+        return (
+            f"nothing was scored: no file was enhanced or resumed ({summary['num_failed']} "
+            "failed; their errors are listed above and in metrics.csv)"
+        )
     if metrics and not any(summary["counts"].values()):
-        return (f"nothing was scored: no metric has a finite value on any of the "
-                f"{summary['num_files']} files (see the error_* columns of metrics.csv; without "
-                "clean references only DNSMOS applies, so keep dnsmos=true or pass reference=DIR, "
-                "or metrics=false to only enhance)")
+        return (
+            f"nothing was scored: no metric has a finite value on any of the "
+            f"{summary['num_files']} files (see the error_* columns of metrics.csv; without "
+            "clean references only DNSMOS applies, so keep dnsmos=true or pass reference=DIR, "
+            "or metrics=false to only enhance)"
+        )
     return None
 
 
-def results_table(rows: list[dict], summary: dict, title: str,
-                  keys: tuple[str, ...] = SUMMARY_KEYS) -> Table:
+def results_table(rows: list[dict], summary: dict, title: str, keys: tuple[str, ...] = SUMMARY_KEYS) -> Table:
     table = Table(title=title)
     for col in ("metric", "noisy (mean ± 95% CI)", "enhanced (mean ± 95% CI)", "n"):
         table.add_column(col, justify="right" if col != "metric" else "left")
@@ -69,8 +82,9 @@ def results_table(rows: list[dict], summary: dict, title: str,
             n = sum(math.isfinite(v) for v in values)
             table.add_row(key, fmt(*noisy), fmt(*M.summarize(values)), str(n))
     rtf = M.summarize([r["rtf"] for r in rows if "rtf" in r])
-    table.add_row("rtf (overall; ± over files)", "", fmt(summary["rtf"], rtf[1]),
-                  str(sum("rtf" in r for r in rows)))
+    table.add_row(
+        "rtf (overall; ± over files)", "", fmt(summary["rtf"], rtf[1]), str(sum("rtf" in r for r in rows))
+    )
     return table
 
 
@@ -84,10 +98,13 @@ def write_reports(out_dir: Path, rows: list[dict], summary: dict) -> None:
     first = ("file", "status", "error", "duration_s", "sample_rate", "channels", "rtf")
     seen = {k for r in rows for k in r}
     keys = [k for k in first if k in seen] + sorted(seen - set(first))
-    _replace_text(out_dir / "metrics.csv", lambda fh: (w := csv.DictWriter(fh, fieldnames=keys),
-                                                       w.writeheader(), w.writerows(rows)))
-    _replace_text(out_dir / "summary.json",
-                  lambda fh: fh.write(json.dumps(_json_safe(summary), indent=2) + "\n"))
+    _replace_text(
+        out_dir / "metrics.csv",
+        lambda fh: (w := csv.DictWriter(fh, fieldnames=keys), w.writeheader(), w.writerows(rows)),
+    )
+    _replace_text(
+        out_dir / "summary.json", lambda fh: fh.write(json.dumps(_json_safe(summary), indent=2) + "\n")
+    )
 
 
 def _json_safe(value: Any) -> Any:

@@ -31,9 +31,10 @@ I/O and no metrics) / audio duration, after a warm-up call and with device synch
 Overlap (``overlap_io``, default on a GPU): writing, reading back, measuring and plotting file k
 run on one worker thread while the device enhances file k+1, so disk I/O and the CPU-bound
 metrics stop adding to the GPU's time; at most ``MAX_PENDING`` files wait for the worker,
-which bounds memory (:class:`meanflowse.background.Background`). Off on a CPU: there the worker would compete for the cores with torch's
-own threads.
+which bounds memory (:class:`meanflowse.background.Background`). Off on a CPU: there the worker
+would compete for the cores with torch's own threads.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -57,11 +58,11 @@ from meanflowse.atomic import atomic_path
 from meanflowse.background import Background
 from meanflowse.data.audio import AudioError, load_audio
 from meanflowse.enhance import CheckpointError, Enhancer, padded_frames
+
 # re-exported: eval_inputs' and provenance's names were this module's (tests, benchmarks)
 from meanflowse.eval_inputs import EvalError, Item, check_args, input_items, read_info, split_items
 from meanflowse.eval_reports import results_table, summarize, summary_keys, write_reports
-from meanflowse.provenance import (ProvenanceLog, foreign_error, identity, read_history,
-                                   run_settings, verdict)
+from meanflowse.provenance import ProvenanceLog, foreign_error, identity, read_history, run_settings, verdict
 from meanflowse.runtime import auto_flag
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,15 @@ FILE_ERRORS = (AudioError,)
 
 
 # ------------------------------------------------------------------------------ writing
-def write_atomic(path: Path, wav: torch.Tensor, sr: int, *, format: str = "WAV",
-                 subtype: str | None = None,
-                 before_rename: Callable[[Path], None] | None = None) -> None:
+def write_atomic(
+    path: Path,
+    wav: torch.Tensor,
+    sr: int,
+    *,
+    format: str = "WAV",
+    subtype: str | None = None,
+    before_rename: Callable[[Path], None] | None = None,
+) -> None:
     """Write ``wav [C, L]`` to a temp file beside ``path``, then rename: never a half-written
     file. ``format``/``subtype`` as soundfile names them (the input's, so the output matches).
     ``before_rename(tmp)`` runs on the written temp file (eval records its provenance there, so
@@ -101,8 +108,9 @@ def fit_length(wav: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))[..., :length]
 
 
-def enhance_group(enhancer: Enhancer, items: list[Item], noisy: list[torch.Tensor]
-                  ) -> tuple[list[torch.Tensor], float]:
+def enhance_group(
+    enhancer: Enhancer, items: list[Item], noisy: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], float]:
     """Enhance a batch of loaded files ``[C, L]`` at their own rates; returns the outputs (same
     rate, length, channels) and the enhancement wall time."""
     sr = enhancer.sample_rate
@@ -121,8 +129,13 @@ def group_items(items: list[Item], enhancer: Enhancer) -> list[list[Item]]:
     for it in sorted(items, key=lambda it: (key(it), str(it.rel))):
         long = it.frames * sr / it.sr > enhancer.chunk
         g = groups[-1] if groups else None
-        if (g is None or long or g[0].frames * sr / g[0].sr > enhancer.chunk or key(g[0]) != key(it)
-                or sum(x.channels for x in g) + it.channels > enhancer.batch_size):
+        if (
+            g is None
+            or long
+            or g[0].frames * sr / g[0].sr > enhancer.chunk
+            or key(g[0]) != key(it)
+            or sum(x.channels for x in g) + it.channels > enhancer.batch_size
+        ):
             groups.append([it])
         else:
             g.append(it)
@@ -130,8 +143,15 @@ def group_items(items: list[Item], enhancer: Enhancer) -> list[list[Item]]:
 
 
 # ------------------------------------------------------------------------------ measuring
-def measure(ref_path: Path | None, noisy: torch.Tensor, enhanced: torch.Tensor, sr: int, *,
-            with_dnsmos: bool, with_speaker: bool) -> dict[str, Any]:
+def measure(
+    ref_path: Path | None,
+    noisy: torch.Tensor,
+    enhanced: torch.Tensor,
+    sr: int,
+    *,
+    with_dnsmos: bool,
+    with_speaker: bool,
+) -> dict[str, Any]:
     """Metrics of the enhanced and the noisy signal (channel mean, cropped to the reference),
     as ``key`` and ``noisy_key``; each metric that fails is NaN plus an ``error_key`` entry."""
     ref = None
@@ -141,8 +161,13 @@ def measure(ref_path: Path | None, noisy: torch.Tensor, enhanced: torch.Tensor, 
         ref, noisy, enhanced = ref[:n], noisy[..., :n], enhanced[..., :n]
     row: dict[str, Any] = {}
     for prefix, sig in (("", enhanced), ("noisy_", noisy)):
-        res = M.compute_all(None if ref is None else ref.numpy(), sig.mean(0).numpy(), sr,
-                            with_dnsmos=with_dnsmos, with_speaker=with_speaker and ref is not None)
+        res = M.compute_all(
+            None if ref is None else ref.numpy(),
+            sig.mean(0).numpy(),
+            sr,
+            with_dnsmos=with_dnsmos,
+            with_speaker=with_speaker and ref is not None,
+        )
         row.update({prefix + k: v for k, v in res.items() if k != "errors"})
         row.update({f"{prefix}error_{k}": v for k, v in res["errors"].items()})
     return row
@@ -153,8 +178,10 @@ def _speaker_on(cfg: DictConfig) -> bool:
     if choice == "auto":
         return M.speaker_similarity_available()
     if choice and not M.speaker_similarity_available():
-        raise EvalError("speaker=true but speaker similarity is unavailable: "
-                        "`pip install --no-deps resemblyzer==0.1.4` (it ships the encoder weights)")
+        raise EvalError(
+            "speaker=true but speaker similarity is unavailable: "
+            "`pip install --no-deps resemblyzer==0.1.4` (it ships the encoder weights)"
+        )
     return bool(choice)
 
 
@@ -163,18 +190,28 @@ def load_enhancer(cfg: DictConfig) -> Enhancer:
     s = cfg.get("sampler") or {}
     try:
         return Enhancer.from_checkpoint(
-            cfg.ckpt_path, use_ema=cfg.use_ema, device=cfg.device, sampler=s.get("name"),
-            nfe=s.get("nfe"), t_end=s.get("t_end"), seed=cfg.seed, chunk_s=cfg.chunk_s,
-            overlap_s=cfg.overlap_s, batch_size=cfg.batch_size, precision=cfg.precision,
-            channels_last=None if cfg.channels_last == "auto" else bool(cfg.channels_last))
+            cfg.ckpt_path,
+            use_ema=cfg.use_ema,
+            device=cfg.device,
+            sampler=s.get("name"),
+            nfe=s.get("nfe"),
+            t_end=s.get("t_end"),
+            seed=cfg.seed,
+            chunk_s=cfg.chunk_s,
+            overlap_s=cfg.overlap_s,
+            batch_size=cfg.batch_size,
+            precision=cfg.precision,
+            channels_last=None if cfg.channels_last == "auto" else bool(cfg.channels_last),
+        )
     except CheckpointError:
         raise
     except ValueError as err:  # chunk_s/overlap_s/sampler settings the enhancer refuses
         raise EvalError(str(err)) from err
 
 
-def triage(items: list[Item], out_dir: Path, settings: dict[str, Any], *, overwrite: bool
-           ) -> tuple[list[Item], list[Item], list[Item]]:
+def triage(
+    items: list[Item], out_dir: Path, settings: dict[str, Any], *, overwrite: bool
+) -> tuple[list[Item], list[Item], list[Item]]:
     """``(todo, done, failed)``: files to enhance, files whose output this run made and may
     resume (measured, not redone; see :func:`meanflowse.provenance.verdict`), unreadable files.
     Refuses, before anything is written, an output that is an input and (unless ``overwrite``)
@@ -201,8 +238,12 @@ def triage(items: list[Item], out_dir: Path, settings: dict[str, Any], *, overwr
     if foreign:
         raise foreign_error(out_dir, foreign, settings, history)
     if done:
-        log.info("%d of %d outputs exist in %s; measured, not redone (overwrite=true redoes them)",
-                 len(done), len(items), out_dir)
+        log.info(
+            "%d of %d outputs exist in %s; measured, not redone (overwrite=true redoes them)",
+            len(done),
+            len(items),
+            out_dir,
+        )
     return todo, done, failures
 
 
@@ -217,13 +258,14 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
         try:
             plots = importlib.import_module("meanflowse.plots")
         except ImportError as err:
-            raise EvalError(f"plots=true needs matplotlib ({err}); `pip install matplotlib` "
-                            "or run without plots") from err
+            raise EvalError(
+                f"plots=true needs matplotlib ({err}); `pip install matplotlib` or run without plots"
+            ) from err
     with_speaker = bool(cfg.metrics) and _speaker_on(cfg)
     enhancer = enhancer or load_enhancer(cfg)
     items, out_dir = split_items(cfg, enhancer.config) if cfg.get("split") is not None else input_items(cfg)
     if cfg.get("limit_files") is not None:
-        items = items[:int(cfg.limit_files)]
+        items = items[: int(cfg.limit_files)]
     console = Console()
     settings = run_settings(cfg, enhancer)
     todo, done, failures = triage(items, out_dir, settings, overwrite=cfg.overwrite)
@@ -231,21 +273,32 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     def finish(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
         it.row.update(duration_s=round(it.duration, 4), sample_rate=it.sr, channels=it.channels)
         if cfg.metrics:
-            it.row.update(measure(it.ref, noisy, enhanced, it.sr, with_dnsmos=cfg.dnsmos,
-                                  with_speaker=with_speaker))
+            it.row.update(
+                measure(it.ref, noisy, enhanced, it.sr, with_dnsmos=cfg.dnsmos, with_speaker=with_speaker)
+            )
         if plots is not None:
             clean = load_audio(it.ref, target_sr=it.sr)[0] if it.ref is not None else None
-            plots.spectrogram_figure(out_dir / "plots" / it.rel.with_suffix(".png"), noisy=noisy.mean(0),
-                                     enhanced=enhanced.mean(0), clean=clean, sr=it.sr,
-                                     title=it.rel.as_posix())
+            plots.spectrogram_figure(
+                out_dir / "plots" / it.rel.with_suffix(".png"),
+                noisy=noisy.mean(0),
+                enhanced=enhanced.mean(0),
+                clean=clean,
+                sr=it.sr,
+                title=it.rel.as_posix(),
+            )
 
-    def ship(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor, sec: float
-             ) -> tuple[float, float]:
+    def ship(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor, sec: float) -> tuple[float, float]:
         """Write, read back, measure; returns what the RTF counts: (enhancement s, audio s).
         A failed write stops the run; a bad reference fails this file only."""
         dst = out_dir / it.rel
-        write_atomic(dst, enhanced, it.sr, format=it.format, subtype=it.subtype,
-                     before_rename=lambda tmp: prov.record(it, tmp))
+        write_atomic(
+            dst,
+            enhanced,
+            it.sr,
+            format=it.format,
+            subtype=it.subtype,
+            before_rename=lambda tmp: prov.record(it, tmp),
+        )
         try:
             if cfg.metrics:  # measure what was shipped (quantised to the input's format),
                 enhanced = load_audio(dst, mono=False)[0]  # as a resume does
@@ -259,12 +312,19 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     if todo:  # warm-up, so the RTF is steady-state (lazy init, allocator, kernel selection)
         enhancer.enhance(torch.zeros(1, enhancer.sample_rate // 4))
     overlap = auto_flag(cfg.overlap_io, "overlap_io", auto=enhancer.device.type == "cuda")
-    columns = (TextColumn("[bold]enhancing"), BarColumn(), TextColumn("{task.fields[files]} files"),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]enhancing"),
+        BarColumn(),
+        TextColumn("{task.fields[files]} files"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     # the log closes last: the worker, which appends to it, is joined first
-    with ProvenanceLog(out_dir, settings) as prov, \
-            Progress(*columns, console=console, disable=not cfg.progress) as bar, \
-            Background(enabled=overlap) as worker:
+    with (
+        ProvenanceLog(out_dir, settings) as prov,
+        Progress(*columns, console=console, disable=not cfg.progress) as bar,
+        Background(enabled=overlap) as worker,
+    ):
         if cfg.overwrite:
             prov.claim()
         task = bar.add_task("enhance", total=sum(it.duration for it in todo) + len(done), files=0)
@@ -295,14 +355,22 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
                 _fail(it, err, failures)
             bar.update(task, advance=1, files=bar.tasks[0].fields["files"] + 1)
     ok = [it.row for it in items if it not in failures and it.row.get("status")]
-    summary = summarize(ok, len(failures), nfe=enhancer.steps,
-                        rtf=seconds / duration if duration else math.nan, with_speaker=with_speaker)
+    summary = summarize(
+        ok,
+        len(failures),
+        nfe=enhancer.steps,
+        rtf=seconds / duration if duration else math.nan,
+        with_speaker=with_speaker,
+    )
     rows = sorted((it.row for it in items), key=lambda r: r["file"])
     write_reports(out_dir, rows, summary)
     if plots is not None and ok:
         plots.summary_figure(out_dir / "plots" / "summary.png", ok, keys=summary_keys(with_speaker))
-    title = (f"{enhancer.sampler_name}, NFE {enhancer.steps}: {len(ok)} files"
-             + (f", {len(failures)} failed" if failures else "") + f" -> {out_dir}")
+    title = (
+        f"{enhancer.sampler_name}, NFE {enhancer.steps}: {len(ok)} files"
+        + (f", {len(failures)} failed" if failures else "")
+        + f" -> {out_dir}"
+    )
     console.print(results_table(ok, summary, title=title, keys=summary_keys(with_speaker)))
     for it in failures:
         console.print(f"[red]failed[/red] {it.row['file']}: {it.row['error']}")

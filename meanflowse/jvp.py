@@ -4,6 +4,7 @@ All implementations compute ``d/dt u(x_t, r, t | y) = v . grad_x u + d_t u`` wit
 on ``(x_t, t)`` and ``r`` held fixed, so ``d = t - r`` moves with ``t``. ``net_fn(x_t, y, t, r)``
 is the network as a function of its inputs (batch-sliceable, for chunking).
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,9 @@ JVP_CLIP_MODES = ("norm", "rms")
 log = logging.getLogger(__name__)
 
 
-def jvp_func(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
-             reuse_primal: bool = False) -> tuple[Tensor | None, Tensor]:
+def jvp_func(
+    net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor, reuse_primal: bool = False
+) -> tuple[Tensor | None, Tensor]:
     """Exact forward-mode JVP (``torch.func.jvp``). Returns ``(u, dudt)``.
 
     ``reuse_primal=True`` records the whole dual computation for autograd, so the primal output
@@ -31,27 +33,41 @@ def jvp_func(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: 
     JVP runs without recording (forward-mode AD is independent of grad mode) and ``u`` is
     ``None``: the caller takes the prediction from an ordinary forward.
     """
+
     def run() -> tuple[Tensor, Tensor]:
         return torch.func.jvp(lambda x, tt: net_fn(x, y, tt, r), (x_t, t), (v, torch.ones_like(t)))
+
     if reuse_primal:
         return run()
     with torch.no_grad():
         return None, run()[1]
 
 
-def jvp_autograd(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor
-                 ) -> Tensor:
+def jvp_autograd(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor) -> Tensor:
     """``torch.autograd.functional.jvp`` (reverse mode twice, the reference's "autograd")."""
     with torch.enable_grad():
         _, dudt = torch.autograd.functional.jvp(
-            lambda x, tt: net_fn(x, y, tt, r), (x_t.detach(), t.detach()),
-            (v.detach(), torch.ones_like(t)), create_graph=False, strict=False)
+            lambda x, tt: net_fn(x, y, tt, r),
+            (x_t.detach(), t.detach()),
+            (v.detach(), torch.ones_like(t)),
+            create_graph=False,
+            strict=False,
+        )
     return dudt
 
 
 @torch.no_grad()
-def jvp_fd(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
-           eps_rel: float = 1e-3, chunk: int | None = None) -> Tensor:
+def jvp_fd(
+    net_fn: NetFn,
+    *,
+    x_t: Tensor,
+    y: Tensor,
+    t: Tensor,
+    r: Tensor,
+    v: Tensor,
+    eps_rel: float = 1e-3,
+    chunk: int | None = None,
+) -> Tensor:
     """Central difference with a per-sample step ``eps = eps_rel * (mean|x_t| + mean|v|)``.
 
     ``chunk`` bounds how many samples go through the network at once (memory, not maths).
@@ -92,18 +108,21 @@ class AutoJvp:
     def __init__(self) -> None:
         self.fallback_reason: str | None = None
 
-    def __call__(self, net_fn: NetFn, *, reuse_primal: bool = False, **kw
-                 ) -> tuple[Tensor | None, Tensor]:
+    def __call__(self, net_fn: NetFn, *, reuse_primal: bool = False, **kw) -> tuple[Tensor | None, Tensor]:
         if self.fallback_reason is None:
             try:
-                return jvp_func(net_fn, **{k: kw[k] for k in ("x_t", "y", "t", "r", "v")},
-                                reuse_primal=reuse_primal)
+                return jvp_func(
+                    net_fn, **{k: kw[k] for k in ("x_t", "y", "t", "r", "v")}, reuse_primal=reuse_primal
+                )
             except (RuntimeError, NotImplementedError) as err:
                 if not missing_forward_rule(err):
                     raise
                 self.fallback_reason = f"{type(err).__name__}: {err}".splitlines()[0]
-                log.warning("mf.jvp_impl=auto: torch.func.jvp failed (%s); using the finite "
-                            "difference ('fd') from now on", self.fallback_reason)
+                log.warning(
+                    "mf.jvp_impl=auto: torch.func.jvp failed (%s); using the finite "
+                    "difference ('fd') from now on",
+                    self.fallback_reason,
+                )
         return None, jvp_fd(net_fn, **kw)
 
 

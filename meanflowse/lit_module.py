@@ -1,4 +1,5 @@
 """LightningModule: glue between the data, the backbone and the pure MeanFlow functions."""
+
 from __future__ import annotations
 
 import logging
@@ -10,11 +11,24 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from meanflowse.config import ConfigError
-from meanflowse.curriculum import (CurriculumConfig, gamma_at, lr_factor, mf_weight, sample_r,
-                                   sample_t, single_pass_p_equal)
+from meanflowse.curriculum import (
+    CurriculumConfig,
+    gamma_at,
+    lr_factor,
+    mf_weight,
+    sample_r,
+    sample_t,
+    single_pass_p_equal,
+)
 from meanflowse.jvp import AutoJvp
-from meanflowse.objective import (MeanFlowConfig, NonFiniteError, cfm_loss, check_mf_config,
-                                  single_pass_loss, two_pass_loss)
+from meanflowse.objective import (
+    MeanFlowConfig,
+    NonFiniteError,
+    cfm_loss,
+    check_mf_config,
+    single_pass_loss,
+    two_pass_loss,
+)
 from meanflowse.parametrization import average_velocity
 from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
 from meanflowse.samplers import SamplerConfig, resolve_sampler, sample
@@ -31,10 +45,17 @@ class MeanFlowSEModule(LightningModule):
     rebuild the model from the checkpoint alone.
     """
 
-    def __init__(self, *, backbone: nn.Module, path: PathConfig, mf: MeanFlowConfig,
-                 curriculum: CurriculumConfig, sampler: SamplerConfig,
-                 optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.Adam, lr=1e-4),
-                 config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        path: PathConfig,
+        mf: MeanFlowConfig,
+        curriculum: CurriculumConfig,
+        sampler: SamplerConfig,
+        optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.Adam, lr=1e-4),
+        config: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         try:  # an unknown mf.* choice fails here, before data or training
             check_mf_config(mf)
@@ -72,7 +93,8 @@ class MeanFlowSEModule(LightningModule):
                 f"mf.weight_final={self.mf.weight_final} needs a finite step budget: the MeanFlow "
                 "curriculum follows step / total steps, so with trainer.max_steps=-1 and "
                 "trainer.max_epochs=-1 it would never switch the MeanFlow term on. Set "
-                "trainer.max_steps (or max_epochs), or mf.weight_final=0 for plain CFM")
+                "trainer.max_steps (or max_epochs), or mf.weight_final=0 for plain CFM"
+            )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, y = batch["clean"], batch["noisy"]
@@ -113,15 +135,18 @@ class MeanFlowSEModule(LightningModule):
         :meth:`optimizer_step` leaves the weights and the optimizer state as they were."""
         msg = f"step {self.global_step}: {failure or 'a NaN or Inf on another rank'}"
         if self.mf.nan_policy != "skip":
-            raise NonFiniteError(f"{msg}. Training stopped (set mf.nan_policy=skip to skip such "
-                                 "steps, or lower optim.lr / enable mf.jvp_clip)") from failure
+            raise NonFiniteError(
+                f"{msg}. Training stopped (set mf.nan_policy=skip to skip such "
+                "steps, or lower optim.lr / enable mf.jvp_clip)"
+            ) from failure
         log.warning("%s; skipping this step (mf.nan_policy=skip)", msg)
         self.log("train/skipped_nonfinite", 1.0)
         self._skip_step = True
         return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
 
-    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
-                       optimizer_closure: Callable[[], Any] | None = None) -> None:
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Callable[[], Any] | None = None
+    ) -> None:
         if optimizer_closure is None:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         # The closure is training_step + backward. Run it first: only then is it known whether
@@ -162,21 +187,34 @@ class MeanFlowSEModule(LightningModule):
         z = complex_noise_like(x, generator=gen)
         x_t = sample_xt(x=x, y=y, z=z, t=t, cfg=self.path)
         v = conditional_velocity(x=x, y=y, z=z, cfg=self.path)
-        self.log("val/loss_cfm", cfm_loss(self.net_fn, x_t=x_t, y=y, t=t, v=v, cfg=self.mf),
-                 sync_dist=True)
+        self.log("val/loss_cfm", cfm_loss(self.net_fn, x_t=x_t, y=y, t=t, v=v, cfg=self.mf), sync_dist=True)
         x_hat = self.enhance_spec(y, z=complex_noise_like(y, generator=gen))
         err = 0.5 * (x_hat - x).pow(2).flatten(1).sum(1).mean()
         self.log("val/one_step_mse", err, prog_bar=True, sync_dist=True)
 
     @torch.no_grad()
-    def enhance_spec(self, y: Tensor, *, z: Tensor | None = None, name: str | None = None,
-                     nfe: int | None = None, t_end: float | None = None) -> Tensor:
+    def enhance_spec(
+        self,
+        y: Tensor,
+        *,
+        z: Tensor | None = None,
+        name: str | None = None,
+        nfe: int | None = None,
+        t_end: float | None = None,
+    ) -> Tensor:
         """Sample the clean spectrogram given the noisy one with the configured sampler."""
         s = self.sampler_cfg
         name = resolve_sampler(name or s.name, trained_with_meanflow=self.trained_with_meanflow)
         z = complex_noise_like(y) if z is None else z
-        return sample(self.net_fn, y=y, z=z, name=name, nfe=nfe or s.nfe,
-                      t_end=s.t_end if t_end is None else t_end, path=self.path)
+        return sample(
+            self.net_fn,
+            y=y,
+            z=z,
+            name=name,
+            nfe=nfe or s.nfe,
+            t_end=s.t_end if t_end is None else t_end,
+            path=self.path,
+        )
 
     def configure_optimizers(self) -> Any:
         opt = self.optimizer_factory(params=self.parameters())
@@ -185,8 +223,9 @@ class MeanFlowSEModule(LightningModule):
             return opt
         total = self.step_budget()
         if cur.lr_decay != "constant" and total is None:
-            raise ConfigError(f"curriculum.lr_decay={cur.lr_decay} needs a finite step budget: set "
-                             "trainer.max_steps or trainer.max_epochs")
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, total=total, cfg=cur))
+            raise ConfigError(
+                f"curriculum.lr_decay={cur.lr_decay} needs a finite step budget: set "
+                "trainer.max_steps or trainer.max_epochs"
+            )
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total=total, cfg=cur))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

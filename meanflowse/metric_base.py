@@ -1,5 +1,6 @@
 """What every metric shares: the error type and the checks that turn any 1-D input (numpy,
 torch, integer PCM) into a finite float64 array at a valid rate."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,8 +44,10 @@ def _as_array(x: Any, name: str = "signal") -> np.ndarray:
 def _pair(ref: Any, deg: Any) -> tuple[np.ndarray, np.ndarray]:
     r, d = _as_array(ref, "reference"), _as_array(deg, "degraded signal")
     if r.shape != d.shape:
-        raise MetricError(f"reference and degraded signal lengths differ: {r.size} vs {d.size} "
-                          "samples (crop them to a common length first)")
+        raise MetricError(
+            f"reference and degraded signal lengths differ: {r.size} vs {d.size} "
+            "samples (crop them to a common length first)"
+        )
     return r, d
 
 

@@ -17,6 +17,7 @@ Conventions shared by all functions here:
 * Reference and degraded signals must have the same length (callers crop); a mismatch is a
   ``MetricError``, not a silent truncation.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,21 @@ from meanflowse.metric_base import MetricError, _check_sr, _pair, _resample
 from meanflowse.speaker import speaker_similarity, speaker_similarity_available
 
 __all__ = [
-    "MetricError", "METRIC_KEYS", "pesq_wb", "pesq_nb", "estoi", "si_sdr", "dnsmos",
-    "dnsmos_available", "speaker_similarity", "speaker_similarity_available", "compute_all",
-    "Stopwatch", "rtf", "summarize", "summary_table",
+    "MetricError",
+    "METRIC_KEYS",
+    "pesq_wb",
+    "pesq_nb",
+    "estoi",
+    "si_sdr",
+    "dnsmos",
+    "dnsmos_available",
+    "speaker_similarity",
+    "speaker_similarity_available",
+    "compute_all",
+    "Stopwatch",
+    "rtf",
+    "summarize",
+    "summary_table",
 ]
 
 #: Keys of :func:`compute_all`'s result, in display order (``errors`` comes on top of these).
@@ -120,8 +133,7 @@ def estoi(ref: Any, deg: Any, sr: int) -> float:
             raise MetricError(f"ESTOI failed: {type(e).__name__}: {e}") from e
     for w in caught:
         if "Not enough STFT frames" in str(w.message):
-            raise MetricError("ESTOI undefined: fewer than 30 non-silent frames "
-                              "(signal too short or silent)")
+            raise MetricError("ESTOI undefined: fewer than 30 non-silent frames (signal too short or silent)")
     if not math.isfinite(value):
         raise MetricError(f"ESTOI returned a non-finite value ({value})")
     return value
@@ -178,8 +190,9 @@ except ImportError:  # pragma: no cover - pesq is a hard requirement
 METRIC_FAILURES: tuple[type[Exception], ...] = (MetricError, _PesqError)
 
 
-def compute_all(ref: Any | None, deg: Any, sr: int, *, with_dnsmos: bool = True,
-                with_speaker: bool = False) -> dict[str, Any]:
+def compute_all(
+    ref: Any | None, deg: Any, sr: int, *, with_dnsmos: bool = True, with_speaker: bool = False
+) -> dict[str, Any]:
     """Every metric for one file; a metric that cannot score it becomes ``NaN`` (any error of
     :data:`METRIC_FAILURES`); anything else is a bug and propagates.
 
@@ -308,8 +321,9 @@ def summarize(values: Iterable[float]) -> tuple[float, float]:
     return mean, half
 
 
-def summary_table(rows: Sequence[Mapping[str, Any]], title: str = "Metrics",
-                  keys: Sequence[str] | None = None):
+def summary_table(
+    rows: Sequence[Mapping[str, Any]], title: str = "Metrics", keys: Sequence[str] | None = None
+):
     """``rich.table.Table`` with one line per metric: mean ± 95% CI, files counted, failures.
 
     ``rows`` are per-file dicts such as :func:`compute_all` returns. Metric columns are ``keys``

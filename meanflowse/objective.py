@@ -4,6 +4,7 @@
 ``[B, 2, F, T]``. The MeanFlow target is ``stopgrad(v - c (t - r) du/dt)``; at ``r = t`` it is
 ``v``, so the loss reduces exactly to conditional flow matching.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,8 +13,16 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from meanflowse.jvp import (JVP_CLIP_MODES, JVP_IMPLS, AutoJvp, NetFn, clip_per_sample,
-                            jvp_autograd, jvp_fd, jvp_func)
+from meanflowse.jvp import (
+    JVP_CLIP_MODES,
+    JVP_IMPLS,
+    AutoJvp,
+    NetFn,
+    clip_per_sample,
+    jvp_autograd,
+    jvp_fd,
+    jvp_func,
+)
 from meanflowse.parametrization import PARAMETRIZATIONS, loss_weight
 from meanflowse.path import expand_time
 
@@ -24,21 +33,21 @@ NAN_POLICIES = ("raise", "skip")
 
 @dataclass
 class MeanFlowConfig:
-    first_order_coef: float = 0.5     # c: 0.5 trapezoid-like (reference), 1.0 the pure identity
-    weight_final: float = 0.25        # final MeanFlow weight w_mf; 0 gives plain CFM
-    jvp_impl: str = "func"            # func | autograd | fd | auto
-    jvp_eps: float = 1e-3             # fd: relative step
-    jvp_chunk: Optional[int] = None     # fd: samples per network call (None = whole batch)
-    jvp_clip: Optional[float] = 5.0     # per-sample clip of the JVP (None disables)
-    jvp_clip_mode: str = "norm"       # norm: jvp_clip bounds the L2 norm (ref); rms: the RMS
+    first_order_coef: float = 0.5  # c: 0.5 trapezoid-like (reference), 1.0 the pure identity
+    weight_final: float = 0.25  # final MeanFlow weight w_mf; 0 gives plain CFM
+    jvp_impl: str = "func"  # func | autograd | fd | auto
+    jvp_eps: float = 1e-3  # fd: relative step
+    jvp_chunk: Optional[int] = None  # fd: samples per network call (None = whole batch)
+    jvp_clip: Optional[float] = 5.0  # per-sample clip of the JVP (None disables)
+    jvp_clip_mode: str = "norm"  # norm: jvp_clip bounds the L2 norm (ref); rms: the RMS
     #                                   per element (the same bound at any crop size)
-    jvp_reuse_primal: bool = False    # func/auto: take the prediction from the JVP's primal output
+    jvp_reuse_primal: bool = False  # func/auto: take the prediction from the JVP's primal output
     #                                   (no extra forward, several times the activation memory)
-    loss: str = "mse"                 # mse: 0.5 sum |err|^2 per sample; mae: sum |err|
-    adaptive_p: float = 0.0           # adaptive weighting loss / sg(loss + eps)**p (0 = off)
+    loss: str = "mse"  # mse: 0.5 sum |err|^2 per sample; mae: sum |err|
+    adaptive_p: float = 0.0  # adaptive weighting loss / sg(loss + eps)**p (0 = off)
     adaptive_eps: float = 1e-3
     formulation: str = "single_pass"  # single_pass (r=t samples are the CFM term) | two_pass (ref)
-    nan_policy: str = "raise"         # raise | skip: what a NaN/Inf in the loss or JVP does
+    nan_policy: str = "raise"  # raise | skip: what a NaN/Inf in the loss or JVP does
     parametrization: str = "velocity"  # velocity: the backbone outputs u (ref); data: it outputs
     #                                    F, x0_hat = y + F, u = (x_t - x0_hat) / t, and the loss
     #                                    is weighted to the x0 scale (mse x t^2, mae x t)
@@ -46,9 +55,14 @@ class MeanFlowConfig:
 
 def check_mf_config(cfg: MeanFlowConfig) -> None:
     """Refuse an unknown choice before any training, naming the key and the allowed values."""
-    for key, allowed in (("jvp_impl", JVP_IMPLS), ("jvp_clip_mode", JVP_CLIP_MODES),
-                         ("loss", LOSSES), ("formulation", FORMULATIONS),
-                         ("nan_policy", NAN_POLICIES), ("parametrization", PARAMETRIZATIONS)):
+    for key, allowed in (
+        ("jvp_impl", JVP_IMPLS),
+        ("jvp_clip_mode", JVP_CLIP_MODES),
+        ("loss", LOSSES),
+        ("formulation", FORMULATIONS),
+        ("nan_policy", NAN_POLICIES),
+        ("parametrization", PARAMETRIZATIONS),
+    ):
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"mf.{key}={getattr(cfg, key)!r}; use one of {allowed}")
 
@@ -85,9 +99,17 @@ def _check_finite(name: str, x: Tensor) -> None:
         raise NonFiniteError(f"non-finite values in {name}")
 
 
-def mean_flow_target(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
-                     cfg: MeanFlowConfig, auto: AutoJvp | None = None
-                     ) -> tuple[Tensor | None, Tensor, dict[str, float]]:
+def mean_flow_target(
+    net_fn: NetFn,
+    *,
+    x_t: Tensor,
+    y: Tensor,
+    t: Tensor,
+    r: Tensor,
+    v: Tensor,
+    cfg: MeanFlowConfig,
+    auto: AutoJvp | None = None,
+) -> tuple[Tensor | None, Tensor, dict[str, float]]:
     """The MeanFlow target ``v - c (t - r) clip(du/dt)`` (no gradient).
 
     Returns ``(u, target, logs)``; ``u`` is the prediction with its graph when the JVP produced
@@ -104,16 +126,19 @@ def mean_flow_target(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Ten
         elif cfg.jvp_impl == "fd":
             dudt = jvp_fd(net_fn, **kw, eps_rel=cfg.jvp_eps, chunk=cfg.jvp_chunk)
         elif cfg.jvp_impl == "auto":
-            u, dudt = (auto or AutoJvp())(net_fn, **kw, eps_rel=cfg.jvp_eps, chunk=cfg.jvp_chunk,
-                                          reuse_primal=cfg.jvp_reuse_primal)
+            u, dudt = (auto or AutoJvp())(
+                net_fn, **kw, eps_rel=cfg.jvp_eps, chunk=cfg.jvp_chunk, reuse_primal=cfg.jvp_reuse_primal
+            )
         else:
             raise ValueError(f"mf.jvp_impl={cfg.jvp_impl!r}; use one of {JVP_IMPLS}")
     dudt = dudt.detach()
     _check_finite("the JVP du/dt", dudt)
     # Logged before the clip, so that a bound can be chosen from them (norm and rms modes).
     norms = dudt.flatten(1).norm(dim=1)
-    logs = {"jvp_norm": norms.mean().item(),
-            "jvp_rms": (norms / dudt.flatten(1).shape[1] ** 0.5).mean().item()}
+    logs = {
+        "jvp_norm": norms.mean().item(),
+        "jvp_rms": (norms / dudt.flatten(1).shape[1] ** 0.5).mean().item(),
+    }
     dudt, clipped = clip_per_sample(dudt, cfg.jvp_clip, mode=cfg.jvp_clip_mode)
     target = v - cfg.first_order_coef * expand_time(t - r, v) * dudt
     logs["jvp_clip_rate"] = clipped.float().mean().item()
@@ -130,17 +155,25 @@ def _reduce(pred: Tensor, target: Tensor, t: Tensor, cfg: MeanFlowConfig) -> Ten
     return adaptive_weighting(per, p=cfg.adaptive_p, eps=cfg.adaptive_eps)
 
 
-def cfm_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor,
-             cfg: MeanFlowConfig) -> Tensor:
+def cfm_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor, cfg: MeanFlowConfig) -> Tensor:
     """Conditional flow matching: ``loss(u(x_t, t, t | y), v)``, batch mean."""
     loss = _reduce(net_fn(x_t, y, t, t), v, t, cfg).mean()
     _check_finite("the CFM loss", loss)
     return loss
 
 
-def single_pass_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
-                     cfg: MeanFlowConfig, with_jvp: bool = True, auto: AutoJvp | None = None
-                     ) -> LossOutput:
+def single_pass_loss(
+    net_fn: NetFn,
+    *,
+    x_t: Tensor,
+    y: Tensor,
+    t: Tensor,
+    r: Tensor,
+    v: Tensor,
+    cfg: MeanFlowConfig,
+    with_jvp: bool = True,
+    auto: AutoJvp | None = None,
+) -> LossOutput:
     """One network pass per sample: ``r = t`` samples regress ``v`` (the CFM term), the others
     the MeanFlow target. ``with_jvp=False`` is plain CFM without the JVP.
 
@@ -152,8 +185,9 @@ def single_pass_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Ten
     needs_jvp = r < t
     if with_jvp and bool(needs_jvp.any()):
         idx = needs_jvp.nonzero(as_tuple=True)[0]
-        u_mf, target_mf, logs = mean_flow_target(net_fn, x_t=x_t[idx], y=y[idx], t=t[idx], r=r[idx],
-                                                 v=v[idx], cfg=cfg, auto=auto)
+        u_mf, target_mf, logs = mean_flow_target(
+            net_fn, x_t=x_t[idx], y=y[idx], t=t[idx], r=r[idx], v=v[idx], cfg=cfg, auto=auto
+        )
         target = v.index_put((idx,), target_mf)
         if u_mf is not None:  # the JVP's primal output (jvp_reuse_primal): forward the rest only
             rest = (~needs_jvp).nonzero(as_tuple=True)[0]
@@ -175,8 +209,18 @@ def single_pass_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Ten
     return LossOutput(loss, logs)
 
 
-def two_pass_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, v: Tensor,
-                  w_mf: float, cfg: MeanFlowConfig, auto: AutoJvp | None = None) -> LossOutput:
+def two_pass_loss(
+    net_fn: NetFn,
+    *,
+    x_t: Tensor,
+    y: Tensor,
+    t: Tensor,
+    r: Tensor,
+    v: Tensor,
+    w_mf: float,
+    cfg: MeanFlowConfig,
+    auto: AutoJvp | None = None,
+) -> LossOutput:
     """The reference form: ``(1 - w) L_cfm + w L_mf``, a CFM pass plus a MeanFlow pass."""
     l_cfm = cfm_loss(net_fn, x_t=x_t, y=y, t=t, v=v, cfg=cfg)
     if w_mf <= 0:

@@ -7,6 +7,7 @@ same; what changes is what the network has to learn (a residual on the scale of 
 spectrogram) and that a one-step jump from ``t = 1`` to ``r = 0`` lands exactly on ``y + F``.
 The division is part of the network function, so the JVP differentiates through it.
 """
+
 from __future__ import annotations
 
 from torch import Tensor

@@ -2,6 +2,7 @@
 
 Pure functions of tensors. States are real ``[B, 2, F, T]`` (Re, Im channels), times ``[B]``.
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ the folder's other files are that run's to replace, so resuming it after an inte
 redoes them instead of refusing. The latest line per file counts; a line torn by a killed run
 does not parse and is ignored. See :func:`verdict` for what a run does with each output.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,11 +44,19 @@ def run_settings(cfg: DictConfig, enhancer) -> dict[str, Any]:
     others change round-off only), as it reads back from JSON so records compare equal."""
     ckpt = Path(str(cfg.ckpt_path)).resolve()
     st = ckpt.stat()
-    settings = {"checkpoint": str(ckpt), "checkpoint_size": st.st_size,
-                "checkpoint_mtime_ns": st.st_mtime_ns, "use_ema": bool(cfg.use_ema),
-                "sampler": enhancer.sampler_name, "nfe": enhancer.steps, "t_end": enhancer.t_end,
-                "precision": enhancer.precision, "seed": int(cfg.seed),
-                "chunk_s": float(cfg.chunk_s), "overlap_s": float(cfg.overlap_s)}
+    settings = {
+        "checkpoint": str(ckpt),
+        "checkpoint_size": st.st_size,
+        "checkpoint_mtime_ns": st.st_mtime_ns,
+        "use_ema": bool(cfg.use_ema),
+        "sampler": enhancer.sampler_name,
+        "nfe": enhancer.steps,
+        "t_end": enhancer.t_end,
+        "precision": enhancer.precision,
+        "seed": int(cfg.seed),
+        "chunk_s": float(cfg.chunk_s),
+        "overlap_s": float(cfg.overlap_s),
+    }
     return json.loads(json.dumps(settings))
 
 
@@ -87,7 +96,10 @@ def verdict(item: Item, dst: Path, settings: dict, history: History) -> str:
     rec = history.records.get(item.rel.as_posix())
     if rec is not None and rec.get("settings") == settings:
         same = (rec.get("source"), rec.get("reference"), rec.get("output")) == (
-            item.source_id, item.ref_id, identity(dst))
+            item.source_id,
+            item.ref_id,
+            identity(dst),
+        )
         return "resume" if same else "redo"
     return "redo" if history.claimed_by == settings else "foreign"
 
@@ -105,14 +117,18 @@ def foreign_error(out_dir: Path, foreign: list[Item], settings: dict, history: H
             differ |= {k for k in settings.keys() | old.keys() if old.get(k) != settings.get(k)}
     why = []
     if len(foreign) > unrecorded:
-        why.append(f"{len(foreign) - unrecorded} made with other settings ({', '.join(sorted(differ))} "
-                   f"differ; see {out_dir / PROVENANCE_FILE})")
+        why.append(
+            f"{len(foreign) - unrecorded} made with other settings ({', '.join(sorted(differ))} "
+            f"differ; see {out_dir / PROVENANCE_FILE})"
+        )
     if unrecorded:
         why.append(f"{unrecorded} with no record in {PROVENANCE_FILE} (another run's or tool's)")
     n = len(foreign)
-    return EvalError(f"output={out_dir} holds {n} file{'s' if n > 1 else ''} this run did not make "
-                     f"(e.g. {foreign[0].rel.as_posix()}): {'; '.join(why)}. Pass overwrite=true "
-                     "to redo them, or give another output=")
+    return EvalError(
+        f"output={out_dir} holds {n} file{'s' if n > 1 else ''} this run did not make "
+        f"(e.g. {foreign[0].rel.as_posix()}): {'; '.join(why)}. Pass overwrite=true "
+        "to redo them, or give another output="
+    )
 
 
 class ProvenanceLog:
@@ -135,9 +151,15 @@ class ProvenanceLog:
     def record(self, item: Item, written: Path) -> None:
         """``item``'s output, as written at ``written`` (the temp file, before its rename:
         renaming keeps size and modification time)."""
-        self._append({"file": item.rel.as_posix(), "settings": self.settings,
-                      "source": item.source_id, "reference": item.ref_id,
-                      "output": identity(written)})
+        self._append(
+            {
+                "file": item.rel.as_posix(),
+                "settings": self.settings,
+                "source": item.source_id,
+                "reference": item.ref_id,
+                "output": identity(written),
+            }
+        )
 
     def _append(self, record: dict | None) -> None:
         self.fh.write(("" if record is None else json.dumps(record)) + "\n")

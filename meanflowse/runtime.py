@@ -14,6 +14,7 @@ a forked child (a DataLoader worker) goes back to glibc's defaults, since worker
 crop audio (small blocks, nothing to gain) and each would otherwise keep up to
 ``TRIM_THRESHOLD`` of freed memory of its own.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -2,6 +2,7 @@
 
 ``net_fn(x, y, t, r)`` is the average-velocity network; each step calls it exactly once.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ SAMPLERS = ("euler_mf", "euler", "auto")
 
 @dataclass
 class SamplerConfig:
-    name: str = "auto"   # euler_mf | euler | auto (euler_mf for MeanFlow-trained models)
-    nfe: int = 1         # network evaluations = Euler steps
-    t_end: float = 0.0   # 0: the strict jump to t = 0; path.t_eps stops where training times end
+    name: str = "auto"  # euler_mf | euler | auto (euler_mf for MeanFlow-trained models)
+    nfe: int = 1  # network evaluations = Euler steps
+    t_end: float = 0.0  # 0: the strict jump to t = 0; path.t_eps stops where training times end
 
 
 def resolve_sampler(name: str, *, trained_with_meanflow: bool) -> str:
@@ -37,8 +38,9 @@ def time_grid(*, nfe: int, t_start: float, t_end: float) -> list[float]:
 
 
 @torch.no_grad()
-def sample(net_fn: NetFn, *, y: Tensor, z: Tensor, name: str, nfe: int, t_end: float,
-           path: PathConfig) -> Tensor:
+def sample(
+    net_fn: NetFn, *, y: Tensor, z: Tensor, name: str, nfe: int, t_end: float, path: PathConfig
+) -> Tensor:
     """Enhance ``y`` from the prior ``y + sigma_max z``.
 
     ``euler_mf`` jumps ``x <- x - (t_k - t_{k+1}) u(x, r=t_{k+1}, t=t_k)``; ``euler`` uses the

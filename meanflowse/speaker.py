@@ -1,4 +1,5 @@
 """Speaker similarity: cosine of Resemblyzer GE2E embeddings (weights shipped in its wheel)."""
+
 from __future__ import annotations
 
 import math
@@ -11,11 +12,11 @@ import numpy as np
 from meanflowse.metric_base import MetricError, _check_sr, _package_dir, _pair, _resample
 
 _SPK_SR = 16000
-_SPK_N_FFT = 400          # 25 ms
-_SPK_HOP = 160            # 10 ms
+_SPK_N_FFT = 400  # 25 ms
+_SPK_HOP = 160  # 10 ms
 _SPK_N_MELS = 40
 _SPK_PARTIAL_FRAMES = 160  # 1.6 s partial utterances
-_SPK_RATE = 1.3            # partials per second
+_SPK_RATE = 1.3  # partials per second
 _SPK_MIN_COVERAGE = 0.75
 _SPK_TARGET_DBFS = -30.0
 
@@ -23,9 +24,11 @@ _SPK_TARGET_DBFS = -30.0
 def _speaker_weights_path() -> Path:
     pkg = _package_dir("resemblyzer")
     if pkg is None:
-        raise MetricError("speaker similarity unavailable: the 'resemblyzer' package (which "
-                          "ships the encoder weights) is not installed; "
-                          "`pip install --no-deps resemblyzer==0.1.4` is enough")
+        raise MetricError(
+            "speaker similarity unavailable: the 'resemblyzer' package (which "
+            "ships the encoder weights) is not installed; "
+            "`pip install --no-deps resemblyzer==0.1.4` is enough"
+        )
     path = pkg / "pretrained.pt"
     if not path.is_file():
         raise MetricError(f"speaker similarity unavailable: weights missing ({path})")
@@ -58,8 +61,16 @@ def _speaker_encoder():
     # librosa.feature.melspectrogram defaults: Hann window, centred with zero padding, power 2,
     # Slaney mel scale with Slaney area normalisation.
     mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=_SPK_SR, n_fft=_SPK_N_FFT, hop_length=_SPK_HOP, n_mels=_SPK_N_MELS,
-        power=2.0, center=True, pad_mode="constant", norm="slaney", mel_scale="slaney")
+        sample_rate=_SPK_SR,
+        n_fft=_SPK_N_FFT,
+        hop_length=_SPK_HOP,
+        n_mels=_SPK_N_MELS,
+        power=2.0,
+        center=True,
+        pad_mode="constant",
+        norm="slaney",
+        mel_scale="slaney",
+    )
     return model, mel
 
 
@@ -98,7 +109,7 @@ def _speaker_embedding(x: np.ndarray) -> np.ndarray:
         x = np.pad(x, (0, needed - x.size))
     with torch.no_grad():
         spec = mel(torch.from_numpy(x.astype(np.float32))).T  # [T, n_mels]
-        mels = torch.stack([spec[s: s + _SPK_PARTIAL_FRAMES] for s in starts])
+        mels = torch.stack([spec[s : s + _SPK_PARTIAL_FRAMES] for s in starts])
         partial = model(mels).numpy().astype(np.float64)
     emb = partial.mean(axis=0)
     return emb / np.linalg.norm(emb)

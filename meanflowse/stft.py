@@ -4,6 +4,7 @@ Complex spectrograms are carried as real tensors ``[..., 2, F, T]`` (channel 0 =
 channel 1 = imaginary part) everywhere past this module: forward-mode AD, autocast,
 ``torch.compile`` and channels_last all behave better on real tensors than on complex ones.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,14 @@ def _window(cfg: SpecConfig, like: Tensor) -> Tensor:
 def stft(wav: Tensor, cfg: SpecConfig) -> Tensor:
     """``wav [..., L]`` -> complex ``[..., F, T]``."""
     lead = wav.shape[:-1]
-    spec = torch.stft(wav.reshape(-1, wav.shape[-1]), cfg.n_fft, cfg.hop_length,
-                      window=_window(cfg, wav), center=True, return_complex=True)
+    spec = torch.stft(
+        wav.reshape(-1, wav.shape[-1]),
+        cfg.n_fft,
+        cfg.hop_length,
+        window=_window(cfg, wav),
+        center=True,
+        return_complex=True,
+    )
     return spec.reshape(*lead, *spec.shape[-2:])
 
 
@@ -46,8 +53,14 @@ def istft(spec: Tensor, cfg: SpecConfig, length: int) -> Tensor:
     """Complex ``[..., F, T]`` -> ``wav [..., length]``; the exact inverse of :func:`stft`."""
     lead = spec.shape[:-2]
     real_dtype = spec.real.dtype
-    wav = torch.istft(spec.reshape(-1, *spec.shape[-2:]), cfg.n_fft, cfg.hop_length,
-                      window=_window(cfg, spec.real), center=True, length=length)
+    wav = torch.istft(
+        spec.reshape(-1, *spec.shape[-2:]),
+        cfg.n_fft,
+        cfg.hop_length,
+        window=_window(cfg, spec.real),
+        center=True,
+        length=length,
+    )
     return wav.reshape(*lead, length).to(real_dtype)
 
 

@@ -13,6 +13,7 @@ output under the job folder (``eval/nfe<N>/``: the enhanced files, ``metrics.csv
 and a sweep reports for a checkpoint exactly what
 ``python eval.py ckpt_path=<ckpt> split=<sweep.eval_split> sampler.nfe=<N>`` reports.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,15 +35,39 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from meanflowse import metrics as M
 from meanflowse.atomic import write_text_atomic
 from meanflowse.curriculum import mf_weight
+
 # the multirun folder's layout and its table live in sweep_gather; re-exported here because
 # configs (also frozen ones under experiments/) name meanflowse.sweep.GatherCallback
-from meanflowse.sweep_gather import (RECORD, RESULTS_CSV, GatherCallback, SweepError,  # noqa: F401
-                                     gather, main, mean_or_nan)
+from meanflowse.sweep_gather import (
+    RECORD,
+    RESULTS_CSV,
+    GatherCallback,
+    SweepError,  # noqa: F401
+    gather,
+    main,
+    mean_or_nan,
+)
 
-__all__ = ["SweepConfig", "StepTimer", "SweepError", "job_params", "sweep_group",
-           "evaluate_nfes", "eval_checkpoint", "eval_config", "evaluate_checkpoint",
-           "flat_metrics", "train_and_evaluate", "run_job", "write_json_atomic", "RECORD",
-           "RESULTS_CSV", "gather", "GatherCallback", "main"]
+__all__ = [
+    "SweepConfig",
+    "StepTimer",
+    "SweepError",
+    "job_params",
+    "sweep_group",
+    "evaluate_nfes",
+    "eval_checkpoint",
+    "eval_config",
+    "evaluate_checkpoint",
+    "flat_metrics",
+    "train_and_evaluate",
+    "run_job",
+    "write_json_atomic",
+    "RECORD",
+    "RESULTS_CSV",
+    "gather",
+    "GatherCallback",
+    "main",
+]
 log = logging.getLogger(__name__)
 EVAL_KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
 EVAL_YAML = Path(__file__).resolve().parents[1] / "configs" / "eval.yaml"  # eval.py's defaults
@@ -55,17 +80,17 @@ class SweepConfig:
     The evaluation is eval.py's with the defaults of configs/eval.yaml (seed, chunking,
     precision) and what ``eval_*`` sets here (split, files, checkpoint, EMA, sampler, device)."""
 
-    group: Optional[str] = None          # W&B group; null: <task_name>-<multirun folder name>
+    group: Optional[str] = None  # W&B group; null: <task_name>-<multirun folder name>
     eval_nfe: list[int] = field(default_factory=lambda: [1, 2, 5])
-    eval_split: str = "valid"            # valid selects configurations; keep test for the final run
+    eval_split: str = "valid"  # valid selects configurations; keep test for the final run
     eval_num_files: Optional[int] = None  # first N files of the split (null: all)
-    eval_checkpoint: str = "last"        # last (equal training budget) | best (by the monitor)
+    eval_checkpoint: str = "last"  # last (equal training budget) | best (by the monitor)
     eval_use_ema: bool = True
-    eval_sampler: Optional[str] = None   # null: the model's sampler (auto -> euler_mf)
+    eval_sampler: Optional[str] = None  # null: the model's sampler (auto -> euler_mf)
     eval_t_end: Optional[float] = None
-    eval_dnsmos: bool = False            # DNSMOS costs ~1 s per file on a CPU
-    eval_device: str = "auto"           # eval.py's device: auto | cpu | cuda ...
-    timer_skip: int = 2                  # first steps of each kind left out of the step time
+    eval_dnsmos: bool = False  # DNSMOS costs ~1 s per file on a CPU
+    eval_device: str = "auto"  # eval.py's device: auto | cpu | cuda ...
+    timer_skip: int = 2  # first steps of each kind left out of the step time
 
 
 ConfigStore.instance().store(group="schema", name="sweep", node=SweepConfig)
@@ -74,8 +99,6 @@ ConfigStore.instance().store(group="schema", name="sweep", node=SweepConfig)
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(data, indent=2, default=_json_default))
-
-
 
 
 def _json_default(value: Any) -> Any:
@@ -114,9 +137,13 @@ class StepTimer(Callback):
             self._watch = None
 
     def summary(self) -> dict[str, float]:
-        mf, cfm = self.laps["mf"][self.skip:], self.laps["cfm"][self.skip:]
-        return {"step_time_s": mean_or_nan(mf + cfm), "step_time_mf_s": mean_or_nan(mf),
-                "step_time_cfm_s": mean_or_nan(cfm), "steps_timed_mf": len(mf)}
+        mf, cfm = self.laps["mf"][self.skip :], self.laps["cfm"][self.skip :]
+        return {
+            "step_time_s": mean_or_nan(mf + cfm),
+            "step_time_mf_s": mean_or_nan(mf),
+            "step_time_cfm_s": mean_or_nan(cfm),
+            "steps_timed_mf": len(mf),
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,14 +151,19 @@ class StepTimer(Callback):
 # --------------------------------------------------------------------------------------------
 def _hydra_config() -> Any | None:
     from hydra.core.hydra_config import HydraConfig
+
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def job_params(cfg: DictConfig) -> dict[str, Any]:
     """The knobs a sweep varies (the default grid and the Optuna space), resolved."""
-    return {"c": float(cfg.mf.first_order_coef), "jvp_impl": str(cfg.mf.jvp_impl),
-            "lr": float(cfg.optim.lr), "gamma_start": float(cfg.curriculum.gamma_start),
-            "seed": int(cfg.seed)}
+    return {
+        "c": float(cfg.mf.first_order_coef),
+        "jvp_impl": str(cfg.mf.jvp_impl),
+        "lr": float(cfg.optim.lr),
+        "gamma_start": float(cfg.curriculum.gamma_start),
+        "seed": int(cfg.seed),
+    }
 
 
 def _job_info(cfg: DictConfig) -> dict[str, Any]:
@@ -182,8 +214,9 @@ def _means(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-def evaluate_nfes(enhancer: Any, pairs: list[dict], *, nfes: list[int], dnsmos: bool
-                  ) -> tuple[list[dict], dict[str, float]]:
+def evaluate_nfes(
+    enhancer: Any, pairs: list[dict], *, nfes: list[int], dnsmos: bool
+) -> tuple[list[dict], dict[str, float]]:
     """Mean metrics of ``enhancer``'s float output at each NFE over in-memory ``pairs``, and
     those of the noisy input (a quick look for scripts; not what a sweep job reports: that is
     :func:`evaluate_checkpoint`, which scores the written files as eval.py does)."""
@@ -201,8 +234,15 @@ def evaluate_nfes(enhancer: Any, pairs: list[dict], *, nfes: list[int], dnsmos: 
             seconds, samples = seconds + sw.seconds, samples + p["noisy"].shape[-1]
             rows.append(score(p["clean"], out))
         failed = sum(bool(r["errors"]) for r in rows)
-        results.append({"nfe": int(nfe), **_means(rows), "rtf": M.rtf(seconds, samples, sr),
-                        "num_files": len(rows), "files_with_metric_errors": failed})
+        results.append(
+            {
+                "nfe": int(nfe),
+                **_means(rows),
+                "rtf": M.rtf(seconds, samples, sr),
+                "num_files": len(rows),
+                "files_with_metric_errors": failed,
+            }
+        )
     return results, noisy
 
 
@@ -233,13 +273,24 @@ def eval_config(cfg: DictConfig, ckpt_path: str, nfe: int, output: Path) -> Dict
     ecfg = OmegaConf.load(EVAL_YAML)
     with open_dict(ecfg):
         ecfg.pop("defaults", None)
-        ecfg.merge_with({
-            "ckpt_path": str(ckpt_path), "split": str(s.eval_split), "input": None,
-            "output": str(output), "limit_files": s.eval_num_files,
-            "sampler": {"name": s.eval_sampler, "nfe": int(nfe), "t_end": s.eval_t_end},
-            "use_ema": bool(s.eval_use_ema), "device": str(s.eval_device),
-            "dnsmos": bool(s.eval_dnsmos), "speaker": False, "plots": False, "progress": False,
-            "metrics": True, "overwrite": True})  # a rerun job re-enhances, never mixes models
+        ecfg.merge_with(
+            {
+                "ckpt_path": str(ckpt_path),
+                "split": str(s.eval_split),
+                "input": None,
+                "output": str(output),
+                "limit_files": s.eval_num_files,
+                "sampler": {"name": s.eval_sampler, "nfe": int(nfe), "t_end": s.eval_t_end},
+                "use_ema": bool(s.eval_use_ema),
+                "device": str(s.eval_device),
+                "dnsmos": bool(s.eval_dnsmos),
+                "speaker": False,
+                "plots": False,
+                "progress": False,
+                "metrics": True,
+                "overwrite": True,
+            }
+        )  # a rerun job re-enhances, never mixes models
     return ecfg
 
 
@@ -252,15 +303,16 @@ def _ci95(out_dir: Path, keys: list[str]) -> dict[str, Any]:
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("status") != "failed"]
     number = lambda v: float(v) if v not in (None, "") else math.nan
-    out: dict[str, Any] = {f"{k}_ci95": M.summarize([number(r.get(k)) for r in rows])[1]
-                           for k in keys}
-    out["files_with_metric_errors"] = sum(any(v for c, v in r.items() if c.startswith("error_"))
-                                          for r in rows)
+    out: dict[str, Any] = {f"{k}_ci95": M.summarize([number(r.get(k)) for r in rows])[1] for k in keys}
+    out["files_with_metric_errors"] = sum(
+        any(v for c, v in r.items() if c.startswith("error_")) for r in rows
+    )
     return out
 
 
-def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path
-                        ) -> tuple[list[dict], dict[str, float]]:
+def evaluate_checkpoint(
+    cfg: DictConfig, ckpt_path: str, out_dir: Path
+) -> tuple[list[dict], dict[str, float]]:
     """eval.py's :func:`~meanflowse.evaluation.evaluate` of ``ckpt_path`` at every NFE of
     ``sweep.eval_nfe``, each into ``out_dir/nfe<N>``: the mean metrics per NFE (its summary,
     plus 95% half-widths), and the noisy input's means."""
@@ -275,10 +327,17 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, out_dir: Path
         problem = nothing_scored(summary, metrics=True)  # where eval.py would exit non-zero
         if problem:
             raise SweepError(f"sweep.eval_split={cfg.sweep.eval_split}, NFE {nfe}: {problem}")
-        results.append({"nfe": int(summary["nfe"]), **{k: summary[k] for k in keys},
-                        **_ci95(folder, keys), "rtf": summary["rtf"],
-                        "num_files": summary["num_files"], "num_failed": summary["num_failed"],
-                        "output": str(folder)})
+        results.append(
+            {
+                "nfe": int(summary["nfe"]),
+                **{k: summary[k] for k in keys},
+                **_ci95(folder, keys),
+                "rtf": summary["rtf"],
+                "num_files": summary["num_files"],
+                "num_failed": summary["num_failed"],
+                "output": str(folder),
+            }
+        )
         noisy = {k: summary["noisy"][k] for k in keys}
     return results, noisy
 
@@ -288,11 +347,21 @@ def flat_metrics(record: dict) -> dict[str, float]:
     ``train/step_time_mf_s``, ``eval/nfe1/pesq`` ... (what ``optimized_metric`` may name)."""
     train = record.get("train") or {}
     out = {k: float(v) for k, v in (train.get("metrics") or {}).items()}
-    out.update({f"train/{k}": float(train[k]) for k in ("step_time_s", "step_time_mf_s",
-                                                       "step_time_cfm_s") if k in train})
+    out.update(
+        {
+            f"train/{k}": float(train[k])
+            for k in ("step_time_s", "step_time_mf_s", "step_time_cfm_s")
+            if k in train
+        }
+    )
     for ev in record.get("eval") or []:
-        out.update({f"eval/nfe{ev['nfe']}/{k}": float(v) for k, v in ev.items()
-                    if k != "nfe" and isinstance(v, (int, float))})
+        out.update(
+            {
+                f"eval/nfe{ev['nfe']}/{k}": float(v)
+                for k, v in ev.items()
+                if k != "nfe" and isinstance(v, (int, float))
+            }
+        )
     return out
 
 
@@ -303,14 +372,25 @@ def train_and_evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics, objects = train(cfg)
     trainer = objects["trainer"]
     timer = next((c for c in trainer.callbacks if isinstance(c, StepTimer)), None)
-    part: dict[str, Any] = {"train": {"steps": int(trainer.global_step),
-                                      "seconds": time.perf_counter() - start, "metrics": metrics,
-                                      **(timer.summary() if timer else {})}}
+    part: dict[str, Any] = {
+        "train": {
+            "steps": int(trainer.global_step),
+            "seconds": time.perf_counter() - start,
+            "metrics": metrics,
+            **(timer.summary() if timer else {}),
+        }
+    }
     ckpt, weights = eval_checkpoint(cfg, objects)
     start = time.perf_counter()
     evals, noisy = evaluate_checkpoint(cfg, ckpt, Path(str(cfg.paths.output_dir)) / "eval")
-    part.update(eval=evals, noisy=noisy, eval_weights=weights, eval_split=cfg.sweep.eval_split,
-                eval_checkpoint=ckpt, eval_seconds=time.perf_counter() - start)
+    part.update(
+        eval=evals,
+        noisy=noisy,
+        eval_weights=weights,
+        eval_split=cfg.sweep.eval_split,
+        eval_checkpoint=ckpt,
+        eval_seconds=time.perf_counter() - start,
+    )
     scalars = {k: v for k, v in flat_metrics(part).items() if k.startswith("eval/")}
     for lg in trainer.loggers:  # the eval numbers join the job's run (one W&B group per sweep)
         lg.log_metrics(scalars, step=trainer.global_step)
@@ -327,8 +407,12 @@ def run_job(cfg: DictConfig, *, reraise: bool = False) -> float:
     """
     params, info = job_params(cfg), _job_info(cfg)
     out_dir = Path(info["dir"])
-    record: dict[str, Any] = {"status": "running", "job": info, "params": params,
-                              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record: dict[str, Any] = {
+        "status": "running",
+        "job": info,
+        "params": params,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     write_json_atomic(out_dir / RECORD, record)  # a job killed midway shows up as "running"
     try:
         _set_logging_group(cfg, params, info["num"])
@@ -336,8 +420,7 @@ def run_job(cfg: DictConfig, *, reraise: bool = False) -> float:
         record.update(train_and_evaluate(cfg))
         record["status"] = "ok"
     except Exception as err:  # noqa: BLE001 - recorded with its traceback; reraise for single runs
-        record.update(status="failed", error=f"{type(err).__name__}: {err}",
-                      traceback=traceback.format_exc())
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         log.error("sweep job %s failed: %s", info["num"], record["error"])
         if reraise:
             raise

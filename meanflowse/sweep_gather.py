@@ -1,5 +1,6 @@
 """Gather a sweep: the job records of a multirun folder -> one table (rich, CSV, Markdown) and
 plots; ``python -m meanflowse.sweep gather DIR`` (or ``GatherCallback`` when Hydra's sweep ends)."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ from omegaconf import DictConfig
 from meanflowse.atomic import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
-RECORD = "sweep_job.json"          # one per job folder, written by meanflowse.sweep.run_job
+RECORD = "sweep_job.json"  # one per job folder, written by meanflowse.sweep.run_job
 RESULTS_CSV = "sweep_results.csv"  # the gathered table, in the multirun folder
 
 
@@ -31,10 +32,32 @@ class SweepError(ValueError):
     """A bad sweep setting or folder; the message names the key or path and what to do."""
 
 
-FIRST_COLUMNS = ("job", "status", "c", "jvp_impl", "lr", "gamma_start", "seed", "nfe", "pesq",
-                 "estoi", "si_sdr", "dnsmos_ovrl", "rtf", "noisy_pesq", "noisy_estoi",
-                 "noisy_si_sdr", "val_one_step_mse", "steps", "step_ms", "mf_step_ms",
-                 "step_cfm_ms", "train_s", "error", "dir")
+FIRST_COLUMNS = (
+    "job",
+    "status",
+    "c",
+    "jvp_impl",
+    "lr",
+    "gamma_start",
+    "seed",
+    "nfe",
+    "pesq",
+    "estoi",
+    "si_sdr",
+    "dnsmos_ovrl",
+    "rtf",
+    "noisy_pesq",
+    "noisy_estoi",
+    "noisy_si_sdr",
+    "val_one_step_mse",
+    "steps",
+    "step_ms",
+    "mf_step_ms",
+    "step_cfm_ms",
+    "train_s",
+    "error",
+    "dir",
+)
 
 
 def load_records(root: Path) -> list[dict]:
@@ -59,13 +82,19 @@ def result_rows(records: list[dict]) -> list[dict]:
     rows = []
     for rec in records:
         train = rec.get("train") or {}
-        base = {"job": rec["job"].get("num"), "status": rec.get("status", "unknown"),
-                **(rec.get("params") or {}),
-                "val_one_step_mse": (train.get("metrics") or {}).get("val/one_step_mse", math.nan),
-                "steps": train.get("steps"), "step_ms": _ms(train.get("step_time_s")),
-                "mf_step_ms": _ms(train.get("step_time_mf_s")),
-                "step_cfm_ms": _ms(train.get("step_time_cfm_s")), "train_s": train.get("seconds"),
-                "error": rec.get("error", ""), "dir": rec["job"]["dir"]}
+        base = {
+            "job": rec["job"].get("num"),
+            "status": rec.get("status", "unknown"),
+            **(rec.get("params") or {}),
+            "val_one_step_mse": (train.get("metrics") or {}).get("val/one_step_mse", math.nan),
+            "steps": train.get("steps"),
+            "step_ms": _ms(train.get("step_time_s")),
+            "mf_step_ms": _ms(train.get("step_time_mf_s")),
+            "step_cfm_ms": _ms(train.get("step_time_cfm_s")),
+            "train_s": train.get("seconds"),
+            "error": rec.get("error", ""),
+            "dir": rec["job"]["dir"],
+        }
         noisy = {f"noisy_{k}": v for k, v in (rec.get("noisy") or {}).items() if "_ci95" not in k}
         evals = rec.get("eval") or []
         if rec.get("status") == "ok" and evals:
@@ -101,9 +130,17 @@ def _fmt(value: Any, key: str = "") -> str:
     return f"{value:.3f}"
 
 
-HEADERS = {"jvp_impl": "jvp", "gamma_start": "γ₀", "si_sdr": "si-sdr", "dnsmos_ovrl": "dnsmos",
-           "noisy_pesq": "noisy pesq", "noisy_estoi": "noisy estoi", "noisy_si_sdr": "noisy si-sdr",
-           "val_one_step_mse": "val mse", "mf_step_ms": "ms/step"}
+HEADERS = {
+    "jvp_impl": "jvp",
+    "gamma_start": "γ₀",
+    "si_sdr": "si-sdr",
+    "dnsmos_ovrl": "dnsmos",
+    "noisy_pesq": "noisy pesq",
+    "noisy_estoi": "noisy estoi",
+    "noisy_si_sdr": "noisy si-sdr",
+    "val_one_step_mse": "val mse",
+    "mf_step_ms": "ms/step",
+}
 
 
 def rich_table(rows: list[dict], title: str):
@@ -111,10 +148,14 @@ def rich_table(rows: list[dict], title: str):
     from rich.table import Table
 
     ok = [r for r in rows if r["status"] == "ok"]
-    params = ["c", "jvp_impl"] + [k for k in ("lr", "gamma_start", "seed")
-                                  if len({str(r.get(k)) for r in ok}) > 1]
-    metrics = [k for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl", "rtf")
-               if any(isinstance(r.get(k), float) and math.isfinite(r[k]) for r in ok)]
+    params = ["c", "jvp_impl"] + [
+        k for k in ("lr", "gamma_start", "seed") if len({str(r.get(k)) for r in ok}) > 1
+    ]
+    metrics = [
+        k
+        for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl", "rtf")
+        if any(isinstance(r.get(k), float) and math.isfinite(r[k]) for r in ok)
+    ]
     cols = ["job", *params, "nfe", *metrics, "noisy_pesq", "val_one_step_mse", "mf_step_ms"]
     table = Table(title=title)
     for col in cols:
@@ -127,13 +168,28 @@ def rich_table(rows: list[dict], title: str):
 def results_markdown(rows: list[dict]) -> str:
     """The finished rows as a Markdown table, then ms per training step by JVP implementation
     (mean over the jobs), for an experiment's README."""
-    ok = sorted((r for r in rows if r["status"] == "ok"),
-                key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0))
-    cols = [c for c in ("c", "jvp_impl", "nfe", "pesq", "estoi", "si_sdr", "rtf", "noisy_pesq",
-                        "noisy_estoi", "noisy_si_sdr", "val_one_step_mse")
-            if any(c in r for r in ok)]
-    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |",
-             "|" + "---|" * len(cols)]
+    ok = sorted(
+        (r for r in rows if r["status"] == "ok"),
+        key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0),
+    )
+    cols = [
+        c
+        for c in (
+            "c",
+            "jvp_impl",
+            "nfe",
+            "pesq",
+            "estoi",
+            "si_sdr",
+            "rtf",
+            "noisy_pesq",
+            "noisy_estoi",
+            "noisy_si_sdr",
+            "val_one_step_mse",
+        )
+        if any(c in r for r in ok)
+    ]
+    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in ok]
     per_impl: dict[str, list[dict]] = defaultdict(list)
     for r in {r["job"]: r for r in ok}.values():
@@ -141,8 +197,9 @@ def results_markdown(rows: list[dict]) -> str:
     lines += ["", "| jvp | ms/step with JVP | ms/step without | jobs |", "|---|---|---|---|"]
     for impl, jobs in sorted(per_impl.items()):
         mf, cfm = ([r.get(k, math.nan) for r in jobs] for k in ("mf_step_ms", "step_cfm_ms"))
-        lines.append(f"| {impl} | {_fmt(mean_or_nan(mf), '_ms')} | {_fmt(mean_or_nan(cfm), '_ms')} "
-                     f"| {len(jobs)} |")
+        lines.append(
+            f"| {impl} | {_fmt(mean_or_nan(mf), '_ms')} | {_fmt(mean_or_nan(cfm), '_ms')} | {len(jobs)} |"
+        )
     failed = [r for r in rows if r["status"] != "ok"]
     lines += [""] + [f"- job {r['job']} {r['status']}: {r['error']}" for r in failed]
     return "\n".join(lines).rstrip() + "\n"
@@ -158,12 +215,12 @@ def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
     """One panel per metric: the mean over JVP implementations against NFE, a line per c, each
     job as a faint dot, the noisy input dashed."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r["status"] == "ok" and r.get("nfe") is not None]
-    keys = [k for k in ("pesq", "estoi", "si_sdr")
-            if any(math.isfinite(r.get(k, math.nan)) for r in ok)]
+    keys = [k for k in ("pesq", "estoi", "si_sdr") if any(math.isfinite(r.get(k, math.nan)) for r in ok)]
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
@@ -174,7 +231,7 @@ def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
                 by_c[r["c"]][r["nfe"]].append(r[key])
         for c, by_nfe in sorted(by_c.items()):
             nfes = sorted(by_nfe)
-            line, = ax.plot(nfes, [mean_or_nan(by_nfe[n]) for n in nfes], marker="o", label=f"c = {c:g}")
+            (line,) = ax.plot(nfes, [mean_or_nan(by_nfe[n]) for n in nfes], marker="o", label=f"c = {c:g}")
             for n in nfes:
                 ax.scatter([n] * len(by_nfe[n]), by_nfe[n], color=line.get_color(), alpha=0.3, s=12)
         noisy = [r[f"noisy_{key}"] for r in ok if math.isfinite(r.get(f"noisy_{key}", math.nan))]
@@ -198,6 +255,7 @@ def plot_step_time(rows: list[dict], path: Path) -> Path | None:
     """Mean training-step time per JVP implementation (steps with the MeanFlow branch on),
     a dot per job; dashed: the steps without the branch (no JVP), for scale."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -216,13 +274,11 @@ def plot_step_time(rows: list[dict], path: Path) -> Path | None:
     ax.bar(impls, [mean_or_nan(by_impl[k]) for k in impls], color="tab:blue", alpha=0.6)
     for i, k in enumerate(impls):
         ax.scatter([i] * len(by_impl[k]), by_impl[k], color="black", s=12, zorder=3)
-    cfm = [r["step_cfm_ms"] for r in per_job.values()
-           if math.isfinite(r.get("step_cfm_ms", math.nan))]
+    cfm = [r["step_cfm_ms"] for r in per_job.values() if math.isfinite(r.get("step_cfm_ms", math.nan))]
     if cfm:
         ax.axhline(mean_or_nan(cfm), color="gray", linestyle="--", linewidth=1, label="without JVP")
         ax.legend(fontsize=8)
-    ax.set(xlabel="mf.jvp_impl", ylabel="ms per training step",
-           title="training step time (MeanFlow steps)")
+    ax.set(xlabel="mf.jvp_impl", ylabel="ms per training step", title="training step time (MeanFlow steps)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     try:
@@ -249,8 +305,10 @@ def gather(root: str | Path, *, plots: bool = True, console: Any = None) -> dict
     out["failed"] = [r for r in rows if r["status"] != "ok"]
     if plots:
         try:
-            made = (plot_metric_vs_nfe(rows, root / "metric_vs_nfe.png"),
-                    plot_step_time(rows, root / "step_time.png"))
+            made = (
+                plot_metric_vs_nfe(rows, root / "metric_vs_nfe.png"),
+                plot_step_time(rows, root / "step_time.png"),
+            )
             out["plots"] = [p for p in made if p is not None]
         except ImportError as err:  # the table matters more than the pictures
             log.warning("no plots (%s); install matplotlib", err)
@@ -283,8 +341,9 @@ class GatherCallback(HydraCallback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m meanflowse.sweep",
-                                     description="Work with the multirun folders of sweep.py.")
+    parser = argparse.ArgumentParser(
+        prog="python -m meanflowse.sweep", description="Work with the multirun folders of sweep.py."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("gather", help="(re)build sweep_results.csv, the table and the plots of DIR")
     g.add_argument("dir", type=Path, help="a multirun folder (outputs/sweep/multiruns/<time>)")

@@ -1,4 +1,5 @@
 """``train(cfg)``: build everything from a composed config and fit. Tests call it directly."""
+
 from __future__ import annotations
 
 import logging
@@ -27,10 +28,13 @@ def build_module(cfg: DictConfig) -> MeanFlowSEModule:
     """The LightningModule described by ``cfg`` (fresh weights)."""
     return MeanFlowSEModule(
         backbone=instantiate(cfg.backbone),
-        path=to_dataclass(cfg, "path"), mf=to_dataclass(cfg, "mf"),
-        curriculum=to_dataclass(cfg, "curriculum"), sampler=to_dataclass(cfg, "sampler"),
+        path=to_dataclass(cfg, "path"),
+        mf=to_dataclass(cfg, "mf"),
+        curriculum=to_dataclass(cfg, "curriculum"),
+        sampler=to_dataclass(cfg, "sampler"),
         optimizer=instantiate(cfg.optim),
-        config=OmegaConf.to_container(cfg, resolve=True))
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
 
 
 def rank_seed(seed: int, rank: int, step: int) -> int:
@@ -62,14 +66,21 @@ def _resume_target(cfg: DictConfig) -> Path | None:
     run trained with another one unless ``resume_force`` (checkpointing.RESUME_KEYS). A run
     resumed from its own ``checkpoints/`` folder keeps writing there (checkpoints, logs), so
     ``best`` tracking and ``ckpt_path=last`` carry on across restarts."""
-    ckpt, diffs = resume_checkpoint(cfg.get("ckpt_path"), config=cfg,
-                                    run_dir=cfg.paths.get("output_dir"),
-                                    force=bool(cfg.get("resume_force", False)))
+    ckpt, diffs = resume_checkpoint(
+        cfg.get("ckpt_path"),
+        config=cfg,
+        run_dir=cfg.paths.get("output_dir"),
+        force=bool(cfg.get("resume_force", False)),
+    )
     if ckpt is None:
         return None
     if diffs:
-        log.warning("resume_force=true: resuming %s, trained with another model or objective "
-                    "(%s); it goes on with this config", ckpt, "; ".join(diffs))
+        log.warning(
+            "resume_force=true: resuming %s, trained with another model or objective "
+            "(%s); it goes on with this config",
+            ckpt,
+            "; ".join(diffs),
+        )
     run = run_dir_of(ckpt)
     with open_dict(cfg):
         cfg.ckpt_path = str(ckpt)
@@ -82,7 +93,7 @@ def _resume_target(cfg: DictConfig) -> Path | None:
 # Keys left at ``???`` that a first run often misses, with what to pass.
 MISSING_HINTS = {
     "data.base_dir": "the dataset folder, laid out as base_dir/{train,valid,test}/{clean,noisy}/ "
-                     "(pass data.base_dir=/path/to/dataset, or data=synthetic for the built-in one)",
+    "(pass data.base_dir=/path/to/dataset, or data=synthetic for the built-in one)",
 }
 
 
@@ -90,20 +101,27 @@ def check_config(cfg: DictConfig) -> None:
     """Refuse first-run mistakes before any data or model is built, as one-line ConfigErrors."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError("; ".join(f"{k} is required: {MISSING_HINTS.get(k, f'pass {k}=...')}"
-                                    for k in missing))
+        raise ConfigError(
+            "; ".join(f"{k} is required: {MISSING_HINTS.get(k, f'pass {k}=...')}" for k in missing)
+        )
     base_dir = cfg.data.get("base_dir")
     if cfg.data.get("synthetic") is None and base_dir and not Path(base_dir).is_dir():
         # (a generated corpus creates its folder; a dataset must be there)
-        raise ConfigError(f"data.base_dir={base_dir}: no such folder; pass the dataset folder, "
-                          "laid out as base_dir/{train,valid,test}/{clean,noisy}/")
+        raise ConfigError(
+            f"data.base_dir={base_dir}: no such folder; pass the dataset folder, "
+            "laid out as base_dir/{train,valid,test}/{clean,noisy}/"
+        )
     steps, epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs")
     if steps == 0 or steps < -1:
-        raise ConfigError(f"trainer.max_steps={steps}: nothing would be trained; set a positive "
-                          "number of steps, or -1 to train for trainer.max_epochs")
+        raise ConfigError(
+            f"trainer.max_steps={steps}: nothing would be trained; set a positive "
+            "number of steps, or -1 to train for trainer.max_epochs"
+        )
     if steps == -1 and epochs == 0:
-        raise ConfigError("trainer.max_epochs=0 with trainer.max_steps=-1: nothing would be "
-                          "trained; set trainer.max_steps or a positive trainer.max_epochs")
+        raise ConfigError(
+            "trainer.max_epochs=0 with trainer.max_steps=-1: nothing would be "
+            "trained; set trainer.max_steps or a positive trainer.max_epochs"
+        )
 
 
 def _build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
@@ -113,8 +131,9 @@ def _build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
         return instantiate(trainer_cfg, **kwargs)
     except InstantiationException as err:
         if isinstance(err.__cause__, MisconfigurationException):
-            raise ConfigError(f"trainer: {err.__cause__} (the trainer= group, e.g. trainer=cpu "
-                              "on a machine without a GPU)") from err
+            raise ConfigError(
+                f"trainer: {err.__cause__} (the trainer= group, e.g. trainer=cpu on a machine without a GPU)"
+            ) from err
         raise
 
 
@@ -132,10 +151,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it may not show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer = _build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                             plugins=[AtomicCheckpointIO()])
-    log.info("backbone %s: %.2fM parameters", cfg.backbone._target_.rsplit(".", 1)[-1],
-             sum(p.numel() for p in module.backbone.parameters()) / 1e6)
+    trainer = _build_trainer(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    log.info(
+        "backbone %s: %.2fM parameters",
+        cfg.backbone._target_.rsplit(".", 1)[-1],
+        sum(p.numel() for p in module.backbone.parameters()) / 1e6,
+    )
     # Our checkpoints hold tensors and plain containers only, so the safe loader reads them.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -12,6 +12,7 @@ without a measurement (``every_n_epochs``) the last measured values are logged a
 unchanged value is never "better", so monitors stay defined without selecting stale
 checkpoints. The first validation always measures, so no made-up number is ever logged.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,9 @@ def eval_indices(num_files: int, num_eval_files: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, num_files - 1, n)})
 
 
-def spectrogram_image(wavs: Sequence[torch.Tensor], spec: SpecConfig, *, db_range: float = 80.0
-                      ) -> np.ndarray:
+def spectrogram_image(
+    wavs: Sequence[torch.Tensor], spec: SpecConfig, *, db_range: float = 80.0
+) -> np.ndarray:
     """Log-magnitude spectrograms stacked top to bottom as one ``uint8 [H, W]`` image, low
     frequencies at the bottom of each panel, one shared dB scale so the panels compare."""
     mags = [20 * torch.log10(stft(w.float(), spec).abs() + 1e-8) for w in wavs]
@@ -51,16 +53,23 @@ def spectrogram_image(wavs: Sequence[torch.Tensor], spec: SpecConfig, *, db_rang
     return (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
 
 
-def log_media(trainer: Trainer, *, name: str, audio: dict[str, torch.Tensor], sample_rate: int,
-              image: np.ndarray) -> None:
+def log_media(
+    trainer: Trainer, *, name: str, audio: dict[str, torch.Tensor], sample_rate: int, image: np.ndarray
+) -> None:
     """Audio clips and a spectrogram image to the loggers that take media (W&B, TensorBoard)."""
     step = trainer.global_step
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_audio(f"val_audio/{name}", [a.numpy() for a in audio.values()], step=step,
-                             caption=list(audio), sample_rate=[sample_rate] * len(audio))
-            logger.log_image(f"val_spec/{name}", [image], step=step,
-                             caption=[" / ".join(audio) + " (top to bottom)"])
+            logger.log_audio(
+                f"val_audio/{name}",
+                [a.numpy() for a in audio.values()],
+                step=step,
+                caption=list(audio),
+                sample_rate=[sample_rate] * len(audio),
+            )
+            logger.log_image(
+                f"val_spec/{name}", [image], step=step, caption=[" / ".join(audio) + " (top to bottom)"]
+            )
         elif isinstance(logger, TensorBoardLogger):
             for role, a in audio.items():
                 logger.experiment.add_audio(f"val_audio/{name}/{role}", a[None], step, sample_rate)
@@ -73,9 +82,16 @@ class ValidationMetrics(Callback):
     Runs in ``on_validation_epoch_end``, while the EMA callback has its weights swapped in.
     """
 
-    def __init__(self, *, num_eval_files: int = 10, every_n_epochs: int = 1,
-                 nfe_extra: Sequence[int] = (), num_media: int = 2, batch_size: int = 4,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        num_eval_files: int = 10,
+        every_n_epochs: int = 1,
+        nfe_extra: Sequence[int] = (),
+        num_media: int = 2,
+        batch_size: int = 4,
+        seed: int = 0,
+    ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"callbacks.val_metrics.every_n_epochs={every_n_epochs}: must be >= 1")
         if any(int(n) < 1 for n in nfe_extra):
@@ -93,8 +109,7 @@ class ValidationMetrics(Callback):
         return "ValidationMetrics"
 
     def keys(self) -> list[str]:
-        return [f"val/{m}" for m in METRICS] + [f"val/{m}_nfe{n}" for n in self.nfe_extra
-                                                  for m in METRICS]
+        return [f"val/{m}" for m in METRICS] + [f"val/{m}_nfe{n}" for n in self.nfe_extra for m in METRICS]
 
     def should_measure(self, epoch: int) -> bool:
         return not self.last or (epoch + 1) % self.every_n_epochs == 0
@@ -105,8 +120,7 @@ class ValidationMetrics(Callback):
         if self.should_measure(trainer.current_epoch):  # same decision on every rank
             values = self.measure(trainer, pl_module) if trainer.is_global_zero else None
             values = trainer.strategy.broadcast(values, src=0)
-            self.last = {k: v if math.isfinite(v) else self.last.get(k, math.nan)
-                         for k, v in values.items()}
+            self.last = {k: v if math.isfinite(v) else self.last.get(k, math.nan) for k, v in values.items()}
         # NaN until a value was measured: FiniteModelCheckpoint never ranks it (a placeholder
         # such as -1 would be ranked, and kept as "best" if nothing better came)
         for key in self.keys():
@@ -117,16 +131,24 @@ class ValidationMetrics(Callback):
         """Enhance the evaluation files on this rank; ``{"val/pesq": mean, ...}``."""
         dataset = trainer.datamodule.dataset("valid")
         if not dataset.has_clean:
-            raise ValueError("callbacks.val_metrics: the valid split has no clean files to compare "
-                             "with; set callbacks.val_metrics.num_eval_files=0")
+            raise ValueError(
+                "callbacks.val_metrics: the valid split has no clean files to compare "
+                "with; set callbacks.val_metrics.num_eval_files=0"
+            )
         pairs = [dataset.load_pair(i) for i in eval_indices(len(dataset), self.num_eval_files)]
         noisy = [p["noisy"][None] for p in pairs]  # [1, L]: Enhancer takes channels first
         scores: dict[str, list[float]] = {k: [] for k in self.keys()}
         for nfe in [None, *self.nfe_extra]:
             suffix = "" if nfe is None else f"_nfe{nfe}"
-            enhancer = Enhancer(module=pl_module, spec=dataset.spec, sample_rate=dataset.sample_rate,
-                                nfe=nfe, device=pl_module.device, seed=self.seed,
-                                batch_size=self.batch_size)
+            enhancer = Enhancer(
+                module=pl_module,
+                spec=dataset.spec,
+                sample_rate=dataset.sample_rate,
+                nfe=nfe,
+                device=pl_module.device,
+                seed=self.seed,
+                batch_size=self.batch_size,
+            )
             for k, (pair, enhanced) in enumerate(zip(pairs, enhancer.enhance_many(noisy))):
                 enhanced, clean, sr = enhanced[0], pair["clean"], pair["sample_rate"]
                 found = M.compute_all(clean.numpy(), enhanced.numpy(), sr, with_dnsmos=False)
@@ -134,9 +156,13 @@ class ValidationMetrics(Callback):
                     scores[f"val/{m}{suffix}"].append(found[m])
                 if nfe is None and k < self.num_media:
                     audio = {"noisy": pair["noisy"], "enhanced": enhanced, "clean": clean}
-                    log_media(trainer, name=pair["name"].replace("/", "_"), audio=audio,
-                              sample_rate=sr, image=spectrogram_image(list(audio.values()),
-                                                                      dataset.spec))
+                    log_media(
+                        trainer,
+                        name=pair["name"].replace("/", "_"),
+                        audio=audio,
+                        sample_rate=sr,
+                        image=spectrogram_image(list(audio.values()), dataset.spec),
+                    )
         means = {k: M.summarize(v)[0] for k, v in scores.items()}
         for k, v in means.items():
             if not math.isfinite(v):

@@ -1,5 +1,5 @@
-import torch
 import pytest
+import torch
 from torch import nn
 
 torch.set_num_threads(2)
@@ -21,6 +21,7 @@ class TinyNet(nn.Module):
         def feats(s):
             s = s.to(x_t.dtype)[:, None]
             return torch.cat([torch.sin(3 * s), torch.cos(2 * s)], dim=1)
+
         h = self.inp(torch.cat([x_t, y], dim=1))
         h = h + (self.emb_t(feats(t)) + self.emb_d(feats(torch.log1p(d))))[:, :, None, None]
         return self.out(torch.nn.functional.silu(h))

@@ -1,4 +1,5 @@
 """Pieces shared by the eval.py tests: a tiny checkpoint, eval configs, test signals, csv rows."""
+
 from __future__ import annotations
 
 import csv
@@ -23,21 +24,29 @@ def write_tiny_checkpoint(tmp: Path) -> Path:
     """A checkpoint as train.py writes it, of an untrained tiny model, with an EMA shadow
     (no training needed to test I/O); returns ``tmp/run/checkpoints/last.ckpt``."""
     from meanflowse.training import build_module
+
     cfg = compose_cfg("train", TINY, tmp)
     torch.manual_seed(0)
     module = build_module(cfg)
     shadow = {k: v + 0.01 for k, v in module.state_dict().items() if v.is_floating_point()}
     path = tmp / "run" / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": module.state_dict(), "callbacks": {"EMA": {"shadow": shadow}},
-                "hyper_parameters": {"config": module.hparams["config"]}}, path)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "callbacks": {"EMA": {"shadow": shadow}},
+            "hyper_parameters": {"config": module.hparams["config"]},
+        },
+        path,
+    )
     return path
 
 
 def eval_cfg(ckpt: Path, tmp_path: Path, *overrides: str):
     """configs/eval.yaml for a quiet CPU-cheap run (no DNSMOS, no speaker model)."""
-    return compose_cfg("eval", [f"ckpt_path={ckpt}", "progress=false", "dnsmos=false",
-                                "speaker=false", *overrides], tmp_path)
+    return compose_cfg(
+        "eval", [f"ckpt_path={ckpt}", "progress=false", "dnsmos=false", "speaker=false", *overrides], tmp_path
+    )
 
 
 def rows(out_dir: Path) -> dict[str, dict[str, str]]:

@@ -1,4 +1,5 @@
 """Compose the real configs, shrunk to CPU-test size, each run writing into ``tmp_path``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,23 +16,40 @@ CONFIGS = ROOT / "configs"
 
 # The smallest NCSN++ the class accepts, short crops, a handful of generated files.
 TINY = [
-    "backbone=ncsnpp_tiny", "backbone.nf=8", "backbone.ch_mult=[1,2]", "backbone.num_res_blocks=1",
-    "backbone.attn_resolutions=[]", "trainer=cpu", "logger=none",
-    "data.num_frames=32", "data.batch_size=2", "data.num_workers=0",
-    "data.synthetic.num_train=4", "data.synthetic.num_valid=2", "data.synthetic.num_test=2",
+    "backbone=ncsnpp_tiny",
+    "backbone.nf=8",
+    "backbone.ch_mult=[1,2]",
+    "backbone.num_res_blocks=1",
+    "backbone.attn_resolutions=[]",
+    "trainer=cpu",
+    "logger=none",
+    "data.num_frames=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.synthetic.num_train=4",
+    "data.synthetic.num_valid=2",
+    "data.synthetic.num_test=2",
     "data.synthetic.duration_s=[1.0,1.5]",
 ]
 
 
-def compose_cfg(name: str, overrides: list[str], tmp_path: Path, *, shared_data: Path | None = None
-                ) -> DictConfig:
+def compose_cfg(
+    name: str, overrides: list[str], tmp_path: Path, *, shared_data: Path | None = None
+) -> DictConfig:
     """Compose ``configs/<name>.yaml`` as Hydra would, with outputs under ``tmp_path``."""
     GlobalHydra.instance().clear()
     data_dir = shared_data or tmp_path / "data"
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(name, overrides=[f"paths.root_dir={ROOT}", f"paths.data_dir={data_dir}",
-                                       f"paths.output_dir={tmp_path}", *overrides],
-                      return_hydra_config=True)
+        cfg = compose(
+            name,
+            overrides=[
+                f"paths.root_dir={ROOT}",
+                f"paths.data_dir={data_dir}",
+                f"paths.output_dir={tmp_path}",
+                *overrides,
+            ],
+            return_hydra_config=True,
+        )
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]

@@ -10,6 +10,7 @@ regenerated:
 
     .venv/bin/python tests/speechmos_reference.py   # prints the values for the real pair
 """
+
 from __future__ import annotations
 
 import importlib
@@ -57,8 +58,7 @@ def speechmos_dnsmos(audio: np.ndarray, sr: int = 16000) -> dict[str, float]:
     scorer.p808_onnx_sess = _NoP808()
     scorer.audio_melspec = lambda audio, **kw: np.zeros((1, 120), dtype=np.float32)
     out = scorer(np.asarray(audio), sr, False)
-    return {"sig": float(out["sig_mos"]), "bak": float(out["bak_mos"]),
-            "ovrl": float(out["ovrl_mos"])}
+    return {"sig": float(out["sig_mos"]), "bak": float(out["bak_mos"]), "ovrl": float(out["ovrl_mos"])}
 
 
 def real_pair_reference() -> dict[str, dict[str, float]]:

@@ -1,4 +1,5 @@
 """Backbone contract: shapes, parameter counts, FIR semantics, forward-mode AD, d = 0, configs."""
+
 import io
 from pathlib import Path
 
@@ -8,14 +9,19 @@ import torch
 from omegaconf import OmegaConf
 
 from meanflowse.backbones import DCUNet, NCSNpp
-from meanflowse.backbones.layers import (fir_downsample, fir_downsample_reference, fir_kernel_2d,
-                                         fir_upsample, fir_upsample_reference)
+from meanflowse.backbones.layers import (
+    fir_downsample,
+    fir_downsample_reference,
+    fir_kernel_2d,
+    fir_upsample,
+    fir_upsample_reference,
+)
 
 # Small enough for float64 finite differences; attention, FIR up/down and GroupNorm all present.
-TINY_NCSNPP = dict(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,),
-                   image_size=32)
-TINY_DCUNET = dict(channels=(4, 8, 8), strides=((1, 1), (2, 1), (2, 2)),
-                   dilations=((1, 1), (2, 1), (4, 1)), embed_dim=16)
+TINY_NCSNPP = dict(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32)
+TINY_DCUNET = dict(
+    channels=(4, 8, 8), strides=((1, 1), (2, 1), (2, 2)), dilations=((1, 1), (2, 1), (4, 1)), embed_dim=16
+)
 F_BINS, FRAMES = 16, 8
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "backbone"
 
@@ -139,14 +145,19 @@ def test_jvp_matches_finite_difference(kind, channels_last):
         net = net.to(memory_format=torch.channels_last)
         x, y = (a.contiguous(memory_format=torch.channels_last) for a in (x, y))
     g = torch.Generator().manual_seed(2)
-    tx, ty = torch.randn(x.shape, generator=g, dtype=x.dtype), torch.randn(y.shape, generator=g, dtype=y.dtype)
+    tx, ty = (
+        torch.randn(x.shape, generator=g, dtype=x.dtype),
+        torch.randn(y.shape, generator=g, dtype=y.dtype),
+    )
     tt, td = torch.ones_like(t), torch.full_like(d, 0.5)
     _, jvp = torch.func.jvp(net, (x, y, t, d), (tx, ty, tt, td))
     # Small step: DCUNet's leaky ReLUs have kinks, and a larger central difference straddles
     # some of them (1e-5 gives a 2% error there while AD agrees with reverse mode to 1e-15).
     eps = 1e-7
-    fd = (net(x + eps * tx, y + eps * ty, t + eps * tt, d + eps * td)
-          - net(x - eps * tx, y - eps * ty, t - eps * tt, d - eps * td)) / (2 * eps)
+    fd = (
+        net(x + eps * tx, y + eps * ty, t + eps * tt, d + eps * td)
+        - net(x - eps * tx, y - eps * ty, t - eps * tt, d - eps * td)
+    ) / (2 * eps)
     rel = ((jvp - fd).norm() / fd.norm()).item()
     assert rel < 1e-4, rel
 
@@ -181,8 +192,10 @@ def test_bf16_autocast_and_channels_last(kind):
 
 def test_ncsnpp_variants_build_and_run():
     # progressive 'none' and combine 'cat' are constructor options of the original too.
-    for over in (dict(progressive="none", progressive_input="none"),
-                 dict(progressive_combine="cat", bottleneck_attn=False)):
+    for over in (
+        dict(progressive="none", progressive_input="none"),
+        dict(progressive_combine="cat", bottleneck_attn=False),
+    ):
         net = make("ncsnpp", **over)
         assert net(*inputs()).shape == (2, 2, F_BINS, FRAMES)
     with pytest.raises(ValueError):

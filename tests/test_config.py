@@ -1,4 +1,5 @@
 """Every option of every config group composes and instantiates; typos fail naming the key."""
+
 import subprocess
 import sys
 
@@ -6,8 +7,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from meanflowse.config import SCHEMAS, to_dataclass
 from helpers import CONFIGS, ROOT, TINY, compose_cfg
+from meanflowse.config import SCHEMAS, to_dataclass
 
 
 def options(group):
@@ -53,10 +54,12 @@ def test_logger_and_callback_options_instantiate(tmp_path, group):
             assert instantiate(node) is not None
 
 
-@pytest.mark.parametrize("preset", [f"experiment={o}" for o in options("experiment")]
-                         + [f"debug={o}" for o in options("debug")])
+@pytest.mark.parametrize(
+    "preset", [f"experiment={o}" for o in options("experiment")] + [f"debug={o}" for o in options("debug")]
+)
 def test_presets_compose_and_build(tmp_path, preset):
     from meanflowse.training import build_module
+
     cfg = compose_cfg("train", [preset], tmp_path)
     module = build_module(cfg)
     assert module.backbone is not None
@@ -68,13 +71,18 @@ def test_presets_compose_with_a_folder_dataset(tmp_path, preset):
     user's base_dir), while the preset's crops, batches, steps and backbone still apply."""
     alone = compose_cfg("train", [f"experiment={preset}"], tmp_path)
     mine = tmp_path / "my_dataset"
-    cfg = compose_cfg("train", [f"experiment={preset}", "data=folder", f"data.base_dir={mine}"],
-                      tmp_path)
+    cfg = compose_cfg("train", [f"experiment={preset}", "data=folder", f"data.base_dir={mine}"], tmp_path)
     assert cfg.data._target_ == "meanflowse.data.datamodule.PairedSpecDataModule"
     assert cfg.data.synthetic is None and cfg.data.base_dir == str(mine)
     assert alone.data.synthetic is not None  # alone, the preset still generates its corpus
-    for key in ("data.num_frames", "data.batch_size", "data.num_workers", "trainer.max_steps",
-                "optim.lr", "backbone"):
+    for key in (
+        "data.num_frames",
+        "data.batch_size",
+        "data.num_workers",
+        "trainer.max_steps",
+        "optim.lr",
+        "backbone",
+    ):
         assert OmegaConf.select(cfg, key) == OmegaConf.select(alone, key), key
     dm = instantiate(cfg.data)
     assert dm.synthetic is None and dm.base_dir == mine
@@ -91,11 +99,14 @@ def test_mf_objective_lives_at_mf(tmp_path):
     assert "mf_objective" not in cfg
 
 
-@pytest.mark.parametrize("override, words", [
-    ("mf.first_order_cof=0.5", ["first_order_cof"]),
-    ("+mf.first_order_cof=0.5", ["first_order_cof", "MeanFlowConfig"]),
-    ("path.sigma_max=abc", ["sigma_max", "abc"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("mf.first_order_cof=0.5", ["first_order_cof"]),
+        ("+mf.first_order_cof=0.5", ["first_order_cof", "MeanFlowConfig"]),
+        ("path.sigma_max=abc", ["sigma_max", "abc"]),
+    ],
+)
 def test_typos_fail_at_start_naming_the_key(tmp_path, override, words):
     """Hydra refuses the first and last at compose; `+key` is added by Hydra, so the schema
     check that builds the dataclasses (before any training) refuses it."""
@@ -107,15 +118,27 @@ def test_typos_fail_at_start_naming_the_key(tmp_path, override, words):
 
 
 def test_train_py_cli_help_and_typo():
-    run = lambda *a: subprocess.run([sys.executable, "train.py", *a], cwd=ROOT, capture_output=True,
-                                    text=True, timeout=120)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "train.py", *a], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     helped = run("--help")
     assert helped.returncode == 0
-    listed = {line.split(":")[0]: [o.strip() for o in line.split(":", 1)[1].split(",")]
-              for line in helped.stdout.split("== Config ==")[0].splitlines()
-              if ": " in line and not line.startswith(" ")}
-    for group in ("backbone", "path", "mf_objective", "curriculum", "sampler", "trainer", "data",
-                  "experiment", "debug"):
+    listed = {
+        line.split(":")[0]: [o.strip() for o in line.split(":", 1)[1].split(",")]
+        for line in helped.stdout.split("== Config ==")[0].splitlines()
+        if ": " in line and not line.startswith(" ")
+    }
+    for group in (
+        "backbone",
+        "path",
+        "mf_objective",
+        "curriculum",
+        "sampler",
+        "trainer",
+        "data",
+        "experiment",
+        "debug",
+    ):
         assert group in listed, (group, helped.stdout[:3000])
     assert listed["backbone"] == ["dcunet", "ncsnpp", "ncsnpp_small", "ncsnpp_tiny"]
     # internals are out of sight: the schemas' group, and no alias of an option

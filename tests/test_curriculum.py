@@ -1,9 +1,16 @@
 """r sampling and schedules follow their config (issue 3, point 5)."""
+
 import pytest
 import torch
 
-from meanflowse.curriculum import (CurriculumConfig, gamma_at, mf_weight, sample_r, sample_t,
-                                   single_pass_p_equal)
+from meanflowse.curriculum import (
+    CurriculumConfig,
+    gamma_at,
+    mf_weight,
+    sample_r,
+    sample_t,
+    single_pass_p_equal,
+)
 from meanflowse.path import PathConfig
 
 N = 200_000
@@ -38,8 +45,8 @@ def test_r_can_reach_zero_only_when_allowed():
 def test_larger_gamma_keeps_r_near_t():
     t = torch.ones(N)
     gap = {g: (t - sample_r(t, gamma=g, p_equal=0.0, r_min=0.0)).mean().item() for g in (1.0, 8.0)}
-    assert abs(gap[1.0] - 0.5) < 0.01          # E[U] = 1/2
-    assert abs(gap[8.0] - 1 / 9) < 0.01        # E[U**8] = 1/9
+    assert abs(gap[1.0] - 0.5) < 0.01  # E[U] = 1/2
+    assert abs(gap[8.0] - 1 / 9) < 0.01  # E[U**8] = 1/9
 
 
 def test_schedules_by_progress():
@@ -55,11 +62,12 @@ def test_schedules_by_progress():
 
 def test_lr_factor_warmup_and_cosine_closed_form():
     from meanflowse.curriculum import lr_factor
+
     cfg = CurriculumConfig(lr_warmup_steps=10, lr_decay="cosine", lr_final_frac=0.1)
-    assert lr_factor(0, total=110, cfg=cfg) == pytest.approx(0.1)       # (0 + 1) / 10 of warm-up
-    assert lr_factor(9, total=110, cfg=cfg) == pytest.approx(1.0)       # warm-up done, cosine at 0
+    assert lr_factor(0, total=110, cfg=cfg) == pytest.approx(0.1)  # (0 + 1) / 10 of warm-up
+    assert lr_factor(9, total=110, cfg=cfg) == pytest.approx(1.0)  # warm-up done, cosine at 0
     assert lr_factor(60, total=110, cfg=cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half way down
-    assert lr_factor(110, total=110, cfg=cfg) == pytest.approx(0.1)     # the floor at the end
+    assert lr_factor(110, total=110, cfg=cfg) == pytest.approx(0.1)  # the floor at the end
     assert lr_factor(500, total=110, cfg=cfg) == pytest.approx(0.1)
     const = CurriculumConfig()
     assert all(lr_factor(s, total=100, cfg=const) == 1.0 for s in (0, 50, 99))
@@ -70,13 +78,26 @@ def test_lr_factor_warmup_and_cosine_closed_form():
 def test_cosine_schedule_drives_the_optimizer_and_needs_a_finite_budget(tmp_path):
     from helpers import TINY, compose_cfg
     from meanflowse.training import train
-    cfg = compose_cfg("train", [*TINY, "curriculum.lr_decay=cosine", "curriculum.lr_warmup_steps=2",
-                                "trainer.max_steps=6", "optim.lr=0.01"], tmp_path)
+
+    cfg = compose_cfg(
+        "train",
+        [
+            *TINY,
+            "curriculum.lr_decay=cosine",
+            "curriculum.lr_warmup_steps=2",
+            "trainer.max_steps=6",
+            "optim.lr=0.01",
+        ],
+        tmp_path,
+    )
     _, objects = train(cfg)
     lr = objects["trainer"].optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(0.01 * 0.01)  # the floor after the last of the 6 steps
-    cfg = compose_cfg("train", [*TINY, "curriculum.lr_decay=cosine", "trainer.max_steps=-1",
-                                "trainer.max_epochs=-1"], tmp_path / "b")
+    cfg = compose_cfg(
+        "train",
+        [*TINY, "curriculum.lr_decay=cosine", "trainer.max_steps=-1", "trainer.max_epochs=-1"],
+        tmp_path / "b",
+    )
     with pytest.raises(ValueError, match="finite step budget"):
         train(cfg)
 
@@ -92,16 +113,30 @@ def test_curriculum_follows_max_epochs_when_there_is_no_max_steps(tmp_path, monk
 
     seen = []
     real_weight, real_gamma = lit.mf_weight, lit.gamma_at
-    monkeypatch.setattr(lit, "mf_weight", lambda p, **kw: seen.append(["w", p, real_weight(p, **kw)])
-                        or seen[-1][2])
-    monkeypatch.setattr(lit, "gamma_at", lambda p, cfg: seen.append(["g", p, real_gamma(p, cfg)])
-                        or seen[-1][2])
-    cfg = compose_cfg("train", [*TINY, "trainer.max_steps=-1", "trainer.max_epochs=3",
-                                "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
-                                "callbacks.progress=null", "callbacks.val_metrics=null",
-                                "mf.weight_final=0.25", "curriculum.mf_warmup_frac=0.5",
-                                "curriculum.gamma_start=8.0", "curriculum.gamma_end=1.0",
-                                "curriculum.gamma_anneal_frac=0.7"], tmp_path)
+    monkeypatch.setattr(
+        lit, "mf_weight", lambda p, **kw: seen.append(["w", p, real_weight(p, **kw)]) or seen[-1][2]
+    )
+    monkeypatch.setattr(
+        lit, "gamma_at", lambda p, cfg: seen.append(["g", p, real_gamma(p, cfg)]) or seen[-1][2]
+    )
+    cfg = compose_cfg(
+        "train",
+        [
+            *TINY,
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=3",
+            "trainer.limit_val_batches=0",
+            "trainer.num_sanity_val_steps=0",
+            "callbacks.progress=null",
+            "callbacks.val_metrics=null",
+            "mf.weight_final=0.25",
+            "curriculum.mf_warmup_frac=0.5",
+            "curriculum.gamma_start=8.0",
+            "curriculum.gamma_end=1.0",
+            "curriculum.gamma_anneal_frac=0.7",
+        ],
+        tmp_path,
+    )
     metrics, objects = train(cfg)
     module, trainer = objects["module"], objects["trainer"]
     assert trainer.global_step == 6 and module.step_budget() == 6
@@ -112,7 +147,7 @@ def test_curriculum_follows_max_epochs_when_there_is_no_max_steps(tmp_path, monk
     gammas = [g for kind, _, g in seen if kind == "g"]
     assert weights[0] == 0.0 and weights[-1] == 0.25 and weights[3] == 0.25  # ramp done at 1/2
     assert weights[1] == pytest.approx(0.25 * (1 / 6) / 0.5)
-    assert gammas[0] == 8.0 and gammas[-1] == 1.0                            # 5/6 > 0.7
+    assert gammas[0] == 8.0 and gammas[-1] == 1.0  # 5/6 > 0.7
     assert metrics["train/w_mf"] == 0.25 and metrics["train/gamma"] == 1.0
     assert metrics["train/progress"] == pytest.approx(5 / 6)
     assert "train/jvp_norm" in metrics  # the MeanFlow branch (and its JVP) ran

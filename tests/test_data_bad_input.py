@@ -4,6 +4,7 @@ Each case is one pair ``train/{clean,noisy}/x.wav`` added to a small good datase
 DataModule either raises one :class:`DatasetError` naming the file and the problem, or hands out
 finite batches with the documented handling. The README's bad-input table mirrors ``CASES``.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,7 @@ def both(root: Path, data, sr: int = SR, subtype: str = "PCM_16", noisy=None) ->
 
 def truncate(path: Path, samples: int) -> None:
     """Cut a 16-bit mono WAV after ``samples`` samples (an interrupted copy)."""
-    path.write_bytes(path.read_bytes()[:44 + 2 * samples])
+    path.write_bytes(path.read_bytes()[: 44 + 2 * samples])
 
 
 def make_empty(root):
@@ -81,7 +82,7 @@ def make_truncated_flac(root):
         path = root / "train" / role / "x.flac"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(path), tone(), SR, format="FLAC")
-    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) * 7 // 10])
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) * 7 // 10])
 
 
 def make_nan(root):
@@ -98,8 +99,10 @@ ERRORS: dict[str, tuple[Callable, str]] = {
     "header without samples": (make_header_only, r"noisy/x\.wav: the file has a header but no samples"),
     "one sample": (lambda r: both(r, tone(1)), r"train/\{clean,noisy\}/x: too short: 1 samples"),
     "NaN samples": (make_nan, r"noisy/x\.wav: 1 NaN or infinite samples \(first at sample 100\)"),
-    "lengths beyond the tolerance": (lambda r: both(r, tone(8000), noisy=tone(8000 + 400)),
-                                     r"x: clean has 8000 samples and noisy 8400 .* misaligned"),
+    "lengths beyond the tolerance": (
+        lambda r: both(r, tone(8000), noisy=tone(8000 + 400)),
+        r"x: clean has 8000 samples and noisy 8400 .* misaligned",
+    ),
 }
 
 
@@ -107,8 +110,7 @@ ERRORS: dict[str, tuple[Callable, str]] = {
 def test_bad_files_are_one_clear_error_before_training(tmp_path, case):
     make, pattern = ERRORS[case]
     make(good_dataset(tmp_path))
-    dm = PairedSpecDataModule(base_dir=str(tmp_path), num_workers=0, batch_size=2,
-                              num_frames=FRAMES)
+    dm = PairedSpecDataModule(base_dir=str(tmp_path), num_workers=0, batch_size=2, num_frames=FRAMES)
     with pytest.raises(DatasetError) as info:
         dm.prepare_data()
     assert len(info.value.problems) == 1, info.value.problems
@@ -129,8 +131,7 @@ def batch_of_x(dm: PairedSpecDataModule) -> tuple[dict, dict]:
 
 
 def prepared(root: Path, **kw) -> PairedSpecDataModule:
-    dm = PairedSpecDataModule(base_dir=str(root), num_workers=0, batch_size=3, num_frames=FRAMES,
-                              **kw)
+    dm = PairedSpecDataModule(base_dir=str(root), num_workers=0, batch_size=3, num_frames=FRAMES, **kw)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -167,8 +168,10 @@ def test_values_beyond_one_are_kept_and_normalised_by_the_noisy_peak(tmp_path):
     assert waves["clean"].abs().max() == pytest.approx(0.5, rel=1e-3)
 
 
-@pytest.mark.parametrize("subtype,atol", [("PCM_U8", 1 / 64), ("PCM_24", 1e-6), ("PCM_32", 1e-6),
-                                          ("FLOAT", 1e-6), ("DOUBLE", 1e-6)])
+@pytest.mark.parametrize(
+    "subtype,atol",
+    [("PCM_U8", 1 / 64), ("PCM_24", 1e-6), ("PCM_32", 1e-6), ("FLOAT", 1e-6), ("DOUBLE", 1e-6)],
+)
 def test_sample_formats_are_read_in_place_as_float(tmp_path, subtype, atol):
     both(good_dataset(tmp_path), tone(amp=0.9), subtype=subtype)
     assert sf.info(str(tmp_path / "train" / "noisy" / "x.wav")).subtype == subtype
@@ -217,7 +220,7 @@ def test_all_problems_of_all_splits_and_a_missing_valid_split_in_one_list(tmp_pa
     in the same list as the file problems."""
     good_dataset(tmp_path)
     names = []
-    for i, (case, (make, _)) in enumerate(ERRORS.items()):
+    for i, (make, _) in enumerate(ERRORS.values()):
         sub = tmp_path / f"case{i}"
         make(good_dataset(sub))
         for role in ("clean", "noisy"):  # move the bad pair x in as x<i>
@@ -227,8 +230,14 @@ def test_all_problems_of_all_splits_and_a_missing_valid_split_in_one_list(tmp_pa
     write(tmp_path / "test" / "noisy" / "t.wav", np.zeros(0, np.float32))
     os.rename(tmp_path / "valid", tmp_path / "elsewhere")
     dm = PairedSpecDataModule(base_dir=str(tmp_path), num_workers=0, num_frames=FRAMES)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, max_epochs=1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        max_epochs=1,
+    )
     with pytest.raises(DatasetError) as info:
         trainer.fit(_NeverTrained(), datamodule=dm)
     problems = info.value.problems
@@ -260,14 +269,16 @@ def test_missing_base_dir_is_one_line(tmp_path):
         trainer.fit(_NeverTrained(), datamodule=dm)
     assert info.value.problems == [
         f"{tmp_path / 'nope'}: data.base_dir not found (expected {tmp_path / 'nope'}/"
-        "{train,valid,test}/{clean,noisy}/)"]
+        "{train,valid,test}/{clean,noisy}/)"
+    ]
 
 
 # ----------------------------------------------------------------------------- command lines
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_prepare_command_lists_problems_without_a_traceback(tmp_path):
@@ -283,9 +294,19 @@ def test_prepare_command_lists_problems_without_a_traceback(tmp_path):
 
 def test_train_command_lists_problems_without_a_traceback(tmp_path):
     make_empty(good_dataset(tmp_path / "data"))
-    out = _run(["train.py", "data=folder", f"data.base_dir={tmp_path / 'data'}",
-                "data.num_workers=0", "logger=none", "trainer=cpu", "backbone=ncsnpp_tiny",
-                f"hydra.run.dir={tmp_path / 'run'}"], ROOT)
+    out = _run(
+        [
+            "train.py",
+            "data=folder",
+            f"data.base_dir={tmp_path / 'data'}",
+            "data.num_workers=0",
+            "logger=none",
+            "trainer=cpu",
+            "backbone=ncsnpp_tiny",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        ROOT,
+    )
     assert out.returncode == 1, out.stderr[-2000:]
     assert "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
     assert "1 problem(s)" in out.stderr and "noisy/x.wav: empty file (0 bytes)" in out.stderr

@@ -6,6 +6,7 @@ set by hand, then the loader goes through the same two steps Lightning applies b
 ``DistributedSampler`` and rebuilds the loader). These are Lightning internals: if a Lightning
 upgrade moves them, this test fails loudly rather than passing vacuously.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.trainer.connectors.data_connector import (_DataLoaderSource,
-                                                                 _request_dataloader)
+from lightning.pytorch.trainer.connectors.data_connector import _DataLoaderSource, _request_dataloader
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from torch.utils.data import DistributedSampler
 
@@ -28,6 +28,7 @@ def restore_rank_zero():
     """Faking rank 1 sets Lightning's process-wide ``rank_zero_only.rank``; left at 1, every later
     test in this process would silently skip its rank-zero-only work (loggers write nothing)."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
+
     before = getattr(rank_zero_only, "rank", 0)
     yield
     rank_zero_only.rank = before
@@ -42,11 +43,16 @@ def syn_dir(tmp_path_factory) -> Path:
 
 def rank_loader(base_dir: Path, rank: int, world: int = 2):
     """A fresh data module and the train loader Lightning would give rank ``rank``."""
-    dm = PairedSpecDataModule(base_dir=str(base_dir), batch_size=3, num_workers=0, num_frames=32,
-                              seed=5)
+    dm = PairedSpecDataModule(base_dir=str(base_dir), batch_size=3, num_workers=0, num_frames=32, seed=5)
     strategy = "ddp" if world > 1 else "auto"
-    trainer = L.Trainer(accelerator="cpu", strategy=strategy, devices=world, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        strategy=strategy,
+        devices=world,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     if world > 1:
         trainer.strategy.cluster_environment.set_global_rank(rank)
     trainer.state.fn = TrainerFn.FITTING
@@ -54,7 +60,8 @@ def rank_loader(base_dir: Path, rank: int, world: int = 2):
     dm.setup("fit")
     loader = _request_dataloader(_DataLoaderSource(dm, "train_dataloader"))
     return trainer, trainer._data_connector._prepare_dataloader(
-        loader, shuffle=True, mode=RunningStage.TRAINING)
+        loader, shuffle=True, mode=RunningStage.TRAINING
+    )
 
 
 def run_epoch(trainer, loader, epoch: int) -> dict[str, torch.Tensor]:
@@ -71,8 +78,12 @@ def test_ranks_share_the_data_and_reshuffle_each_epoch(syn_dir, monkeypatch):
         trainer, loader = rank_loader(syn_dir, rank)
         assert isinstance(loader, EpochDataLoader) and loader.epoch_fn is not None
         assert isinstance(loader.sampler, DistributedSampler)
-        assert (loader.sampler.num_replicas, loader.sampler.rank, loader.sampler.shuffle,
-                loader.sampler.seed) == (2, rank, True, 5)
+        assert (
+            loader.sampler.num_replicas,
+            loader.sampler.rank,
+            loader.sampler.shuffle,
+            loader.sampler.seed,
+        ) == (2, rank, True, 5)
         seen[rank] = [run_epoch(trainer, loader, e) for e in range(3)]
     for e in range(3):  # each rank its own half, together the whole split
         assert not set(seen[0][e]) & set(seen[1][e])

@@ -1,4 +1,5 @@
 """Robust loading of every kind of bad input, folder scanning and the resample cache."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,14 @@ import soundfile as sf
 
 from meanflowse.data import folder
 from meanflowse.data.audio import AudioError, TruncatedAudioWarning, load_audio, peak_scale
-from meanflowse.data.folder import (DatasetError, DatasetWarning, cache_path, prepare_dataset,
-                                    prepare_split, scan_split)
+from meanflowse.data.folder import (
+    DatasetError,
+    DatasetWarning,
+    cache_path,
+    prepare_dataset,
+    prepare_split,
+    scan_split,
+)
 from meanflowse.data.prepare import main as prepare_main
 
 SR = 16000
@@ -82,9 +89,17 @@ def test_zeros_load_and_normalise_without_nan(tmp_path):
     assert scaled.isfinite().all() and scaled.abs().max() == 0
 
 
-@pytest.mark.parametrize("subtype,atol", [("PCM_U8", 1 / 128), ("PCM_16", 1 / 32768),
-                                          ("PCM_24", 1 / 2 ** 23), ("PCM_32", 1e-7),
-                                          ("FLOAT", 0.0), ("DOUBLE", 1e-7)])
+@pytest.mark.parametrize(
+    "subtype,atol",
+    [
+        ("PCM_U8", 1 / 128),
+        ("PCM_16", 1 / 32768),
+        ("PCM_24", 1 / 2**23),
+        ("PCM_32", 1e-7),
+        ("FLOAT", 0.0),
+        ("DOUBLE", 1e-7),
+    ],
+)
 def test_sample_formats_load_as_float_in_range(tmp_path, subtype, atol):
     x = tone(amp=0.9)
     wav, sr = load_audio(write(tmp_path / f"{subtype}.wav", x, subtype=subtype))
@@ -134,10 +149,16 @@ def test_scan_reports_all_problems_at_once(tmp_path):
     with pytest.raises(DatasetError) as info:
         scan_split(tmp_path, "train")
     problems = info.value.problems
-    expected = ["lonely_noisy.wav: no clean partner", "lonely_clean.wav: no noisy partner",
-                "dup.flac and dup.wav have the same name", "text.wav: not a readable audio file",
-                "empty.wav: empty file", "short: too short: 1 samples",
-                "skew: clean has 8000 samples and noisy 16000", "phone.m4a: .m4a cannot be read"]
+    expected = [
+        "lonely_noisy.wav: no clean partner",
+        "lonely_clean.wav: no noisy partner",
+        "dup.flac and dup.wav have the same name",
+        "text.wav: not a readable audio file",
+        "empty.wav: empty file",
+        "short: too short: 1 samples",
+        "skew: clean has 8000 samples and noisy 16000",
+        "phone.m4a: .m4a cannot be read",
+    ]
     for text in expected:
         assert sum(text in p for p in problems) == 1, (text, problems)
     assert len(problems) == len(expected)

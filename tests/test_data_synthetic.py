@@ -1,4 +1,5 @@
 """The built-in synthetic corpus: determinism, layout, SNR, marker and temp-folder behaviour."""
+
 from __future__ import annotations
 
 import csv
@@ -73,8 +74,9 @@ def test_every_noise_kind_mixes_at_the_drawn_snr(kind):
 
 
 def test_snr_of_written_files_is_within_range(tmp_path):
-    root = generate_dataset(tmp_path / "syn", num_train=8, num_valid=0, num_test=0,
-                            duration_s=(0.5, 1.0), snr_db=(2.0, 8.0))
+    root = generate_dataset(
+        tmp_path / "syn", num_train=8, num_valid=0, num_test=0, duration_s=(0.5, 1.0), snr_db=(2.0, 8.0)
+    )
     rows = {r["name"]: r for r in csv.DictReader(open(root / "train" / "metadata.csv"))}
     for name, row in rows.items():
         c, _ = sf.read(str(root / "train" / "clean" / name))
@@ -87,12 +89,12 @@ def test_snr_of_written_files_is_within_range(tmp_path):
 def test_speech_like_signal_has_pauses_and_a_pitch():
     x = synthetic.speech_like(np.random.default_rng(0), 48000, 16000)
     frames = x[: len(x) // 320 * 320].reshape(-1, 320)
-    energy = (frames ** 2).mean(axis=1)
+    energy = (frames**2).mean(axis=1)
     assert (energy < 1e-4 * energy.max()).mean() > 0.05  # pauses / gaps between syllables
     assert (energy > 1e-2 * energy.max()).mean() > 0.3  # and mostly sound
     loud = frames[np.argmax(energy)]
-    ac = np.correlate(loud, loud, "full")[len(loud) - 1:]
-    lag = 16000 // 400 + np.argmax(ac[16000 // 400: 16000 // 60])
+    ac = np.correlate(loud, loud, "full")[len(loud) - 1 :]
+    lag = 16000 // 400 + np.argmax(ac[16000 // 400 : 16000 // 60])
     assert ac[lag] > 0.3 * ac[0]  # periodic at a voice pitch between 60 and 400 Hz
 
 
@@ -161,7 +163,7 @@ def _pitch_track(x: np.ndarray, sr: int) -> np.ndarray:
     f0 = []
     for frame in _frames(x, int(0.04 * sr)):
         frame = frame - frame.mean()
-        ac = np.correlate(frame, frame, "full")[len(frame) - 1:]
+        ac = np.correlate(frame, frame, "full")[len(frame) - 1 :]
         if ac[0] < 1e-6:
             continue
         lo, hi = sr // 400, sr // 60
@@ -188,15 +190,18 @@ def test_tts_clean_file_is_speech(split, index):
     # silence between words: quiet 10 ms frames inside the utterance, not only at its edges
     db = 20 * np.log10(env / env.max() + 1e-9)
     active = np.nonzero(db > -30)[0]
-    inner = db[active[0]:active[-1]]
+    inner = db[active[0] : active[-1]]
     assert (inner < -40).sum() >= 3, "no pauses between words"
 
 
 def test_tts_splits_share_no_sentence_and_no_voice(tmp_path):
-    root = generate_dataset(tmp_path / "syn", num_train=40, num_valid=6, num_test=6,
-                            duration_s=(0.5, 0.5), noise_kinds=["white"])
-    rows = {split: list(csv.DictReader(open(root / split / "metadata.csv")))
-            for split in ("train", "valid", "test")}
+    root = generate_dataset(
+        tmp_path / "syn", num_train=40, num_valid=6, num_test=6, duration_s=(0.5, 0.5), noise_kinds=["white"]
+    )
+    rows = {
+        split: list(csv.DictReader(open(root / split / "metadata.csv")))
+        for split in ("train", "valid", "test")
+    }
 
     def sentences(split):
         return {s.strip() for r in rows[split] for s in tts.sentences_of(r["text"])}
@@ -210,8 +215,9 @@ def test_tts_splits_share_no_sentence_and_no_voice(tmp_path):
     assert len(variants("train")) > 10  # many speakers, male and female
     assert {tts.Voice("en", v, 0, 0, 0, 0).female for v in variants("train")} == {True, False}
     for split in rows:  # every sentence is of its own split (the hash rule)
-        assert all(tts.split_of_sentence(s) == split for r in rows[split]
-                   for s in tts.sentences_of(r["text"])), split
+        assert all(
+            tts.split_of_sentence(s) == split for r in rows[split] for s in tts.sentences_of(r["text"])
+        ), split
 
 
 def test_tts_file_does_not_depend_on_what_was_synthesised_before():
@@ -235,13 +241,14 @@ def test_talkers_babble_speaks_with_other_voices_than_the_clean_one(monkeypatch)
     monkeypatch.setattr(tts, "utterance", spy)
     settings = synthetic._settings(0, 0, 0, 16000, (1.0, 1.0), (0.0, 10.0), ["talkers"], 0)
     make_pair(settings, "test", 0)
-    (split, clean_voice), talkers = spoken[0], spoken[1:]
+    (_, clean_voice), talkers = spoken[0], spoken[1:]
     assert 3 <= len(talkers) <= 6
     assert all(s == "test" and v != clean_voice and v in tts.VARIANTS["test"] for s, v in talkers)
 
 
 def test_missing_tts_library_says_which_package_and_the_way_out(tmp_path, monkeypatch):
     import espeakng_loader
+
     monkeypatch.setattr(espeakng_loader, "get_library_path", lambda: str(tmp_path / "nope.so"))
     with pytest.raises(tts.TTSUnavailable) as err:
         generate_dataset(tmp_path / "syn", **TINY)
@@ -253,11 +260,11 @@ def test_missing_tts_library_says_which_package_and_the_way_out(tmp_path, monkey
 
 def test_broken_tts_data_folder_gives_a_clear_error(tmp_path, monkeypatch):
     import espeakng_loader
+
     (tmp_path / "data").mkdir()
     monkeypatch.setattr(espeakng_loader, "get_data_path", lambda: str(tmp_path / "data"))
     with pytest.raises(tts.TTSUnavailable, match="espeakng-loader.*data.synthetic.speech=formant"):
-        make_pair(synthetic._settings(0, 0, 0, 16000, (0.5, 0.5), (0, 10), ["white"], 0),
-                  "train", 0)
+        make_pair(synthetic._settings(0, 0, 0, 16000, (0.5, 0.5), (0, 10), ["white"], 0), "train", 0)
 
 
 def test_unknown_speech_source_is_refused(tmp_path):

@@ -1,4 +1,5 @@
 """PairedSpecDataModule: batches, normalisation, crops, reproducibility, configs."""
+
 from __future__ import annotations
 
 import shutil
@@ -62,10 +63,11 @@ def test_items_are_normalised_by_the_noisy_peak(syn_dir):
         raw = ds.load_pair(i)
         start = ds.crop_start(i)
         if start >= 0:  # the crop is the raw signal divided by the raw crop's peak
-            seg = raw["noisy"][start:start + ds.crop_samples]
+            seg = raw["noisy"][start : start + ds.crop_samples]
             assert waves["peak"] == pytest.approx(seg.abs().max().item())
-            torch.testing.assert_close(waves["clean"] * waves["peak"],
-                                       raw["clean"][start:start + ds.crop_samples])
+            torch.testing.assert_close(
+                waves["clean"] * waves["peak"], raw["clean"][start : start + ds.crop_samples]
+            )
     item = ds[0]
     wav = spec_to_wav(item["noisy"], dm.spec, ds.crop_samples)
     assert wav.abs().max().item() == pytest.approx(1.0, abs=1e-4)
@@ -82,7 +84,7 @@ def test_short_files_are_zero_padded_on_both_sides(syn_dir, split):
         waves = ds.waveforms(i)
         pad = ds.crop_samples - lengths[i]
         left, inner = pad // 2, slice(pad // 2, pad // 2 + lengths[i])
-        assert waves["noisy"][:left].abs().sum() == 0 and waves["noisy"][inner.stop:].abs().sum() == 0
+        assert waves["noisy"][:left].abs().sum() == 0 and waves["noisy"][inner.stop :].abs().sum() == 0
         assert waves["noisy"][inner].abs().max() == pytest.approx(1.0)
         assert ds[i]["noisy"].shape == (2, 256, 256)
     for i in long:  # valid and test crops are centred
@@ -159,15 +161,21 @@ SPEC_16K = {"n_fft": 510, "hop_length": 128, "spec_factor": 0.15, "spec_abs_expo
 SPEC_48K = {"n_fft": 1534, "hop_length": 384, "spec_factor": 0.065, "spec_abs_exponent": 0.667}
 
 
-@pytest.mark.parametrize("name,rate,spec,bins", [("synthetic", 16000, SPEC_16K, 256),
-                                                 ("folder", 16000, SPEC_16K, 256),
-                                                 ("vbd", 16000, SPEC_16K, 256),
-                                                 ("folder_48k", 48000, SPEC_48K, 768)])
+@pytest.mark.parametrize(
+    "name,rate,spec,bins",
+    [
+        ("synthetic", 16000, SPEC_16K, 256),
+        ("folder", 16000, SPEC_16K, 256),
+        ("vbd", 16000, SPEC_16K, 256),
+        ("folder_48k", 48000, SPEC_48K, 768),
+    ],
+)
 def test_data_configs_compose_and_instantiate(tmp_path, name, rate, spec, bins):
     conf = tmp_path / "conf"
     shutil.copytree(CONFIGS / "data", conf / "data")
     (conf / "root.yaml").write_text(
-        f"defaults:\n  - data: {name}\n  - _self_\npaths:\n  data_dir: {tmp_path}/data\n")
+        f"defaults:\n  - data: {name}\n  - _self_\npaths:\n  data_dir: {tmp_path}/data\n"
+    )
     overrides = [] if name == "synthetic" else [f"data.base_dir={tmp_path}/vbd"]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name="root", overrides=overrides)

@@ -1,6 +1,7 @@
 """Multi-GPU correctness on CPU: two DDP processes (gloo) compute the same MeanFlow gradients as
 one process on the same global batch, a real two-rank training run agrees across ranks, and a
 NaN on one rank only is skipped by both (mf.nan_policy=skip) instead of hanging the other."""
+
 import os
 import signal
 import subprocess
@@ -37,8 +38,7 @@ def _batch() -> dict:
     # float64: the fd JVP divides by 2 eps (eps ~ 1e-3), which would lift float32 round-off of
     # batch-size-dependent kernels (a rank's shard vs the global batch) to ~1e-4 relative
     g = torch.Generator().manual_seed(1)
-    x_t, y, v = (torch.randn(GLOBAL_BATCH, 2, 8, 8, generator=g, dtype=torch.float64)
-                 for _ in range(3))
+    x_t, y, v = (torch.randn(GLOBAL_BATCH, 2, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
     t = 0.1 + 0.9 * torch.rand(GLOBAL_BATCH, generator=g, dtype=torch.float64)
     r = torch.stack([t[0], t[1] * 0.3, t[2] * 0.7, t[3] * 0.0])  # one r = t, three r < t
     return dict(x_t=x_t, y=y, v=v, t=t, r=r)
@@ -52,6 +52,7 @@ def _grads(loss_module: nn.Module, batch: dict) -> dict:
 
 def _net():
     from conftest import TinyNet
+
     torch.manual_seed(0)
     return TinyNet().double()
 
@@ -62,12 +63,14 @@ def _worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     try:
         per_rank = GLOBAL_BATCH // world
-        shard = {k: v[rank * per_rank:(rank + 1) * per_rank] for k, v in _batch().items()}
+        shard = {k: v[rank * per_rank : (rank + 1) * per_rank] for k, v in _batch().items()}
         for impl in IMPLS:
             ddp = nn.parallel.DistributedDataParallel(MeanFlowLoss(_net(), MeanFlowConfig(jvp_impl=impl)))
             grads = _grads(ddp, shard)
-            torch.save({n.removeprefix("module."): g for n, g in grads.items()},
-                       os.path.join(out_dir, f"{impl}_{rank}.pt"))
+            torch.save(
+                {n.removeprefix("module."): g for n, g in grads.items()},
+                os.path.join(out_dir, f"{impl}_{rank}.pt"),
+            )
     finally:
         dist.destroy_process_group()
 
@@ -82,8 +85,13 @@ def test_ddp_gradients_match_one_process_on_the_global_batch(tmp_path):
             got = torch.load(tmp_path / f"{impl}_{rank}.pt", weights_only=True)
             assert set(got) == set(reference)
             for name, g in reference.items():
-                torch.testing.assert_close(got[name], g, rtol=1e-5, atol=1e-6,
-                                           msg=lambda m: f"{impl}, rank {rank}, {name}: {m}")
+                torch.testing.assert_close(
+                    got[name],
+                    g,
+                    rtol=1e-5,
+                    atol=1e-6,
+                    msg=lambda m: f"{impl}, rank {rank}, {name}: {m}",  # noqa: B023 (called here)
+                )
 
 
 def test_half_batch_gradients_differ_from_the_global_batch():
@@ -116,19 +124,36 @@ class RankReport(Callback):
 
 
 def _two_rank_cmd(tmp_path, *extra):
-    return [sys.executable, "train.py", *TINY, "trainer=ddp", "trainer.accelerator=cpu",
-            "trainer.devices=2", f"paths.data_dir={tmp_path / 'data'}",
-            f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_epochs=-1",
-            "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-            "callbacks.progress=null", *extra]
+    return [
+        sys.executable,
+        "train.py",
+        *TINY,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "trainer.max_epochs=-1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress=null",
+        *extra,
+    ]
 
 
 def _run_bounded(cmd, timeout):
     """Run ``cmd`` in a process group of its own; past ``timeout`` (a hung all-reduce) the whole
     group, the rank processes Lightning started included, is killed and the test fails."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -139,15 +164,18 @@ def _run_bounded(cmd, timeout):
 
 
 def test_two_rank_training_run_agrees_across_ranks(tmp_path):
-    cmd = _two_rank_cmd(tmp_path, "trainer.max_steps=2",
-                        "+callbacks.report._target_=test_ddp.RankReport",
-                        f"+callbacks.report.out_dir={tmp_path}")
+    cmd = _two_rank_cmd(
+        tmp_path,
+        "trainer.max_steps=2",
+        "+callbacks.report._target_=test_ddp.RankReport",
+        f"+callbacks.report.out_dir={tmp_path}",
+    )
     code, out = _run_bounded(cmd, timeout=900)
     assert code == 0, out[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert r0["init"] == r1["init"]        # same initial weights on every rank
-    assert r0["seed"] != r1["seed"]        # but each rank draws its own t, r, z
-    for k in r0["ema"]:                    # the EMA is the same everywhere
+    assert r0["init"] == r1["init"]  # same initial weights on every rank
+    assert r0["seed"] != r1["seed"]  # but each rank draws its own t, r, z
+    for k in r0["ema"]:  # the EMA is the same everywhere
         assert torch.equal(r0["ema"][k], r1["ema"][k])
     for key in ("val/pesq", "val/si_sdr"):  # rank 0 measured, rank 1 logged the same number
         assert r0["metrics"][key] == r1["metrics"][key]
@@ -170,22 +198,34 @@ class NanOnOneRank(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         vars(pl_module).pop("net_fn", None)
-        self.changed.append(any(not torch.equal(b, p.detach())
-                                for b, p in zip(self.before, pl_module.parameters())))
+        self.changed.append(
+            any(not torch.equal(b, p.detach()) for b, p in zip(self.before, pl_module.parameters()))
+        )
         self.seen += 1
 
     def on_train_end(self, trainer, pl_module) -> None:
-        torch.save({"changed": self.changed,
-                    "weights": {k: v.cpu() for k, v in pl_module.state_dict().items()},
-                    "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}},
-                   os.path.join(self.out_dir, f"nan_rank{trainer.global_rank}.pt"))
+        torch.save(
+            {
+                "changed": self.changed,
+                "weights": {k: v.cpu() for k, v in pl_module.state_dict().items()},
+                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            },
+            os.path.join(self.out_dir, f"nan_rank{trainer.global_rank}.pt"),
+        )
 
 
 def test_a_nan_on_one_rank_is_skipped_by_both_ranks(tmp_path):
-    cmd = _two_rank_cmd(tmp_path, "trainer.max_steps=3", "mf.nan_policy=skip",
-                        "trainer.limit_val_batches=0", "callbacks.val_metrics=null",
-                        "+callbacks.nan._target_=test_ddp.NanOnOneRank", "+callbacks.nan.rank=1",
-                        "+callbacks.nan.batch=1", f"+callbacks.nan.out_dir={tmp_path}")
+    cmd = _two_rank_cmd(
+        tmp_path,
+        "trainer.max_steps=3",
+        "mf.nan_policy=skip",
+        "trainer.limit_val_batches=0",
+        "callbacks.val_metrics=null",
+        "+callbacks.nan._target_=test_ddp.NanOnOneRank",
+        "+callbacks.nan.rank=1",
+        "+callbacks.nan.batch=1",
+        f"+callbacks.nan.out_dir={tmp_path}",
+    )
     code, out = _run_bounded(cmd, timeout=300)  # without a collective skip rank 0 would wait
     assert code == 0, out[-3000:]
     r0, r1 = (torch.load(tmp_path / f"nan_rank{r}.pt", weights_only=True) for r in (0, 1))

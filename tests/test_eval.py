@@ -5,6 +5,7 @@ local in time-frequency (a magnitude gate), so a wrong cross-fade, chunk positio
 The pipeline tests use a checkpoint written from an untrained tiny model (no training needed
 for I/O); tests that need a trained model live in test_train_eval.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,10 @@ import torch
 from torch import nn
 
 from conftest import TinyNet
-from eval_helpers import SR, eval_cfg as _eval_cfg, rows as _rows, signal as _signal, write_tiny_checkpoint
+from eval_helpers import SR, write_tiny_checkpoint
+from eval_helpers import eval_cfg as _eval_cfg
+from eval_helpers import rows as _rows
+from eval_helpers import signal as _signal
 from meanflowse import metrics as M
 from meanflowse.curriculum import CurriculumConfig
 from meanflowse.enhance import Enhancer, chunk_starts, chunk_weight, load_module
@@ -52,8 +56,13 @@ class Gate(nn.Module):
 
 
 def _enhancer(backbone: nn.Module, **kw) -> Enhancer:
-    module = MeanFlowSEModule(backbone=backbone, path=PathConfig(), mf=MeanFlowConfig(),
-                              curriculum=CurriculumConfig(), sampler=SamplerConfig(name="euler_mf"))
+    module = MeanFlowSEModule(
+        backbone=backbone,
+        path=PathConfig(),
+        mf=MeanFlowConfig(),
+        curriculum=CurriculumConfig(),
+        sampler=SamplerConfig(name="euler_mf"),
+    )
     return Enhancer(module=module.eval(), spec=SpecConfig(), sample_rate=SR, **kw)
 
 
@@ -73,7 +82,7 @@ def test_chunks_are_equal_sized_cover_the_signal_and_fade_to_one(length):
     for k, s in enumerate(starts):
         w = chunk_weight(starts, k, size)
         assert w.shape == (size,) and bool((w > 0).all())
-        total[s:s + size] += w
+        total[s : s + size] += w
     # the regular overlaps are complementary raised-cosine fades: they sum to exactly one
     regular = starts[-1]  # where the last, end-aligned window (longer overlap) begins
     torch.testing.assert_close(total[:regular], torch.ones(regular), atol=1e-6, rtol=0)
@@ -96,22 +105,27 @@ def test_chunked_equals_whole_file_for_a_local_model_and_crossfade_has_no_seams(
     assert _snr_db(whole, chunked) > 35.0
     # what a per-chunk cut without cross-fade gives: each piece enhanced alone and butted together
     piece = chunked_enh.chunk
-    hard = torch.cat([_enhancer(Gate(), chunk_s=30.0).enhance(wav[i:i + piece])
-                      for i in range(0, wav.shape[-1], piece)])
+    hard = torch.cat(
+        [_enhancer(Gate(), chunk_s=30.0).enhance(wav[i : i + piece]) for i in range(0, wav.shape[-1], piece)]
+    )
     assert _snr_db(whole, hard) < _snr_db(whole, chunked) - 10.0
     # and no seams: the error near chunk borders is no larger than elsewhere
     err = (chunked - whole).abs()
     starts = chunk_starts(wav.shape[-1], chunk=piece, overlap=chunked_enh.overlap)
-    near = torch.cat([err[s - 300:s + 300] for s in starts[1:]])
-    ref = torch.cat([whole[s - 300:s + 300] for s in starts[1:]]).abs().mean()
+    near = torch.cat([err[s - 300 : s + 300] for s in starts[1:]])
+    ref = torch.cat([whole[s - 300 : s + 300] for s in starts[1:]]).abs().mean()
     assert float(near.mean()) < 0.01 * float(ref)
 
 
 def test_batching_and_chunking_order_do_not_change_the_result():
     torch.manual_seed(0)
     net = TinyNet()
-    wavs = [_signal(1.3, 2, seed=1), _signal(1.31, 1, seed=2), _signal(0.4, 1, seed=3),
-            _signal(3.2, 1, seed=4)]
+    wavs = [
+        _signal(1.3, 2, seed=1),
+        _signal(1.31, 1, seed=2),
+        _signal(0.4, 1, seed=3),
+        _signal(3.2, 1, seed=4),
+    ]
     one = _enhancer(net, chunk_s=1.0, overlap_s=0.1, batch_size=1)
     many = _enhancer(net, chunk_s=1.0, overlap_s=0.1, batch_size=5)
     alone = [one.enhance(w) for w in wavs]
@@ -186,8 +200,11 @@ def test_sampler_comes_from_the_checkpoint_and_nfe_is_overridable(ckpt, tmp_path
     hook = MeanFlowSEModule.net_fn
     MeanFlowSEModule.net_fn = lambda self, *a: calls.append(1) or hook(self, *a)
     try:
-        summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={tmp_path / 'a.wav'}",
-                                     f"output={tmp_path / 'out'}", "sampler.nfe=3"))
+        summary = evaluate(
+            _eval_cfg(
+                ckpt, tmp_path, f"input={tmp_path / 'a.wav'}", f"output={tmp_path / 'out'}", "sampler.nfe=3"
+            )
+        )
     finally:
         MeanFlowSEModule.net_fn = hook
     assert summary["nfe"] == 3 and len(calls) == 2 * 3  # warm-up + one file, 3 steps each
@@ -196,20 +213,39 @@ def test_sampler_comes_from_the_checkpoint_and_nfe_is_overridable(ckpt, tmp_path
 def test_output_keeps_rate_length_channels_and_format(ckpt, tmp_path):
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
-    cases = {"stereo44k.wav": (44100, 2, "PCM_24", 1.3), "sub/mono22k.flac": (22050, 1, "PCM_16", 0.7),
-             "long48k.wav": (48000, 1, "FLOAT", 2.6), "short8k.wav": (8000, 3, "PCM_U8", 0.3)}
+    cases = {
+        "stereo44k.wav": (44100, 2, "PCM_24", 1.3),
+        "sub/mono22k.flac": (22050, 1, "PCM_16", 0.7),
+        "long48k.wav": (48000, 1, "FLOAT", 2.6),
+        "short8k.wav": (8000, 3, "PCM_U8", 0.3),
+    }
     for name, (sr, ch, subtype, sec) in cases.items():
-        sig = (np.random.default_rng(len(name)).standard_normal((int(sr * sec), ch)) * 0.1)
+        sig = np.random.default_rng(len(name)).standard_normal((int(sr * sec), ch)) * 0.1
         sf.write(src / name, sig, sr, subtype=subtype)
     out = tmp_path / "out"
-    summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "chunk_s=1.0",
-                                 "overlap_s=0.1", "batch_size=4", "metrics=false"))
+    summary = evaluate(
+        _eval_cfg(
+            ckpt,
+            tmp_path,
+            f"input={src}",
+            f"output={out}",
+            "chunk_s=1.0",
+            "overlap_s=0.1",
+            "batch_size=4",
+            "metrics=false",
+        )
+    )
     assert summary["num_files"] == 4 and summary["num_failed"] == 0
     assert summary["rtf"] > 0 and math.isnan(summary["pesq"])
-    for name, (sr, ch, subtype, sec) in cases.items():
+    for name in cases:
         a, b = sf.info(str(src / name)), sf.info(str(out / name))
         assert (b.samplerate, b.channels, b.frames, b.subtype, b.format) == (
-            a.samplerate, a.channels, a.frames, a.subtype, a.format), name
+            a.samplerate,
+            a.channels,
+            a.frames,
+            a.subtype,
+            a.format,
+        ), name
         data = sf.read(str(out / name))[0]
         assert np.isfinite(data).all() and np.abs(data).max() > 0
     assert not list(out.rglob(".*"))  # no temp files left behind
@@ -223,8 +259,8 @@ def test_resume_skips_finished_files_and_overwrite_redoes_them(ckpt, tmp_path):
     cfg = _eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}")
     evaluate(cfg)
     first = (out / "f0.wav").stat().st_mtime_ns  # a skipped file is left as it is
-    (out / "f1.wav").unlink()                    # as if the run had been interrupted
-    sf.write(out / "f2.wav", np.zeros(10), SR)   # an output changed since it was written: redone
+    (out / "f1.wav").unlink()  # as if the run had been interrupted
+    sf.write(out / "f2.wav", np.zeros(10), SR)  # an output changed since it was written: redone
     again = evaluate(cfg)
     rows = _rows(out)
     assert (out / "f0.wav").stat().st_mtime_ns == first
@@ -265,16 +301,21 @@ def test_refuses_to_write_over_inputs(ckpt, tmp_path):
     for role in ("clean", "noisy"):
         (split / role).mkdir(parents=True)
         sf.write(split / role / "a.wav", _signal(0.5)[0].numpy(), SR)
-    for inp, out in [(split / "noisy", split / "noisy"), (split, split / "noisy"),
-                     (split, split / "clean"), (split / "noisy" / "a.wav", split / "noisy")]:
+    for inp, out in [
+        (split / "noisy", split / "noisy"),
+        (split, split / "noisy"),
+        (split, split / "clean"),
+        (split / "noisy" / "a.wav", split / "noisy"),
+    ]:
         with pytest.raises(EvalError, match="input folder"):
             evaluate(_eval_cfg(ckpt, tmp_path, f"input={inp}", f"output={out}"))
     assert sf.info(str(split / "noisy" / "a.wav")).frames == int(0.5 * SR)
     assert not list(split.rglob("eval_provenance.jsonl"))  # refused before anything was written
     # an output folder inside the input folder is fine: its files are not taken as inputs
     evaluate(_eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}", f"output={split / 'noisy' / 'enh'}"))
-    again = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}",
-                               f"output={split / 'noisy' / 'enh'}"))
+    again = evaluate(
+        _eval_cfg(ckpt, tmp_path, f"input={split / 'noisy'}", f"output={split / 'noisy' / 'enh'}")
+    )
     assert again["num_files"] == 1
 
 
@@ -311,10 +352,13 @@ def test_background_io_gives_the_same_files_rows_and_failures(ckpt, tmp_path):
     results = {}
     for overlap in ("false", "true"):
         out = tmp_path / f"out_{overlap}"
-        summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}",
-                                     f"overlap_io={overlap}"))
-        rows = {k: {c: v.replace(str(out), "OUT") for c, v in r.items() if c != "rtf"}
-                for k, r in _rows(out).items()}
+        summary = evaluate(
+            _eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}", f"overlap_io={overlap}")
+        )
+        rows = {
+            k: {c: v.replace(str(out), "OUT") for c, v in r.items() if c != "rtf"}
+            for k, r in _rows(out).items()
+        }
         results[overlap] = summary, rows, sf.read(str(out / "b.wav"))[0]
     (s_off, rows_off, b_off), (s_on, rows_on, b_on) = results["false"], results["true"]
     for name in rows_off:  # metrics to round-off (numpy may sum in another order on a thread)
@@ -325,7 +369,11 @@ def test_background_io_gives_the_same_files_rows_and_failures(ckpt, tmp_path):
             except ValueError:
                 assert rows_on[name][key] == value, (name, key)
     assert [rows_on[n]["status"] for n in ("a.wav", "b.wav", "bad.wav", "sub/c.wav")] == [
-        "enhanced", "enhanced", "failed", "enhanced"]
+        "enhanced",
+        "enhanced",
+        "failed",
+        "enhanced",
+    ]
     assert s_on["num_files"] == s_off["num_files"] == 4 and s_on["num_failed"] == 1
     assert s_on["pesq"] == s_off["pesq"] and math.isfinite(s_on["rtf"])
     np.testing.assert_array_equal(b_on, b_off)
@@ -336,6 +384,7 @@ def test_background_worker_bounds_pending_jobs_and_reraises_bugs():
     import time
 
     from meanflowse.background import MAX_PENDING, Background
+
     state = {"submitted": 0, "finished": 0}
     lock = threading.Lock()
 
@@ -390,14 +439,18 @@ def test_metrics_and_summary_keys(ckpt, tmp_path):
 def test_bad_argument_combinations_are_clear_errors(ckpt, tmp_path):
     wav = tmp_path / "a.wav"
     sf.write(wav, _signal(0.5)[0].numpy(), SR)
-    bad = {"exactly one": [f"input={wav}", "split=test"], "exactly one ": [],
-           "split=bogus": ["split=bogus"], "data.base_dir": [f"input={wav}", f"data.base_dir={tmp_path}"],
-           "reference=": ["split=test", f"reference={tmp_path}"],
-           "sampler.nfe": [f"input={wav}", "sampler.nfe=0"],
-           "overlap_s": [f"input={wav}", "chunk_s=1.0", "overlap_s=0.9"],
-           "precision": [f"input={wav}", "precision=fp16"],
-           "channels_last": [f"input={wav}", "channels_last=maybe"],
-           "no such file": [f"input={tmp_path / 'missing'}"]}
+    bad = {
+        "exactly one": [f"input={wav}", "split=test"],
+        "exactly one ": [],
+        "split=bogus": ["split=bogus"],
+        "data.base_dir": [f"input={wav}", f"data.base_dir={tmp_path}"],
+        "reference=": ["split=test", f"reference={tmp_path}"],
+        "sampler.nfe": [f"input={wav}", "sampler.nfe=0"],
+        "overlap_s": [f"input={wav}", "chunk_s=1.0", "overlap_s=0.9"],
+        "precision": [f"input={wav}", "precision=fp16"],
+        "channels_last": [f"input={wav}", "channels_last=maybe"],
+        "no such file": [f"input={tmp_path / 'missing'}"],
+    }
     for match, overrides in bad.items():
         with pytest.raises(EvalError, match=match.strip()):
             evaluate(_eval_cfg(ckpt, tmp_path, *overrides))
@@ -420,10 +473,15 @@ def test_plots(ckpt, tmp_path, monkeypatch):
 
 def test_eval_without_a_checkpoint_says_what_to_pass_in_one_line(tmp_path):
     import subprocess
+
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(root / "eval.py"), "input=noisy.wav",
-                           f"hydra.run.dir={tmp_path}"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(root / "eval.py"), "input=noisy.wav", f"hydra.run.dir={tmp_path}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
     assert "ckpt_path=" in proc.stderr and "outputs/demo/checkpoints/last.ckpt" in proc.stderr

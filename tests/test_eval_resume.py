@@ -1,5 +1,6 @@
 """eval.py's resume rules (provenance per file), which errors are per-file failures, summary
 counts and the exit code of `python eval.py` (issue #13)."""
+
 from __future__ import annotations
 
 import json
@@ -57,6 +58,7 @@ def test_an_interrupted_overwrite_is_finished_by_a_resume(ckpt, tmp_path, monkey
             raise KeyboardInterrupt
         written.append(args[0])
         return real(*args, **kwargs)
+
     monkeypatch.setattr(evaluation, "write_atomic", write_once)
     b = [f"input={src}", f"output={out}", "metrics=false", "sampler.nfe=2"]
     with pytest.raises(KeyboardInterrupt):
@@ -117,8 +119,9 @@ def test_a_split_of_another_dataset_gets_its_own_default_output(ckpt, tmp_path):
     for role in ("clean", "noisy"):
         _folder(other / "test" / role, names=("t.wav",))
     train_cfg = Enhancer.from_checkpoint(ckpt).config
-    _, out = evaluation.split_items(eval_cfg(ckpt, tmp_path, "split=test", f"data.base_dir={other}"),
-                                    train_cfg)
+    _, out = evaluation.split_items(
+        eval_cfg(ckpt, tmp_path, "split=test", f"data.base_dir={other}"), train_cfg
+    )
     assert out.parent == ckpt.resolve().parent.parent / "enhanced"
     assert out.name.startswith("test-") and out.name != "test"
 
@@ -134,6 +137,7 @@ def test_an_error_while_enhancing_stops_the_run(ckpt, tmp_path, monkeypatch):
         if len(calls) > 1:
             raise RuntimeError("CUDA out of memory (test)")
         return real(self, wavs)
+
     monkeypatch.setattr(Enhancer, "enhance_many", oom_after_warmup)
     with pytest.raises(RuntimeError, match="out of memory"):
         evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"output={tmp_path / 'out'}"))
@@ -163,10 +167,12 @@ def test_a_corrupt_file_is_still_a_failed_row(ckpt, tmp_path):
 def test_the_loaders_read_errors_are_audio_errors_naming_the_file(tmp_path, monkeypatch):
     """An OSError while reading (a failing disk or network mount) is a bad input, not a crash."""
     from meanflowse.data import audio
+
     path = _folder(tmp_path / "in", names=("a.wav",)) / "a.wav"
 
     def io_error(*args, **kwargs):
         raise OSError(5, "Input/output error")
+
     monkeypatch.setattr(audio.sf, "read", io_error)
     with pytest.raises(audio.AudioError, match="a.wav.*Input/output error"):
         audio.load_audio(path)
@@ -177,6 +183,7 @@ def test_the_loaders_read_errors_are_audio_errors_naming_the_file(tmp_path, monk
 
 def test_compute_all_turns_metric_failures_into_nan_but_lets_bugs_through(monkeypatch):
     from pesq import NoUtterancesError
+
     x = signal(1.0)[0].numpy()
 
     def metric_error(*args):
@@ -184,6 +191,7 @@ def test_compute_all_turns_metric_failures_into_nan_but_lets_bugs_through(monkey
 
     def pesq_error(*args):
         raise NoUtterancesError("no utterances (test)")
+
     monkeypatch.setattr(M, "estoi", metric_error)
     monkeypatch.setattr(M, "pesq_wb", pesq_error)
     out = M.compute_all(x, x * 0.5, SR, with_dnsmos=False)
@@ -193,6 +201,7 @@ def test_compute_all_turns_metric_failures_into_nan_but_lets_bugs_through(monkey
 
     def bug(*args):
         raise TypeError("a bug (test)")
+
     monkeypatch.setattr(M, "si_sdr", bug)
     with pytest.raises(TypeError, match="a bug"):
         M.compute_all(x, x * 0.5, SR, with_dnsmos=False)
@@ -204,8 +213,10 @@ def test_compute_all_turns_metric_failures_into_nan_but_lets_bugs_through(monkey
 # ------------------------------------------------------------------------------ 3. eval.py
 def test_summary_counts_and_when_nothing_was_scored():
     from meanflowse.eval_reports import nothing_scored, summarize
-    scored = summarize([{"file": "a.wav", "pesq": 2.0}, {"file": "b.wav", "pesq": math.nan}], 1,
-                       nfe=1, rtf=0.1)
+
+    scored = summarize(
+        [{"file": "a.wav", "pesq": 2.0}, {"file": "b.wav", "pesq": math.nan}], 1, nfe=1, rtf=0.1
+    )
     assert scored["counts"]["pesq"] == 1 and scored["counts"]["si_sdr"] == 0
     assert nothing_scored(scored, metrics=True) is None
     unmeasured = summarize([{"file": "a.wav"}], 0, nfe=1, rtf=0.1)  # enhanced, no metric applies
@@ -215,10 +226,22 @@ def test_summary_counts_and_when_nothing_was_scored():
 
 
 def _eval_py(ckpt: Path, tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "eval.py"), f"ckpt_path={ckpt}",
-                           "progress=false", "dnsmos=false", "speaker=false",
-                           f"hydra.run.dir={tmp_path / 'hydra'}", *overrides],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "eval.py"),
+            f"ckpt_path={ckpt}",
+            "progress=false",
+            "dnsmos=false",
+            "speaker=false",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+            *overrides,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_eval_py_exits_zero_with_counts_when_files_were_scored(ckpt, tmp_path):

@@ -1,4 +1,5 @@
 """First-run mistakes end in one line that says what to change, not in a traceback (issue 13)."""
+
 import subprocess
 import sys
 
@@ -60,8 +61,13 @@ def test_a_gpu_trainer_without_a_gpu(tmp_path):
 
 def test_the_command_line_prints_no_traceback(tmp_path):
     """The same through Hydra's wrapper, and an unknown group option (Hydra's own message)."""
-    run = lambda *a: subprocess.run([sys.executable, "train.py", *a, f"hydra.run.dir={tmp_path}"],
-                                    cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "train.py", *a, f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     missing = run("data=folder", "logger=none")
     assert missing.returncode == 1 and "Traceback" not in missing.stderr, missing.stderr[-3000:]
     assert "data.base_dir is required" in missing.stderr

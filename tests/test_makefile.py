@@ -1,4 +1,5 @@
 """`make clean` keeps the user's runs; only `make clean-outputs` deletes them, saying what."""
+
 from __future__ import annotations
 
 import shutil
@@ -29,8 +30,9 @@ def test_clean_removes_caches_and_keeps_outputs(tmp_path):
 
 def test_clean_outputs_names_what_it_deletes(tmp_path):
     root = _copy_makefile(tmp_path)
-    out = subprocess.run(["make", "-s", "clean-outputs"], cwd=root, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["make", "-s", "clean-outputs"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout
     assert "deleting outputs/demo" in out
     assert not (root / "outputs" / "demo").exists()
     assert (root / "outputs" / ".gitkeep").exists()  # the tracked placeholder stays
@@ -38,6 +40,9 @@ def test_clean_outputs_names_what_it_deletes(tmp_path):
 
 def test_no_other_target_runs_clean_outputs():
     text = (ROOT / "Makefile").read_text()
-    users = [line for line in text.splitlines()
-             if "clean-outputs" in line and not line.startswith((".PHONY", "clean-outputs:"))]
+    users = [
+        line
+        for line in text.splitlines()
+        if "clean-outputs" in line and not line.startswith((".PHONY", "clean-outputs:"))
+    ]
     assert users == []

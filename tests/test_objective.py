@@ -4,21 +4,28 @@ import pytest
 import torch
 
 from meanflowse.jvp import AutoJvp, clip_per_sample, jvp_autograd, jvp_fd, jvp_func
-from meanflowse.objective import (MeanFlowConfig, NonFiniteError, cfm_loss, mean_flow_target,
-                                  per_sample_loss, single_pass_loss, two_pass_loss)
+from meanflowse.objective import (
+    MeanFlowConfig,
+    NonFiniteError,
+    cfm_loss,
+    mean_flow_target,
+    per_sample_loss,
+    single_pass_loss,
+    two_pass_loss,
+)
 from meanflowse.path import PathConfig, conditional_velocity, sample_xt
-
 
 
 def make_batch(dtype=torch.float32, b=4, f=8, n=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, 2, f, n, generator=g, dtype=dtype)
     y = x + 0.5 * torch.randn(b, 2, f, n, generator=g, dtype=dtype)
-    z = torch.randn(b, 2, f, n, generator=g, dtype=dtype) * 0.5 ** 0.5
+    z = torch.randn(b, 2, f, n, generator=g, dtype=dtype) * 0.5**0.5
     t = torch.rand(b, generator=g, dtype=dtype) * 0.9 + 0.05
     path = PathConfig()
-    return dict(x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=path), y=y, t=t,
-                v=conditional_velocity(x=x, y=y, z=z, cfg=path))
+    return dict(
+        x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=path), y=y, t=t, v=conditional_velocity(x=x, y=y, z=z, cfg=path)
+    )
 
 
 def net_fn_of(net):
@@ -58,9 +65,9 @@ def test_jvp_on_the_r_below_t_subset_equals_the_whole_batch_form(tiny_net, reuse
     net.zero_grad()
     expected = 0
     for i in range(5):
-        one = {k: v[i:i + 1] for k, v in b.items()}
-        _, target, _ = mean_flow_target(fn, r=r[i:i + 1], cfg=cfg, **one)
-        pred = fn(one["x_t"], one["y"], one["t"], r[i:i + 1])
+        one = {k: v[i : i + 1] for k, v in b.items()}
+        _, target, _ = mean_flow_target(fn, r=r[i : i + 1], cfg=cfg, **one)
+        pred = fn(one["x_t"], one["y"], one["t"], r[i : i + 1])
         expected = expected + per_sample_loss(pred, target, "mse")[0] / 5
     expected.backward()
     torch.testing.assert_close(loss, expected)
@@ -85,9 +92,11 @@ def test_jvp_implementations_agree_in_float64(tiny_net):
 
 def test_jvp_moves_d_with_t():
     """With r fixed, d = t - r changes with t: a net that only sees d has du/dt = du/dd."""
+
     def fn(x_t, y, t, r):
         d = (t - r)[:, None, None, None]
-        return x_t * 0 + d ** 2
+        return x_t * 0 + d**2
+
     b = make_batch(torch.float64)
     r = b["t"] * 0.5
     _, j = jvp_func(fn, x_t=b["x_t"], y=b["y"], t=b["t"], r=r, v=b["v"])
@@ -95,8 +104,7 @@ def test_jvp_moves_d_with_t():
     assert torch.allclose(j, expected)
 
 
-@pytest.mark.parametrize("impl, reuse", [("func", False), ("func", True), ("autograd", False),
-                                         ("fd", False)])
+@pytest.mark.parametrize("impl, reuse", [("func", False), ("func", True), ("autograd", False), ("fd", False)])
 def test_target_carries_no_gradient(tiny_net, impl, reuse):
     b = make_batch()
     cfg = MeanFlowConfig(jvp_impl=impl, jvp_reuse_primal=reuse)
@@ -183,8 +191,10 @@ def test_rms_clip_gives_the_bound_as_rms_and_null_disables():
 def test_jvp_logs_are_the_unclipped_norm_and_rms(mode, clip):
     """du/dt = 2 (t - r) at every element (see test_jvp_moves_d_with_t): the logged norm and RMS
     are those of the JVP before the clip, whatever the clip does."""
+
     def fn(x_t, y, t, r):
         return x_t * 0 + ((t - r) ** 2)[:, None, None, None]
+
     b = make_batch(torch.float64)
     r = b["t"] * 0.5
     cfg = MeanFlowConfig(jvp_clip=clip, jvp_clip_mode=mode)
@@ -192,13 +202,14 @@ def test_jvp_logs_are_the_unclipped_norm_and_rms(mode, clip):
     rms = 2 * (b["t"] - r)
     n = b["x_t"][0].numel()
     assert logs["jvp_rms"] == pytest.approx(rms.mean().item(), rel=1e-9)
-    assert logs["jvp_norm"] == pytest.approx((rms * n ** 0.5).mean().item(), rel=1e-9)
+    assert logs["jvp_norm"] == pytest.approx((rms * n**0.5).mean().item(), rel=1e-9)
     assert logs["jvp_clip_rate"] == (0.0 if clip is None else 1.0)
 
 
 def test_non_finite_jvp_is_reported_by_name():
     def fn(x_t, y, t, r):
         return x_t * (t - r).reshape(-1, 1, 1, 1).clamp(min=0).sqrt() * float("inf")
+
     b = make_batch()
     with pytest.raises(NonFiniteError, match="JVP"):
         mean_flow_target(fn, r=b["t"] * 0.5, cfg=MeanFlowConfig(), **b)
@@ -216,6 +227,7 @@ def test_auto_falls_back_to_fd_with_a_warning(tiny_net, caplog):
 
     def fn(x_t, y, t, r):
         return NoForwardAD.apply(tiny_net(x_t, y, t, t - r))
+
     b = make_batch()
     auto = AutoJvp()
     u, j = auto(fn, x_t=b["x_t"], y=b["y"], t=b["t"], r=b["t"] * 0.5, v=b["v"])
@@ -224,11 +236,17 @@ def test_auto_falls_back_to_fd_with_a_warning(tiny_net, caplog):
     assert any("using the finite difference" in rec.message for rec in caplog.records)
 
 
-@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"),
-                                   RuntimeError("shape '[2, 3]' is invalid for input of size 5")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate"),
+        RuntimeError("shape '[2, 3]' is invalid for input of size 5"),
+    ],
+)
 def test_auto_lets_other_errors_propagate_and_does_not_fall_back(error):
     def fn(x_t, y, t, r):
         raise error
+
     b = make_batch()
     auto = AutoJvp()
     with pytest.raises(type(error)):
@@ -238,14 +256,20 @@ def test_auto_lets_other_errors_propagate_and_does_not_fall_back(error):
 
 def test_missing_forward_rule_recognises_torchs_messages():
     from meanflowse.jvp import missing_forward_rule
-    assert missing_forward_rule(NotImplementedError("You must implement the jvp function for "
-                                                    "custom autograd.Function to use it with "
-                                                    "forward mode AD."))
-    assert missing_forward_rule(RuntimeError("In order to use an autograd.Function with functorch "
-                                             "transforms (vmap, grad, jvp, jacrev, ...), it must "
-                                             "override the setup_context staticmethod."))
-    assert missing_forward_rule(RuntimeError("Trying to use forward AD with foo that does not "
-                                             "support it"))
+
+    assert missing_forward_rule(
+        NotImplementedError(
+            "You must implement the jvp function for custom autograd.Function to use it with forward mode AD."
+        )
+    )
+    assert missing_forward_rule(
+        RuntimeError(
+            "In order to use an autograd.Function with functorch "
+            "transforms (vmap, grad, jvp, jacrev, ...), it must "
+            "override the setup_context staticmethod."
+        )
+    )
+    assert missing_forward_rule(RuntimeError("Trying to use forward AD with foo that does not support it"))
     assert not missing_forward_rule(torch.OutOfMemoryError("CUDA out of memory"))
     assert not missing_forward_rule(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
 
@@ -261,8 +285,9 @@ class PolyField(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.a, self.b, self.k, self.e = (torch.nn.Parameter(torch.tensor(v, dtype=torch.float64))
-                                          for v in (0.7, -1.3, 2.1, 0.9))
+        self.a, self.b, self.k, self.e = (
+            torch.nn.Parameter(torch.tensor(v, dtype=torch.float64)) for v in (0.7, -1.3, 2.1, 0.9)
+        )
 
     def forward(self, x_t, y, t, r):
         s = lambda z: z[:, None, None, None]
@@ -273,8 +298,7 @@ class PolyField(torch.nn.Module):
         with torch.no_grad():
             s = lambda z: z[:, None, None, None]
             u = self.forward(x_t, y, t, r)
-            dudt = (self.a * v + self.b * y + 2 * self.k * s(t - r) * y
-                    + self.e * (x_t + s(t) * v))
+            dudt = self.a * v + self.b * y + 2 * self.k * s(t - r) * y + self.e * (x_t + s(t) * v)
         return u, dudt
 
 
@@ -307,8 +331,9 @@ def test_meanflow_target_and_loss_match_the_closed_form(impl, c):
 
     tol = dict(rtol=1e-9, atol=1e-9) if impl != "fd" else dict(rtol=1e-6, atol=1e-7)
     mf = R_FRACTION < 1
-    _, target, _ = mean_flow_target(field, x_t=b["x_t"][mf], y=b["y"][mf], t=b["t"][mf],
-                                    r=r[mf], v=b["v"][mf], cfg=cfg)
+    _, target, _ = mean_flow_target(
+        field, x_t=b["x_t"][mf], y=b["y"][mf], t=b["t"][mf], r=r[mf], v=b["v"][mf], cfg=cfg
+    )
     torch.testing.assert_close(target, expected[mf], **tol)
 
     field.zero_grad()
@@ -339,8 +364,7 @@ def test_the_closed_form_test_catches_an_ignored_coefficient():
     field = PolyField()
     r = b["t"] * R_FRACTION
     _, expected = _closed_form_target(field, b, r, 0.5)
-    _, target, _ = mean_flow_target(field, r=r, cfg=MeanFlowConfig(first_order_coef=0.0,
-                                                                   jvp_clip=None), **b)
+    _, target, _ = mean_flow_target(field, r=r, cfg=MeanFlowConfig(first_order_coef=0.0, jvp_clip=None), **b)
     with pytest.raises(AssertionError):
         torch.testing.assert_close(target, expected, rtol=1e-6, atol=1e-7)
 
@@ -361,9 +385,9 @@ def test_adaptive_weighting_matches_its_closed_form_with_stop_gradient(loss, p, 
     # per-sample losses l_i and their gradients w.r.t. the parameters, unweighted
     per, grads = [], []
     for i in range(4):
-        one = {k: v[i:i + 1] for k, v in b.items()}
+        one = {k: v[i : i + 1] for k, v in b.items()}
         field.zero_grad()
-        li = single_pass_loss(field, r=r[i:i + 1], cfg=base, **one).loss
+        li = single_pass_loss(field, r=r[i : i + 1], cfg=base, **one).loss
         li.backward()
         per.append(li.detach())
         grads.append(torch.stack([q.grad.clone() for q in field.parameters()]))
@@ -379,9 +403,12 @@ def test_adaptive_weighting_matches_its_closed_form_with_stop_gradient(loss, p, 
     without_sg = ((w * (1 - p * per / (per + eps)))[:, None] * grads).mean(0)
     assert (expected - without_sg).abs().max() > 1e-3 * expected.abs().max()
     # p = 0 is the identity
-    assert torch.equal(single_pass_loss(field, r=r, cfg=MeanFlowConfig(
-        jvp_clip=None, loss=loss, adaptive_p=0.0, adaptive_eps=eps), **b).loss,
-        single_pass_loss(field, r=r, cfg=base, **b).loss)
+    assert torch.equal(
+        single_pass_loss(
+            field, r=r, cfg=MeanFlowConfig(jvp_clip=None, loss=loss, adaptive_p=0.0, adaptive_eps=eps), **b
+        ).loss,
+        single_pass_loss(field, r=r, cfg=base, **b).loss,
+    )
 
 
 # -- single pass equals two pass in expectation --------------------------------------------------
@@ -402,6 +429,7 @@ def _draws(module, b, n, seed, *, wrong_p=False):
         module.zero_grad()
         if wrong_p:
             from meanflowse.curriculum import sample_r
+
             r = sample_r(b["t"], gamma=1.0, p_equal=module.curriculum.p_r_equals_t, r_min=0.03)
             loss = single_pass_loss(module.net_fn, r=r, cfg=module.mf, **b).loss
         else:
@@ -425,10 +453,14 @@ def test_single_pass_equals_two_pass_in_expectation():
     n = 300
 
     def module_of(form):
-        return MeanFlowSEModule(backbone=PolyBackbone(), path=PathConfig(),
-                                mf=MeanFlowConfig(formulation=form, first_order_coef=1.0,
-                                                  jvp_clip=None),
-                                curriculum=CurriculumConfig(r_min=0.03), sampler=SamplerConfig())
+        return MeanFlowSEModule(
+            backbone=PolyBackbone(),
+            path=PathConfig(),
+            mf=MeanFlowConfig(formulation=form, first_order_coef=1.0, jvp_clip=None),
+            curriculum=CurriculumConfig(r_min=0.03),
+            sampler=SamplerConfig(),
+        )
+
     single, two = module_of("single_pass"), module_of("two_pass")
     # independent seeds, so the standard error of the difference is the sum of the two
     stats = {"single_pass": _draws(single, b, n, seed=5000), "two_pass": _draws(two, b, n, seed=1000)}
@@ -442,7 +474,7 @@ def test_single_pass_equals_two_pass_in_expectation():
         return ((a.mean(0) - c.mean(0)) / se).abs()
 
     (ls, gs), (lt, gt) = stats["single_pass"], stats["two_pass"]
-    assert ls.std() > 0 and lt.std() > 0                      # r is really redrawn
+    assert ls.std() > 0 and lt.std() > 0  # r is really redrawn
     assert z(ls, lt) < 4, (ls.mean(), lt.mean(), z(ls, lt))
     assert (z(gs.flatten(1), gt.flatten(1)) < 4).all(), z(gs.flatten(1), gt.flatten(1))
     # the statistic has the power to see a wrong r = t probability (0.1 instead of 0.55)

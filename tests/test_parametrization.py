@@ -1,19 +1,26 @@
 """mf.parametrization: the backbone's output as the average velocity (velocity) or as a correction
 of the noisy input (data: x0_hat = y + F, u = (x_t - x0_hat) / t), and its loss weighting."""
+
 import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from helpers import TINY, compose_cfg
 from meanflowse.curriculum import CurriculumConfig
 from meanflowse.jvp import jvp_autograd, jvp_fd, jvp_func
 from meanflowse.lit_module import MeanFlowSEModule
-from meanflowse.objective import (MeanFlowConfig, _reduce, cfm_loss, mean_flow_target,
-                                  per_sample_loss, single_pass_loss)
+from meanflowse.objective import (
+    MeanFlowConfig,
+    _reduce,
+    cfm_loss,
+    mean_flow_target,
+    per_sample_loss,
+    single_pass_loss,
+)
 from meanflowse.parametrization import average_velocity
 from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
 from meanflowse.samplers import SamplerConfig, sample
-from helpers import TINY, compose_cfg
 
 F64 = torch.float64
 
@@ -32,8 +39,13 @@ class FixedOutput(nn.Module):
 
 
 def module_of(backbone, **mf):
-    return MeanFlowSEModule(backbone=backbone, path=PathConfig(), mf=MeanFlowConfig(**mf),
-                            curriculum=CurriculumConfig(), sampler=SamplerConfig())
+    return MeanFlowSEModule(
+        backbone=backbone,
+        path=PathConfig(),
+        mf=MeanFlowConfig(**mf),
+        curriculum=CurriculumConfig(),
+        sampler=SamplerConfig(),
+    )
 
 
 def batch(b=4, f=8, n=6, seed=0):
@@ -44,8 +56,14 @@ def batch(b=4, f=8, n=6, seed=0):
     z = complex_noise_like(x, generator=g)
     t = torch.rand(b, generator=g, dtype=F64) * 0.9 + 0.05
     path = PathConfig()
-    return dict(x=x, y=y, z=z, t=t, x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=path),
-                v=conditional_velocity(x=x, y=y, z=z, cfg=path))
+    return dict(
+        x=x,
+        y=y,
+        z=z,
+        t=t,
+        x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=path),
+        v=conditional_velocity(x=x, y=y, z=z, cfg=path),
+    )
 
 
 def test_data_net_fn_is_the_closed_form_and_velocity_is_the_output():
@@ -87,6 +105,7 @@ def test_one_step_from_1_to_0_lands_on_y_plus_F():
 
     def fn(x_t, y_, t, r):
         return average_velocity(out, x_t=x_t, y=y_, t=t, kind="data")
+
     x0 = sample(fn, y=y, z=z, name="euler_mf", nfe=1, t_end=0.0, path=PathConfig())
     torch.testing.assert_close(x0, y + out, rtol=0, atol=1e-14)  # x_1 - 1 * (x_1 - y - F)
     # the same through the module's sampler
@@ -104,7 +123,7 @@ def test_data_weights_each_sample_loss_to_the_x0_scale(loss):
     t = torch.tensor([0.03, 0.2, 0.5, 1.0], dtype=F64)
     plain = per_sample_loss(pred, target, loss)
     assert torch.equal(_reduce(pred, target, t, MeanFlowConfig(loss=loss)), plain)
-    weight = t ** 2 if loss == "mse" else t
+    weight = t**2 if loss == "mse" else t
     data = MeanFlowConfig(loss=loss, parametrization="data")
     torch.testing.assert_close(_reduce(pred, target, t, data), weight * plain, rtol=1e-14, atol=0)
     # the adaptive weighting sees the already weighted loss
@@ -134,10 +153,12 @@ def test_data_cfm_loss_is_the_clean_estimate_error_and_single_pass_is_weighted_a
 
 
 # -- config ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("key, allowed", [("parametrization", ["velocity", "data"]),
-                                          ("jvp_clip_mode", ["norm", "rms"])])
+@pytest.mark.parametrize(
+    "key, allowed", [("parametrization", ["velocity", "data"]), ("jvp_clip_mode", ["norm", "rms"])]
+)
 def test_an_unknown_choice_fails_at_module_construction_naming_key_and_values(tmp_path, key, allowed):
     from meanflowse.training import build_module
+
     cfg = compose_cfg("train", [*TINY, f"mf.{key}=bogus"], tmp_path)
     with pytest.raises(ValueError) as err:
         build_module(cfg)
@@ -147,6 +168,7 @@ def test_an_unknown_choice_fails_at_module_construction_naming_key_and_values(tm
 
 def test_the_options_reach_the_module(tmp_path):
     from meanflowse.training import build_module
+
     cfg = compose_cfg("train", [*TINY, "mf.parametrization=data", "mf.jvp_clip_mode=rms"], tmp_path)
     module = build_module(cfg)
     assert module.mf.parametrization == "data" and module.mf.jvp_clip_mode == "rms"
@@ -157,6 +179,7 @@ def test_a_checkpoint_from_before_the_options_loads_with_the_defaults(tmp_path):
     And a stored data parametrization is what the loaded module uses."""
     from meanflowse.enhance import load_module
     from meanflowse.training import build_module
+
     cfg = compose_cfg("train", TINY, tmp_path)
     module = build_module(cfg)
     old = OmegaConf.to_container(cfg, resolve=True)

@@ -1,6 +1,7 @@
 """Resume: a training process killed with SIGKILL mid-epoch continues from last.ckpt with its
 optimizer, EMA, schedules and data position, and reaches the same final step; `ckpt_path` only
 resumes a run trained with the same model and objective (unless resume_force=true)."""
+
 import json
 import os
 import signal
@@ -26,9 +27,17 @@ class RecordBatches(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         with open(self.path, "a") as fh:
-            fh.write(json.dumps({"step": trainer.global_step, "epoch": trainer.current_epoch,
-                                 "names": list(batch["name"]),
-                                 "progress": pl_module.progress()}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "step": trainer.global_step,
+                        "epoch": trainer.current_epoch,
+                        "names": list(batch["name"]),
+                        "progress": pl_module.progress(),
+                    }
+                )
+                + "\n"
+            )
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -47,21 +56,38 @@ class SigkillAtStep(Callback):
 
 def _train(run_dir, data_dir, log, *extra):
     # 4 files, batch 2: 2 steps per epoch; a last.ckpt after every step
-    cmd = [sys.executable, "train.py", *TINY, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
-           "trainer.max_steps=6", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
-           "trainer.enable_progress_bar=false", "callbacks.progress=null",
-           "callbacks.last_checkpoint.every_n_train_steps=1",
-           "+callbacks.record._target_=test_resume.RecordBatches", f"+callbacks.record.path={log}",
-           "mf.weight_final=1.0", "curriculum.mf_warmup_frac=0.5", "curriculum.mf_skip_below=0",
-           *extra]
+    cmd = [
+        sys.executable,
+        "train.py",
+        *TINY,
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
+        "trainer.max_steps=6",
+        "trainer.max_epochs=-1",
+        "trainer.limit_val_batches=0",
+        "trainer.enable_progress_bar=false",
+        "callbacks.progress=null",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+        "+callbacks.record._target_=test_resume.RecordBatches",
+        f"+callbacks.record.path={log}",
+        "mf.weight_final=1.0",
+        "curriculum.mf_warmup_frac=0.5",
+        "curriculum.mf_skip_below=0",
+        *extra,
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"), WANDB_MODE="offline")
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_step(tmp_path):
     runs, data, log = tmp_path / "runs", tmp_path / "data", tmp_path / "batches.jsonl"
-    killed = _train(runs / "first", data, log, "+callbacks.kill._target_=test_resume.SigkillAtStep",
-                    "+callbacks.kill.step=4")
+    killed = _train(
+        runs / "first",
+        data,
+        log,
+        "+callbacks.kill._target_=test_resume.SigkillAtStep",
+        "+callbacks.kill.step=4",
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = runs / "first" / "checkpoints" / "last.ckpt"
     before = torch.load(last, map_location="cpu", weights_only=True)
@@ -75,9 +101,10 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_step(tmp_path):
     # the optimizer, the EMA and the validation-metric state continued rather than restarted
     assert all(int(s["step"]) == 6 for s in after["optimizer_states"][0]["state"].values())
     assert after["callbacks"]["EMA"]["num_updates"] == 6
-    assert not any(torch.equal(after["callbacks"]["EMA"]["shadow"][k],
-                               before["callbacks"]["EMA"]["shadow"][k])
-                   for k in before["callbacks"]["EMA"]["shadow"])
+    assert not any(
+        torch.equal(after["callbacks"]["EMA"]["shadow"][k], before["callbacks"]["EMA"]["shadow"][k])
+        for k in before["callbacks"]["EMA"]["shadow"]
+    )
     # data position: the resumed run trains step 4 on the batch the killed run had drawn for
     # it, so each epoch still visits every file exactly once
     rows = [json.loads(line) for line in log.read_text().splitlines()]
@@ -94,8 +121,9 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_final_step(tmp_path):
 
 def test_loader_state_skips_the_batches_already_trained():
     data = list(range(10))
-    make = lambda: EpochDataLoader(data, batch_size=2, sampler=EpochRandomSampler(data, seed=3),
-                                   epoch_fn=lambda: 1)
+    make = lambda: EpochDataLoader(
+        data, batch_size=2, sampler=EpochRandomSampler(data, seed=3), epoch_fn=lambda: 1
+    )
     full = [b.tolist() for b in make()]
     first = make()
     it = iter(first)
@@ -106,8 +134,9 @@ def test_loader_state_skips_the_batches_already_trained():
     again.load_state_dict(state)
     assert [b.tolist() for b in again] == full[2:]
     assert [b.tolist() for b in again] == full  # only the first pass after a resume skips
-    other_epoch = EpochDataLoader(data, batch_size=2, sampler=EpochRandomSampler(data, seed=3),
-                                  epoch_fn=lambda: 2)
+    other_epoch = EpochDataLoader(
+        data, batch_size=2, sampler=EpochRandomSampler(data, seed=3), epoch_fn=lambda: 2
+    )
     other_epoch.load_state_dict(state)
     assert len(list(other_epoch)) == 5  # a state from another epoch skips nothing
 
@@ -153,12 +182,14 @@ def test_last_takes_the_newest_matching_run_and_names_every_mismatch(tmp_path):
     b = _fake_run(runs, "b", _cfg(tmp_path, runs / "b", "mf.first_order_coef=1.0"), 2000)
     (runs / "c" / "checkpoints").mkdir(parents=True)
     (runs / "c" / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
-    resume = lambda *o: resume_checkpoint("last", config=_cfg(tmp_path, runs / "new", *o),
-                                          run_dir=runs / "new")
+    resume = lambda *o: resume_checkpoint(
+        "last", config=_cfg(tmp_path, runs / "new", *o), run_dir=runs / "new"
+    )
     # the older run when it is the one that matches; keys outside the model and objective
     # (the schedule, mf.nan_policy, the JVP implementation) may change on a resume
-    assert resume("mf.first_order_coef=0.5", "trainer.max_steps=99", "mf.nan_policy=skip",
-                  "mf.jvp_impl=fd") == (a, [])
+    assert resume(
+        "mf.first_order_coef=0.5", "trainer.max_steps=99", "mf.nan_policy=skip", "mf.jvp_impl=fd"
+    ) == (a, [])
     assert resume("mf.first_order_coef=1.0") == (b, [])
     with pytest.raises(ResumeError) as err:
         resume("mf.first_order_coef=0.75")

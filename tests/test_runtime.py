@@ -1,5 +1,6 @@
 """The CPU memory setting of train.py / eval.py (meanflowse.runtime): applied by the entry points,
 in their own process only; never by the library."""
+
 import subprocess
 import sys
 
@@ -27,8 +28,9 @@ print(done, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _faults(setting: str) -> tuple[bool, int]:
-    out = subprocess.run([sys.executable, "-c", CHILD, setting], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, setting], capture_output=True, text=True, check=True
+    ).stdout.split()
     return out[0] == "True", int(out[1])
 
 
@@ -72,13 +74,14 @@ print(done, faults(), os.read(read, 64).decode())
 
 
 def test_a_forked_worker_goes_back_to_glibc_defaults():
-    out = subprocess.run([sys.executable, "-c", FORKED], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED], capture_output=True, text=True, check=True
+    ).stdout.split()
     if out[0] != "True":
         pytest.skip("not glibc: the setting does nothing here")
     parent, child = int(out[1]), int(out[2])
-    assert child > 400_000          # every 64 MiB block a fresh mapping again
-    assert parent < child / 5       # while the process that asked still retains
+    assert child > 400_000  # every 64 MiB block a fresh mapping again
+    assert parent < child / 5  # while the process that asked still retains
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Samplers call the network exactly NFE times; NFE 1 is one displacement (issue 3, point 4)."""
+
 import pytest
 import torch
 
@@ -17,8 +18,15 @@ def count_calls(net):
 def test_network_is_called_nfe_times(tiny_net, name, nfe):
     calls = count_calls(tiny_net)
     y = torch.randn(2, 2, 8, 4)
-    sample(lambda x, y_, t, r: tiny_net(x, y_, t, t - r), y=y, z=complex_noise_like(y), name=name,
-           nfe=nfe, t_end=0.0, path=PathConfig())
+    sample(
+        lambda x, y_, t, r: tiny_net(x, y_, t, t - r),
+        y=y,
+        z=complex_noise_like(y),
+        name=name,
+        nfe=nfe,
+        t_end=0.0,
+        path=PathConfig(),
+    )
     assert len(calls) == nfe
     grid = time_grid(nfe=nfe, t_start=1.0, t_end=0.0)
     for k, (t, d) in enumerate(calls):
@@ -31,8 +39,9 @@ def test_one_step_is_one_displacement(tiny_net):
     path = PathConfig()
     y = torch.randn(3, 2, 8, 4)
     z = complex_noise_like(y)
-    out = sample(lambda x, y_, t, r: tiny_net(x, y_, t, t - r), y=y, z=z, name="euler_mf", nfe=1,
-                 t_end=0.0, path=path)
+    out = sample(
+        lambda x, y_, t, r: tiny_net(x, y_, t, t - r), y=y, z=z, name="euler_mf", nfe=1, t_end=0.0, path=path
+    )
     x1 = prior_sample(y=y, z=z, cfg=path)
     with torch.no_grad():
         u = tiny_net(x1, y, torch.ones(3), torch.ones(3))

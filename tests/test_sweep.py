@@ -1,4 +1,5 @@
 """sweep.py: the grid, one job's record (good and failed), the gather's table, CSV and plots."""
+
 import csv
 import itertools
 import json
@@ -36,8 +37,9 @@ def test_default_grid_is_c_by_jvp_impl_with_three_nfes():
     grid = _grid(cfg.hydra.sweeper.params)
     assert len(grid) == 6
     assert {(float(p["mf.first_order_coef"]), p["mf.jvp_impl"]) for p in grid} == {
-        (c, j) for c in (0.5, 1.0) for j in ("func", "fd", "autograd")}
-    assert list(cfg.sweep.eval_nfe) == [1, 2, 5]        # NFE: evaluated per job, not retrained
+        (c, j) for c in (0.5, 1.0) for j in ("func", "fd", "autograd")
+    }
+    assert list(cfg.sweep.eval_nfe) == [1, 2, 5]  # NFE: evaluated per job, not retrained
     assert cfg.task_name == "sweep" and "step_timer" in cfg.callbacks
     assert cfg.hydra.callbacks.gather._target_ == "meanflowse.sweep.GatherCallback"
     # the multirun process resolves the sweep folder before any job sets HydraConfig
@@ -67,14 +69,18 @@ def test_wandb_group_is_set_from_the_sweep_config(tmp_path):
     assert cfg.logger.wandb.group == "study-7"
     assert cfg.logger.wandb.name == "3-c0.5-func"
     cfg = compose_cfg("sweep", ["logger=wandb"], tmp_path / "2026-01-01_00-00-00" / "4")
-    assert S.sweep_group(cfg) == "sweep-4"                 # a single run: its own folder
+    assert S.sweep_group(cfg) == "sweep-4"  # a single run: its own folder
 
 
 def test_step_timer_counts_meanflow_steps_apart():
     timer = S.StepTimer(skip=0)
-    module = SimpleNamespace(curriculum=CurriculumConfig(), mf=SimpleNamespace(weight_final=0.25),
-                             device="cpu", progress=lambda: 0.0)
-    for progress in (0.0, 0.01, 0.5, 0.9):                 # w_mf < 0.05 below progress 0.1
+    module = SimpleNamespace(
+        curriculum=CurriculumConfig(),
+        mf=SimpleNamespace(weight_final=0.25),
+        device="cpu",
+        progress=lambda: 0.0,
+    )
+    for progress in (0.0, 0.01, 0.5, 0.9):  # w_mf < 0.05 below progress 0.1
         module.progress = lambda p=progress: p
         timer.on_train_batch_start(None, module, None, 0)
         timer.on_train_batch_end(None, module, None, None, 0)
@@ -89,16 +95,26 @@ def multirun(tmp_path_factory):
     trains without a checkpoint callback (evaluated from the weights in memory)."""
     root = tmp_path_factory.mktemp("multirun")
     data = tmp_path_factory.mktemp("data")
-    common = [*TINY, "trainer.max_steps=3", "trainer.max_epochs=-1", "callbacks.progress=null",
-              "callbacks.val_metrics=null", "callbacks.best_si_sdr=null",
-              "callbacks.last_checkpoint=null",
-              "callbacks.model_checkpoint.monitor=val/one_step_mse",
-              "callbacks.model_checkpoint.mode=min", "trainer.enable_progress_bar=false",
-              "sweep.eval_nfe=[1,2]", "sweep.timer_skip=0", "sweep.group=test"]
+    common = [
+        *TINY,
+        "trainer.max_steps=3",
+        "trainer.max_epochs=-1",
+        "callbacks.progress=null",
+        "callbacks.val_metrics=null",
+        "callbacks.best_si_sdr=null",
+        "callbacks.last_checkpoint=null",
+        "callbacks.model_checkpoint.monitor=val/one_step_mse",
+        "callbacks.model_checkpoint.mode=min",
+        "trainer.enable_progress_bar=false",
+        "sweep.eval_nfe=[1,2]",
+        "sweep.timer_skip=0",
+        "sweep.group=test",
+    ]
     returns = []
     for num, extra in enumerate([[], ["optim.lr=-1"], ["callbacks.model_checkpoint=null"]]):
-        cfg = compose_cfg("sweep", [*common, *extra, f"hydra.job.num={num}"], root / str(num),
-                          shared_data=data)
+        cfg = compose_cfg(
+            "sweep", [*common, *extra, f"hydra.job.num={num}"], root / str(num), shared_data=data
+        )
         returns.append(S.run_job(cfg))
     return root, returns, data
 
@@ -110,7 +126,7 @@ def test_good_job_records_training_step_time_and_every_nfe(multirun):
     assert rec["train"]["steps"] == 3 and rec["train"]["step_time_s"] > 0
     assert [e["nfe"] for e in rec["eval"]] == [1, 2]
     assert all(math.isfinite(e["si_sdr"]) and e["num_files"] == 2 for e in rec["eval"])
-    assert rec["eval_weights"].endswith(".ckpt")           # EMA weights from the checkpoint
+    assert rec["eval_weights"].endswith(".ckpt")  # EMA weights from the checkpoint
     assert math.isfinite(returns[0]) and returns[0] == rec["train"]["metrics"]["val/one_step_mse"]
     # eval.py's outputs, one folder per NFE, in the job folder
     for e in rec["eval"]:
@@ -151,12 +167,23 @@ def test_single_run_reraises_after_writing_its_record(multirun, tmp_path):
 
 
 def _record(num, c, impl, *, status="ok", pesq=(1.5, 1.8, 2.0), step_s=0.5):
-    rec = {"status": status, "job": {"num": num}, "params": {"c": c, "jvp_impl": impl},
-           "train": {"steps": 10, "step_time_s": step_s, "step_time_mf_s": step_s * 2,
-                     "step_time_cfm_s": step_s / 2, "metrics": {"val/one_step_mse": 3.0}}}
+    rec = {
+        "status": status,
+        "job": {"num": num},
+        "params": {"c": c, "jvp_impl": impl},
+        "train": {
+            "steps": 10,
+            "step_time_s": step_s,
+            "step_time_mf_s": step_s * 2,
+            "step_time_cfm_s": step_s / 2,
+            "metrics": {"val/one_step_mse": 3.0},
+        },
+    }
     if status == "ok":
-        rec["eval"] = [{"nfe": n, "pesq": p, "estoi": 0.7, "si_sdr": 10.0 + n, "rtf": 0.1 * n}
-                       for n, p in zip((1, 2, 5), pesq)]
+        rec["eval"] = [
+            {"nfe": n, "pesq": p, "estoi": 0.7, "si_sdr": 10.0 + n, "rtf": 0.1 * n}
+            for n, p in zip((1, 2, 5), pesq)
+        ]
         rec["noisy"] = {"pesq": 1.2, "estoi": 0.6, "si_sdr": 5.0}
     else:
         rec["error"] = "RuntimeError: boom"
@@ -164,16 +191,19 @@ def _record(num, c, impl, *, status="ok", pesq=(1.5, 1.8, 2.0), step_s=0.5):
 
 
 def test_gather_of_a_synthetic_folder(tmp_path, capsys):
-    records = [_record(0, 0.5, "func"), _record(1, 1.0, "fd", pesq=(1.1, 1.2, 1.3)),
-               _record(2, 0.5, "autograd", status="failed"),
-               _record(3, 1.0, "func", status="running")]
+    records = [
+        _record(0, 0.5, "func"),
+        _record(1, 1.0, "fd", pesq=(1.1, 1.2, 1.3)),
+        _record(2, 0.5, "autograd", status="failed"),
+        _record(3, 1.0, "func", status="running"),
+    ]
     for num, rec in enumerate(records):
         S.write_json_atomic(tmp_path / str(num) / S.RECORD, rec)
     (tmp_path / "4").mkdir()
     (tmp_path / "4" / S.RECORD).write_text("{not json")
     out = S.gather(tmp_path)
     rows = out["rows"]
-    assert len(rows) == 3 + 3 + 3                           # 2 x 3 NFEs, 3 not-ok jobs
+    assert len(rows) == 3 + 3 + 3  # 2 x 3 NFEs, 3 not-ok jobs
     assert {r["status"] for r in out["failed"]} == {"failed", "running", "unreadable"}
     row = next(r for r in rows if r["job"] == 1 and r["nfe"] == 2)
     assert row["pesq"] == 1.2 and row["noisy_pesq"] == 1.2 and row["mf_step_ms"] == 1000.0
@@ -209,17 +239,27 @@ def test_sweep_numbers_for_a_checkpoint_are_eval_pys(multirun, tmp_path):
     ckpt = rec["eval_checkpoint"]
     for ev in rec["eval"]:
         out = tmp_path / f"nfe{ev['nfe']}"
-        summary = evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", f"split={rec['eval_split']}",
-                                                f"sampler.nfe={ev['nfe']}", f"output={out}",
-                                                "dnsmos=false", "speaker=false", "progress=false"],
-                                       tmp_path / "hydra"))
+        summary = evaluate(
+            compose_cfg(
+                "eval",
+                [
+                    f"ckpt_path={ckpt}",
+                    f"split={rec['eval_split']}",
+                    f"sampler.nfe={ev['nfe']}",
+                    f"output={out}",
+                    "dnsmos=false",
+                    "speaker=false",
+                    "progress=false",
+                ],
+                tmp_path / "hydra",
+            )
+        )
         assert math.isfinite(ev["si_sdr"]) and math.isfinite(rec["noisy"]["pesq"])
         for key in ("pesq", "estoi", "si_sdr"):
             for ours, theirs in ((ev[key], summary[key]), (rec["noisy"][key], summary["noisy"][key])):
                 # equal to round-off: the job scored in another process (ESTOI's float sums
                 # may differ in the last bit with its thread count), from the same bytes
-                assert ours == pytest.approx(theirs, rel=1e-12, nan_ok=True), \
-                    (ev["nfe"], key, ours, theirs)
+                assert ours == pytest.approx(theirs, rel=1e-12, nan_ok=True), (ev["nfe"], key, ours, theirs)
         assert ev["num_files"] == summary["num_files"] == 2 and ev["num_failed"] == 0
         ours = sorted(Path(ev["output"]).glob("*.wav"))
         assert [p.name for p in ours] == sorted(p.name for p in out.glob("*.wav"))
@@ -244,23 +284,36 @@ def test_gather_callback_writes_the_table_when_the_multirun_ends(tmp_path, caplo
     """on_multirun_end gathers ``hydra.sweep.dir``: the CSV has a row per job and NFE with the
     job records' numbers; a folder without records is a warning, not an error."""
     from omegaconf import OmegaConf
-    for num, rec in enumerate([_record(0, 0.5, "func"), _record(1, 1.0, "fd", pesq=(1.1, 1.2, 1.3)),
-                               _record(2, 1.0, "autograd", status="failed")]):
+
+    for num, rec in enumerate(
+        [
+            _record(0, 0.5, "func"),
+            _record(1, 1.0, "fd", pesq=(1.1, 1.2, 1.3)),
+            _record(2, 1.0, "autograd", status="failed"),
+        ]
+    ):
         S.write_json_atomic(tmp_path / "multi" / str(num) / S.RECORD, rec)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "multi")}}})
     S.GatherCallback().on_multirun_end(config=config)
     with open(tmp_path / "multi" / S.RESULTS_CSV) as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["job"], r["status"], r["nfe"]) for r in rows] == [
-        ("0", "ok", "1"), ("0", "ok", "2"), ("0", "ok", "5"),
-        ("1", "ok", "1"), ("1", "ok", "2"), ("1", "ok", "5"), ("2", "failed", "")]
+        ("0", "ok", "1"),
+        ("0", "ok", "2"),
+        ("0", "ok", "5"),
+        ("1", "ok", "1"),
+        ("1", "ok", "2"),
+        ("1", "ok", "5"),
+        ("2", "failed", ""),
+    ]
     assert [float(r["pesq"]) for r in rows[:6]] == [1.5, 1.8, 2.0, 1.1, 1.2, 1.3]
     assert rows[4]["jvp_impl"] == "fd" and float(rows[4]["c"]) == 1.0
     assert rows[6]["error"] == "RuntimeError: boom"
     assert (tmp_path / "multi" / "sweep_results.md").is_file()
     (tmp_path / "empty").mkdir()
-    S.GatherCallback().on_multirun_end(config=OmegaConf.create(
-        {"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}}))
+    S.GatherCallback().on_multirun_end(
+        config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}})
+    )
     assert "nothing gathered" in caplog.text
     assert not (tmp_path / "empty" / S.RESULTS_CSV).exists()
 
@@ -272,17 +325,30 @@ def test_sweep_py_multirun_as_a_process(multirun, tmp_path):
     import sys
 
     from helpers import ROOT
+
     _, _, data = multirun  # the corpus the other jobs generated
     multi = tmp_path / "multi"
-    overrides = [*TINY, "trainer.max_steps=2", "trainer.max_epochs=-1", "callbacks.progress=null",
-                 "callbacks.val_metrics=null", "callbacks.best_si_sdr=null",
-                 "callbacks.model_checkpoint.monitor=val/one_step_mse",
-                 "callbacks.model_checkpoint.mode=min", "trainer.enable_progress_bar=false",
-                 "sweep.eval_nfe=[1]", "sweep.timer_skip=0", "sweep.group=test",
-                 "mf.first_order_coef=0.5,1.0", "mf.jvp_impl=func",
-                 f"paths.data_dir={data}", f"hydra.sweep.dir={multi}"]
-    proc = subprocess.run([sys.executable, "sweep.py", "-m", *overrides], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    overrides = [
+        *TINY,
+        "trainer.max_steps=2",
+        "trainer.max_epochs=-1",
+        "callbacks.progress=null",
+        "callbacks.val_metrics=null",
+        "callbacks.best_si_sdr=null",
+        "callbacks.model_checkpoint.monitor=val/one_step_mse",
+        "callbacks.model_checkpoint.mode=min",
+        "trainer.enable_progress_bar=false",
+        "sweep.eval_nfe=[1]",
+        "sweep.timer_skip=0",
+        "sweep.group=test",
+        "mf.first_order_coef=0.5,1.0",
+        "mf.jvp_impl=func",
+        f"paths.data_dir={data}",
+        f"hydra.sweep.dir={multi}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "sweep.py", "-m", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads((multi / str(n) / S.RECORD).read_text()) for n in (0, 1)]
     assert [r["status"] for r in records] == ["ok", "ok"], [r.get("error") for r in records]

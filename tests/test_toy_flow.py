@@ -10,10 +10,11 @@ MeanFlow c=1: one step 0.050, two steps 0.035; CFM: one step 0.340, 50 Euler ste
 MeanFlow c=0.5 (the reference coefficient): one step 0.141. ``c = 0.5`` does not satisfy the
 MeanFlow identity, so its one-step map is biased; the tests use ``c = 1``.
 """
+
 import pytest
 import torch
 
-from toy_flow import (ToyTrainConfig, exact_velocity, noise_floor, sampler_error, train)
+from toy_flow import ToyTrainConfig, exact_velocity, noise_floor, sampler_error, train
 
 N = 4000
 
@@ -25,8 +26,7 @@ class ExactField(torch.nn.Module):
 
 def test_closed_form_velocity_integrates_to_the_known_law():
     """The yardstick itself: Euler on the exact marginal velocity converges to the exact law."""
-    errors = {nfe: sampler_error(ExactField(), name="euler", nfe=nfe, n=N, seed=0)
-              for nfe in (1, 50)}
+    errors = {nfe: sampler_error(ExactField(), name="euler", nfe=nfe, n=N, seed=0) for nfe in (1, 50)}
     floor = noise_floor(N, 0)
     assert errors[50] < 2.5 * floor, (errors, floor)
     assert errors[1] > 10 * errors[50]  # one Euler step of the true field is far off
@@ -35,10 +35,12 @@ def test_closed_form_velocity_integrates_to_the_known_law():
 def _errors(steps: int, seed: int = 0) -> dict[str, float]:
     mf, logs = train(ToyTrainConfig(meanflow=True, first_order_coef=1.0, steps=steps, lr=3e-3), seed)
     cfm, _ = train(ToyTrainConfig(meanflow=False, steps=steps, lr=3e-3), seed)
-    return {"mf_1": sampler_error(mf, name="euler_mf", nfe=1, n=N, seed=seed),
-            "cfm_1": sampler_error(cfm, name="euler", nfe=1, n=N, seed=seed),
-            "cfm_50": sampler_error(cfm, name="euler", nfe=50, n=N, seed=seed),
-            "clip_rate": logs["jvp_clip_rate_mean"]}
+    return {
+        "mf_1": sampler_error(mf, name="euler_mf", nfe=1, n=N, seed=seed),
+        "cfm_1": sampler_error(cfm, name="euler", nfe=1, n=N, seed=seed),
+        "cfm_50": sampler_error(cfm, name="euler", nfe=50, n=N, seed=seed),
+        "clip_rate": logs["jvp_clip_rate_mean"],
+    }
 
 
 def test_one_step_meanflow_beats_one_step_cfm_short_run():
@@ -50,7 +52,7 @@ def test_one_step_meanflow_beats_one_step_cfm_short_run():
 @pytest.mark.slow
 def test_one_step_meanflow_is_close_to_many_step_euler():
     e = _errors(steps=2000)
-    assert e["cfm_50"] < 0.03, e                 # the CFM field itself is learned
-    assert e["mf_1"] < 0.25 * e["cfm_1"], e      # one MeanFlow step << one CFM step
-    assert e["mf_1"] < e["cfm_50"] + 0.06, e     # and near the 50-step solution
-    assert e["clip_rate"] < 0.2, e               # the JVP clip rarely binds
+    assert e["cfm_50"] < 0.03, e  # the CFM field itself is learned
+    assert e["mf_1"] < 0.25 * e["cfm_1"], e  # one MeanFlow step << one CFM step
+    assert e["mf_1"] < e["cfm_50"] + 0.06, e  # and near the 50-step solution
+    assert e["clip_rate"] < 0.2, e  # the JVP clip rarely binds

@@ -1,4 +1,5 @@
 """The thin slice end to end: train (fast_dev_run and a few MeanFlow steps), then eval.py."""
+
 import json
 import math
 import shutil
@@ -19,17 +20,29 @@ def data_dir(tmp_path_factory):
 def trained(tmp_path_factory, data_dir):
     """Four steps with the MeanFlow branch on from the first step (warm-up off)."""
     from meanflowse.training import train
+
     out = tmp_path_factory.mktemp("run")
-    cfg = compose_cfg("train", [*TINY, "trainer.max_steps=4", "trainer.max_epochs=-1",
-                                "mf.weight_final=1.0", "curriculum.mf_warmup_frac=0",
-                                "curriculum.mf_skip_below=0", "callbacks.progress=null"],
-                      out, shared_data=data_dir)
+    cfg = compose_cfg(
+        "train",
+        [
+            *TINY,
+            "trainer.max_steps=4",
+            "trainer.max_epochs=-1",
+            "mf.weight_final=1.0",
+            "curriculum.mf_warmup_frac=0",
+            "curriculum.mf_skip_below=0",
+            "callbacks.progress=null",
+        ],
+        out,
+        shared_data=data_dir,
+    )
     metrics, objs = train(cfg)
     return out, metrics, objs
 
 
 def test_fast_dev_run(tmp_path, data_dir):
     from meanflowse.training import train
+
     cfg = compose_cfg("train", [*TINY, "debug=fdr"], tmp_path, shared_data=data_dir)
     metrics, objs = train(cfg)
     assert objs["trainer"].global_step == 1
@@ -50,10 +63,20 @@ def test_meanflow_steps_write_checkpoints_with_config_and_ema(trained):
 
 def test_eval_enhances_a_split_folder_and_writes_metrics(trained, data_dir, tmp_path):
     from meanflowse.evaluation import evaluate
+
     out, _, _ = trained
-    cfg = compose_cfg("eval", [f"ckpt_path={out}/checkpoints/last.ckpt", f"input={data_dir}/synthetic/test",
-                               f"output={tmp_path}/enh", "dnsmos=false", "speaker=false",
-                               "progress=false"], tmp_path)
+    cfg = compose_cfg(
+        "eval",
+        [
+            f"ckpt_path={out}/checkpoints/last.ckpt",
+            f"input={data_dir}/synthetic/test",
+            f"output={tmp_path}/enh",
+            "dnsmos=false",
+            "speaker=false",
+            "progress=false",
+        ],
+        tmp_path,
+    )
     summary = evaluate(cfg)
     noisy = sorted((data_dir / "synthetic" / "test" / "noisy").glob("*.wav"))
     assert summary["num_files"] == len(noisy) == 2 and summary["num_failed"] == 0
@@ -73,25 +96,54 @@ def test_eval_enhances_a_split_folder_and_writes_metrics(trained, data_dir, tmp_
 def test_eval_split_of_the_checkpoints_dataset(trained, data_dir, tmp_path):
     """`eval.py ckpt_path=... split=test`: the base_dir comes from the checkpoint's config."""
     from meanflowse.evaluation import evaluate
+
     out, _, _ = trained
     ckpt = out / "checkpoints" / "last.ckpt"
-    cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "split=test", "dnsmos=false", "speaker=false",
-                               "progress=false", "sampler.name=euler", "sampler.nfe=2"], tmp_path)
+    cfg = compose_cfg(
+        "eval",
+        [
+            f"ckpt_path={ckpt}",
+            "split=test",
+            "dnsmos=false",
+            "speaker=false",
+            "progress=false",
+            "sampler.name=euler",
+            "sampler.nfe=2",
+        ],
+        tmp_path,
+    )
     summary = evaluate(cfg)
     enh = out / "enhanced" / "test"  # default: <run>/enhanced/<split>
     assert summary["num_files"] == 2 and summary["nfe"] == 2 and math.isfinite(summary["pesq"])
     assert sorted(p.name for p in enh.glob("*.wav")) == ["test_00000.wav", "test_00001.wav"]
     # data.base_dir= names another dataset folder: read as it is, never generated into
     from meanflowse.evaluation import EvalError
+
     other = tmp_path / "other"
     for role in ("clean", "noisy"):
         (other / "test" / role).mkdir(parents=True)
         shutil.copy(data_dir / "synthetic" / "test" / role / "test_00001.wav", other / "test" / role)
-    summary = evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", "split=test", f"data.base_dir={other}",
-                                            f"output={tmp_path}/other_enh", "metrics=false",
-                                            "progress=false"], tmp_path))
+    summary = evaluate(
+        compose_cfg(
+            "eval",
+            [
+                f"ckpt_path={ckpt}",
+                "split=test",
+                f"data.base_dir={other}",
+                f"output={tmp_path}/other_enh",
+                "metrics=false",
+                "progress=false",
+            ],
+            tmp_path,
+        )
+    )
     assert summary["num_files"] == 1 and (tmp_path / "other_enh" / "test_00001.wav").is_file()
     with pytest.raises(EvalError, match="split=test"):
-        evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", "split=test", f"data.base_dir={tmp_path}/none",
-                                      "progress=false"], tmp_path))
+        evaluate(
+            compose_cfg(
+                "eval",
+                [f"ckpt_path={ckpt}", "split=test", f"data.base_dir={tmp_path}/none", "progress=false"],
+                tmp_path,
+            )
+        )
     assert not (tmp_path / "none").exists()

@@ -16,6 +16,7 @@ Everything else is the project's own: the path (``sample_xt``, ``conditional_vel
 ``complex_noise_like``), the objective (``single_pass_loss``), the time sampling (``sample_t``,
 ``sample_r``) and the sampler (``samplers.sample``).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ from meanflowse.samplers import sample
 MODES = torch.tensor([[0.15, 0.6], [0.15, -0.6]])  # local-frame mode centres
 WEIGHTS = torch.tensor([0.4, 0.6])
 MODE_STD = 0.1
-N_COND = 4      # y takes N_COND equally spaced angles (None: a continuous uniform angle)
+N_COND = 4  # y takes N_COND equally spaced angles (None: a continuous uniform angle)
 PATH = PathConfig(sigma_min=0.0, sigma_max=0.487, t_eps=0.0, T_rev=1.0)
 
 
@@ -91,13 +92,13 @@ def net_fn_of(net: nn.Module):
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
-    meanflow: bool = True          # False: plain CFM (r = t, no JVP)
+    meanflow: bool = True  # False: plain CFM (r = t, no JVP)
     first_order_coef: float = 1.0  # c of the MeanFlow target
     jvp_clip: float | None = 5.0
     steps: int = 2000
     batch: int = 512
     lr: float = 1e-3
-    p_equal: float = 0.25          # fraction of r = t samples (the CFM term of the single pass)
+    p_equal: float = 0.25  # fraction of r = t samples (the CFM term of the single pass)
     gamma: float = 1.0
     hidden: int = 128
 
@@ -109,10 +110,8 @@ def train(cfg: ToyTrainConfig, seed: int) -> tuple[nn.Module, dict[str, float]]:
     fn = net_fn_of(net)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
-    mf_cfg = MeanFlowConfig(first_order_coef=cfg.first_order_coef, jvp_impl="func",
-                            jvp_clip=cfg.jvp_clip)
-    cur = CurriculumConfig(gamma_start=cfg.gamma, gamma_end=cfg.gamma, p_r_equals_t=cfg.p_equal,
-                           r_min=0.0)
+    mf_cfg = MeanFlowConfig(first_order_coef=cfg.first_order_coef, jvp_impl="func", jvp_clip=cfg.jvp_clip)
+    cur = CurriculumConfig(gamma_start=cfg.gamma, gamma_end=cfg.gamma, p_r_equals_t=cfg.p_equal, r_min=0.0)
     logs: dict[str, float] = {}
     clip_rates = []
     for _ in range(cfg.steps):
@@ -123,9 +122,16 @@ def train(cfg: ToyTrainConfig, seed: int) -> tuple[nn.Module, dict[str, float]]:
             r = sample_r(t, gamma=cfg.gamma, p_equal=cfg.p_equal, r_min=cur.r_min, generator=g)
         else:
             r = t
-        out = single_pass_loss(fn, x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=PATH), y=y, t=t, r=r,
-                               v=conditional_velocity(x=x, y=y, z=z, cfg=PATH), cfg=mf_cfg,
-                               with_jvp=cfg.meanflow)
+        out = single_pass_loss(
+            fn,
+            x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=PATH),
+            y=y,
+            t=t,
+            r=r,
+            v=conditional_velocity(x=x, y=y, z=z, cfg=PATH),
+            cfg=mf_cfg,
+            with_jvp=cfg.meanflow,
+        )
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
@@ -166,8 +172,8 @@ def exact_velocity(x_t: Tensor, y: Tensor, t: Tensor, r: Tensor | None = None) -
     xs, ys = x_t.flatten(1).double(), y.flatten(1).double()
     tt = t.double()[:, None]
     perp = torch.stack([-ys[:, 1], ys[:, 0]], dim=1)
-    s2, h = MODE_STD ** 2, PATH.sigma_max ** 2 / 2
-    var = (1 - tt) ** 2 * s2 + tt ** 2 * h
+    s2, h = MODE_STD**2, PATH.sigma_max**2 / 2
+    var = (1 - tt) ** 2 * s2 + tt**2 * h
     beta = (-(1 - tt) * s2 + tt * h) / var
     logits, cond = [], []
     for m, w in zip(MODES.double(), WEIGHTS.double()):
@@ -176,5 +182,5 @@ def exact_velocity(x_t: Tensor, y: Tensor, t: Tensor, r: Tensor | None = None) -
         logits.append(torch.log(w) - dev.pow(2).sum(1, keepdim=True) / (2 * var))
         cond.append((ys - centre) + beta * dev)
     post = torch.softmax(torch.cat(logits, dim=1), dim=1)
-    v = sum(post[:, k:k + 1] * cond[k] for k in range(len(cond)))
+    v = sum(post[:, k : k + 1] * cond[k] for k in range(len(cond)))
     return v.to(x_t.dtype).reshape(x_t.shape)

@@ -1,4 +1,5 @@
 """train.py as a module, so tests call its ``run(cfg)`` (train.py without Hydra's wrapper)."""
+
 import importlib.util
 
 from helpers import ROOT

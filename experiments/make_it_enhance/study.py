@@ -11,6 +11,7 @@ sweep evaluation (the same Enhancer and metrics), and appends the rows to
 SI-SDR against training steps and wall-clock minutes (``curves_vs_step.png``,
 ``curves_vs_minutes.png``) and the long run beside the 650-step recipe (``long_run.png``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CURVES = HERE / "curves.csv"
-FIELDS = ["run", "sampler", "nfe", "step", "minutes", "pesq", "estoi", "si_sdr", "dnsmos_ovrl",
-          "noisy_pesq", "noisy_estoi", "noisy_si_sdr", "noisy_dnsmos_ovrl"]
+FIELDS = [
+    "run",
+    "sampler",
+    "nfe",
+    "step",
+    "minutes",
+    "pesq",
+    "estoi",
+    "si_sdr",
+    "dnsmos_ovrl",
+    "noisy_pesq",
+    "noisy_estoi",
+    "noisy_si_sdr",
+    "noisy_dnsmos_ovrl",
+]
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -32,6 +46,7 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
     last = run / "checkpoints" / "last.ckpt"
     if last.is_file():
         import torch
+
         step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
         found = [(s, p) for s, p in found if s != step] + [(step, last)]
     return sorted(found)
@@ -57,18 +72,31 @@ def curves(run: Path, *, sampler: str, nfes: list[int], name: str | None) -> Non
     for step, path in ckpts:
         final = path.name == "last.ckpt"
         enhancer = Enhancer.from_checkpoint(path, sampler=sampler, seed=0)
-        results, noisy = evaluate_nfes(enhancer, pairs, nfes=nfes if final else nfes[:1],
-                                       dnsmos=final)
+        results, noisy = evaluate_nfes(enhancer, pairs, nfes=nfes if final else nfes[:1], dnsmos=final)
         for res in results:
-            row = {"run": name or run.name, "sampler": sampler, "nfe": res["nfe"], "step": step,
-                   "minutes": round((path.stat().st_mtime - start) / 60, 2)}
-            row.update({k: round(res[k], 4) for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
-                        if k in res})
-            row.update({f"noisy_{k}": round(noisy[k], 4)
-                        for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl") if k in noisy})
+            row = {
+                "run": name or run.name,
+                "sampler": sampler,
+                "nfe": res["nfe"],
+                "step": step,
+                "minutes": round((path.stat().st_mtime - start) / 60, 2),
+            }
+            row.update({k: round(res[k], 4) for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl") if k in res})
+            row.update(
+                {
+                    f"noisy_{k}": round(noisy[k], 4)
+                    for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
+                    if k in noisy
+                }
+            )
             rows.append(row)
-            print({k: row.get(k) for k in ("run", "sampler", "nfe", "step", "pesq", "estoi",
-                                            "si_sdr", "dnsmos_ovrl")}, flush=True)
+            print(
+                {
+                    k: row.get(k)
+                    for k in ("run", "sampler", "nfe", "step", "pesq", "estoi", "si_sdr", "dnsmos_ovrl")
+                },
+                flush=True,
+            )
     new = not CURVES.exists()
     with open(CURVES, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
@@ -84,16 +112,15 @@ def _read() -> list[dict]:
 
 def _figure(series: dict[str, list[dict]], noisy: dict, xkey: str, xlabel: str, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for ax, (key, label) in zip(axes, (("pesq", "PESQ (wb)"), ("estoi", "ESTOI"),
-                                       ("si_sdr", "SI-SDR (dB)"))):
+    for ax, (key, label) in zip(axes, (("pesq", "PESQ (wb)"), ("estoi", "ESTOI"), ("si_sdr", "SI-SDR (dB)"))):
         for name, pts in sorted(series.items()):
             pts = sorted(pts, key=lambda r: float(r[xkey]))
-            ax.plot([float(p[xkey]) for p in pts], [float(p[key]) for p in pts], marker="o",
-                    ms=3, label=name)
+            ax.plot([float(p[xkey]) for p in pts], [float(p[key]) for p in pts], marker="o", ms=3, label=name)
         ax.axhline(float(noisy[f"noisy_{key}"]), color="k", ls="--", lw=1, label="noisy input")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
@@ -115,13 +142,13 @@ def plot(out_dir: Path) -> None:
         _figure(short, rows[0], xkey, xlabel, out_dir / f"curves_vs_{xkey}.png")
     long = {k: v for k, v in series.items() if k.startswith(("long", "s650-recipe"))}
     if any(k.startswith("long") for k in long):
-        _figure(long, rows[0], "minutes", "wall-clock minutes (2 CPU cores)",
-                out_dir / "long_run.png")
+        _figure(long, rows[0], "minutes", "wall-clock minutes (2 CPU cores)", out_dir / "long_run.png")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("curves")
     c.add_argument("run", type=Path)

@@ -4,6 +4,7 @@
 spectrograms) and ``t, d = t - r`` of shape ``[B]``; the attribute ``frame_multiple`` says what
 ``F`` and ``T`` must be divisible by (pad with :func:`meanflowse.stft.pad_frames`).
 """
+
 from .dcunet import DCUNet
 from .ncsnpp import NCSNpp
 

@@ -15,6 +15,7 @@ Differences from SGMSE+'s DCUNet, and why:
 * Time conditioning uses the shared two-branch :class:`.layers.TimeEmbedding` (real-valued,
   ``t`` and ``d`` added); each block maps it to a complex per-channel bias.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,17 @@ class ComplexConv(nn.Module):
     padding, then the crop that mirrors the forward padding.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: Sequence[int], stride: Sequence[int],
-                 dilation: Sequence[int], *, transposed: bool = False, bias: bool = False) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        dilation: Sequence[int],
+        *,
+        transposed: bool = False,
+        bias: bool = False,
+    ) -> None:
         super().__init__()
         self.transposed = transposed
         self.stride, self.dilation = tuple(stride), tuple(dilation)
@@ -71,15 +81,24 @@ class ComplexConv(nn.Module):
         w = torch.cat([torch.cat([wr, wi], 1), torch.cat([-wi, wr], 1)], 0)
         y = F.conv_transpose2d(x, w, self.bias, self.stride, dilation=self.dilation)
         f, t = x.shape[-2] * self.stride[0], x.shape[-1] * self.stride[1]
-        return y[..., self.pad[2]:self.pad[2] + f, self.pad[0]:self.pad[0] + t]
+        return y[..., self.pad[2] : self.pad[2] + f, self.pad[0] : self.pad[0] + t]
 
 
 class DCUNetBlock(nn.Module):
     """Complex conv (or transposed conv) -> + time bias -> Re/Im GroupNorm -> Re/Im activation."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: Sequence[int], stride: Sequence[int],
-                 dilation: Sequence[int], temb_dim: int, *, transposed: bool,
-                 negative_slope: float) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        dilation: Sequence[int],
+        temb_dim: int,
+        *,
+        transposed: bool,
+        negative_slope: float,
+    ) -> None:
         super().__init__()
         self.conv = ComplexConv(in_ch, out_ch, kernel, stride, dilation, transposed=transposed)
         self.temb = nn.Linear(temb_dim, 2 * out_ch)  # complex FeatureMapDense: Re and Im rows
@@ -132,14 +151,24 @@ class DCUNet(nn.Module):
         ins = [2] + channels[:-1]
         self.encoders = nn.ModuleList(
             DCUNetBlock(i, o, stride=s, dilation=dl, transposed=False, **block)
-            for i, o, s, dl in zip(ins, channels, strides, dilations))
+            for i, o, s, dl in zip(ins, channels, strides, dilations)
+        )
         self.decoders = nn.ModuleList()
         for k in reversed(range(1, len(channels))):
             skip = channels[k] if k < len(channels) - 1 else 0
-            self.decoders.append(DCUNetBlock(channels[k] + skip, ins[k], stride=strides[k],
-                                             dilation=dilations[k], transposed=True, **block))
-        self.output_layer = ComplexConv(2 * channels[0], 1, kernel_size, strides[0],
-                                        dilations[0], transposed=True, bias=True)
+            self.decoders.append(
+                DCUNetBlock(
+                    channels[k] + skip,
+                    ins[k],
+                    stride=strides[k],
+                    dilation=dilations[k],
+                    transposed=True,
+                    **block,
+                )
+            )
+        self.output_layer = ComplexConv(
+            2 * channels[0], 1, kernel_size, strides[0], dilations[0], transposed=True, bias=True
+        )
 
     def forward(self, x_t: Tensor, y: Tensor, t: Tensor, d: Tensor) -> Tensor:
         f, n = x_t.shape[-2], x_t.shape[-1]

@@ -5,6 +5,7 @@ AD formulas, so ``torch.func.jvp`` goes through every backbone. In particular at
 explicit ``softmax(q^T k)`` product: ``F.scaled_dot_product_attention`` has no forward-AD rule
 on CPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,11 +55,12 @@ def fir_upsample(x: Tensor, kernel: Tensor) -> Tensor:
     if crop == extra:
         return F.conv_transpose2d(x, w, stride=2, padding=crop, groups=c)
     y = F.conv_transpose2d(x, w, stride=2, groups=c)
-    return y[..., crop:crop + 2 * x.shape[-2], crop:crop + 2 * x.shape[-1]]
+    return y[..., crop : crop + 2 * x.shape[-2], crop : crop + 2 * x.shape[-1]]
 
 
-def upfirdn2d_reference(x: Tensor, kernel: Tensor, *, up: int = 1, down: int = 1,
-                        pad: tuple[int, int] = (0, 0)) -> Tensor:
+def upfirdn2d_reference(
+    x: Tensor, kernel: Tensor, *, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> Tensor:
     """Literal upfirdn2d (zero-stuff, pad, true 2-D convolution, decimate), one channel at a time.
 
     Slow on purpose: it is the executable definition the fast paths are tested against and the
@@ -185,9 +187,19 @@ class ResnetBlockBigGAN(nn.Module):
     SiLU to the same embedding, so the network computes it once.
     """
 
-    def __init__(self, in_ch: int, out_ch: int | None, temb_dim: int, *, up: bool = False,
-                 down: bool = False, dropout: float = 0.0, fir_kernel: Tensor | None = None,
-                 skip_rescale: bool = True, init_scale: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int | None,
+        temb_dim: int,
+        *,
+        up: bool = False,
+        down: bool = False,
+        dropout: float = 0.0,
+        fir_kernel: Tensor | None = None,
+        skip_rescale: bool = True,
+        init_scale: float = 0.0,
+    ) -> None:
         super().__init__()
         out_ch = out_ch or in_ch
         self.up, self.down, self.skip_rescale = up, down, skip_rescale
@@ -228,14 +240,14 @@ class AttnBlock(nn.Module):
         self.GroupNorm_0 = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         for i in range(3):  # each NIN of the original is initialised on its own fan
-            variance_scaling_(self.qkv.weight.data[i * channels:(i + 1) * channels], 0.1)
+            variance_scaling_(self.qkv.weight.data[i * channels : (i + 1) * channels], 0.1)
         nn.init.zeros_(self.qkv.bias)
         self.proj = conv2d(channels, channels, 1, init_scale=init_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, hgt, wid = x.shape
         q, k, v = self.qkv(self.GroupNorm_0(x)).reshape(b, 3, c, hgt * wid).unbind(1)
-        w = torch.softmax(torch.bmm(q.transpose(1, 2), k) * c ** -0.5, dim=-1)  # [B, N, N]
+        w = torch.softmax(torch.bmm(q.transpose(1, 2), k) * c**-0.5, dim=-1)  # [B, N, N]
         h = torch.bmm(v, w.transpose(1, 2)).reshape(b, c, hgt, wid)
         out = x + self.proj(h)
         return out * (1 / math.sqrt(2.0)) if self.skip_rescale else out

@@ -10,6 +10,7 @@ The layer structure, initialisation and parameter count follow SGMSE+'s ``ncsnpp
 * FIR resampling is pure PyTorch (depthwise convolutions, see :mod:`.layers`), q/k/v of each
   attention block are one fused 1x1 convolution, and ``silu(temb)`` is computed once.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,8 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import (AttnBlock, ResnetBlockBigGAN, TimeEmbedding, conv2d, fir_downsample,
-                     fir_kernel_2d, fir_upsample, group_norm)
+from .layers import (
+    AttnBlock,
+    ResnetBlockBigGAN,
+    TimeEmbedding,
+    conv2d,
+    fir_downsample,
+    fir_kernel_2d,
+    fir_upsample,
+    group_norm,
+)
 
 IN_CHANNELS = 4  # [Re x_t, Im x_t, Re y, Im y]
 OUT_CHANNELS = 2  # [Re u, Im u]
@@ -32,7 +41,8 @@ def check_frames(x: Tensor, multiple: int, name: str) -> None:
         raise ValueError(
             f"{name} needs F and T divisible by {multiple} (frame_multiple), got input shape "
             f"{tuple(x.shape)}; pad the frame axis first, e.g. meanflowse.stft.pad_frames(x, "
-            f"{multiple}), and use an STFT whose bin count is a multiple of {multiple}.")
+            f"{multiple}), and use an STFT whose bin count is a multiple of {multiple}."
+        )
 
 
 class Combine(nn.Module):
@@ -82,8 +92,7 @@ class NCSNpp(nn.Module):
         if progressive not in ("output_skip", "none"):
             raise ValueError(f"progressive must be 'output_skip' or 'none', got {progressive!r}")
         if progressive_input not in ("input_skip", "none"):
-            raise ValueError(
-                f"progressive_input must be 'input_skip' or 'none', got {progressive_input!r}")
+            raise ValueError(f"progressive_input must be 'input_skip' or 'none', got {progressive_input!r}")
         if progressive_combine not in ("sum", "cat"):
             raise ValueError(f"progressive_combine must be 'sum' or 'cat', got {progressive_combine!r}")
         ch_mult = tuple(int(m) for m in ch_mult)
@@ -92,7 +101,7 @@ class NCSNpp(nn.Module):
         self.frame_multiple = 2 ** (num_levels - 1)
         self.output_skip = progressive == "output_skip"
         self.input_skip = progressive_input == "input_skip"
-        resolutions = [image_size // 2 ** i for i in range(num_levels)]
+        resolutions = [image_size // 2**i for i in range(num_levels)]
         use_attn = [r in attn_resolutions for r in resolutions]
         self.register_buffer("fir", fir_kernel_2d(fir_kernel), persistent=False)
 
@@ -100,9 +109,16 @@ class NCSNpp(nn.Module):
         self.time_embed = TimeEmbedding(nf, temb_dim, fourier_scale)
 
         def resblock(in_ch: int, out_ch: int | None = None, **kw) -> ResnetBlockBigGAN:
-            return ResnetBlockBigGAN(in_ch, out_ch, temb_dim, dropout=dropout,
-                                     fir_kernel=self.fir, skip_rescale=skip_rescale,
-                                     init_scale=init_scale, **kw)
+            return ResnetBlockBigGAN(
+                in_ch,
+                out_ch,
+                temb_dim,
+                dropout=dropout,
+                fir_kernel=self.fir,
+                skip_rescale=skip_rescale,
+                init_scale=init_scale,
+                **kw,
+            )
 
         def attn(ch: int) -> AttnBlock:
             return AttnBlock(ch, skip_rescale=skip_rescale, init_scale=init_scale)

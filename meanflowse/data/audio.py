@@ -21,6 +21,7 @@ through the DataModule and the command lines in ``tests/test_data_bad_input.py``
 - too short to train on (fewer samples than one STFT window): checked per dataset in
   ``meanflowse.data.folder``, because the minimum depends on ``n_fft``.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,7 +63,8 @@ def audio_info(path: str | os.PathLike):
     except (sf.SoundFileError, RuntimeError, OSError) as err:
         raise AudioError(
             f"{p}: not a readable audio file ({err}); convert it to WAV or FLAC, e.g. "
-            f"`ffmpeg -i {p.name} out.wav`, or delete it") from err
+            f"`ffmpeg -i {p.name} out.wav`, or delete it"
+        ) from err
     if info.frames <= 0:
         raise AudioError(f"{p}: the file has a header but no samples; re-export it or delete it")
     return info
@@ -70,21 +72,27 @@ def audio_info(path: str | os.PathLike):
 
 def is_truncated(info) -> bool:
     """True when libsndfile found a data chunk shorter than the header declares."""
-    return any(line.lstrip().startswith("data") and "should be" in line
-               for line in info.extra_info.splitlines())
+    return any(
+        line.lstrip().startswith("data") and "should be" in line for line in info.extra_info.splitlines()
+    )
 
 
-def load_audio(path: str | os.PathLike, *, target_sr: int | None = None,
-               mono: bool = True) -> tuple[Tensor, int]:
+def load_audio(
+    path: str | os.PathLike, *, target_sr: int | None = None, mono: bool = True
+) -> tuple[Tensor, int]:
     """Read ``path`` as float32: ``([L], sr)`` with ``mono=True``, else ``([C, L], sr)``.
 
     ``sr`` is ``target_sr`` when given (the file is resampled to it), else the file's rate.
     """
     info = audio_info(path)
     if is_truncated(info):
-        warnings.warn(f"{path}: truncated file (the header declares more samples than it holds); "
-                      f"using the {info.frames} samples present. Re-copy the file if that is "
-                      "not intended.", TruncatedAudioWarning, stacklevel=2)
+        warnings.warn(
+            f"{path}: truncated file (the header declares more samples than it holds); "
+            f"using the {info.frames} samples present. Re-copy the file if that is "
+            "not intended.",
+            TruncatedAudioWarning,
+            stacklevel=2,
+        )
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, OSError) as err:
@@ -105,8 +113,10 @@ def check_finite(data: np.ndarray, path: str | os.PathLike) -> None:
     bad = ~np.isfinite(data)
     if bad.any():
         first = int(np.argwhere(bad)[0][0])
-        raise AudioError(f"{path}: {int(bad.sum())} NaN or infinite samples (first at sample "
-                         f"{first}); fix or delete the file")
+        raise AudioError(
+            f"{path}: {int(bad.sum())} NaN or infinite samples (first at sample "
+            f"{first}); fix or delete the file"
+        )
 
 
 def peak_scale(noisy: Tensor, floor: float = PEAK_FLOOR) -> Tensor:

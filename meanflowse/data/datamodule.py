@@ -6,6 +6,7 @@ files are zero-padded on both sides. Clean and noisy crops are divided by the no
 before the STFT. The random crop of item ``i`` in epoch ``e`` is drawn from a generator seeded
 with ``(seed, e, i)``, so batches depend neither on ``num_workers`` nor on the number of devices.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
@@ -19,14 +20,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from meanflowse.data.audio import PEAK_FLOOR, check_finite
-from meanflowse.data.folder import (DEFAULT_LENGTH_TOLERANCE_S, SPLITS, DatasetError, Pair,
-                                    prepare_dataset, prepare_split)
+from meanflowse.data.folder import (
+    DEFAULT_LENGTH_TOLERANCE_S,
+    SPLITS,
+    DatasetError,
+    Pair,
+    prepare_dataset,
+    prepare_split,
+)
 from meanflowse.data.synthetic import generate_dataset
 from meanflowse.stft import SpecConfig, wav_to_spec
 
 # the splits each Lightning stage reads (trainer.state.fn values and `setup` stages)
-STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",),
-                "predict": ("test",)}
+STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}
 
 
 def _read(path: Path, start: int, frames: int) -> np.ndarray:
@@ -43,8 +49,16 @@ class PairedSpecDataset(Dataset):
     ``max|y|`` the waveforms were divided by. :meth:`load_pair` gives whole files.
     """
 
-    def __init__(self, pairs: list[Pair], *, spec: SpecConfig, sample_rate: int,
-                 num_frames: int = 256, random_crop: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        pairs: list[Pair],
+        *,
+        spec: SpecConfig,
+        sample_rate: int,
+        num_frames: int = 256,
+        random_crop: bool = False,
+        seed: int = 0,
+    ):
         self.pairs = list(pairs)
         self.spec = spec
         self.sample_rate = sample_rate
@@ -69,8 +83,11 @@ class PairedSpecDataset(Dataset):
         """Whole files, unnormalised: ``{"noisy": [L], "clean": [L] (if any), "name",
         "sample_rate"}``; both trimmed to the pair's common length."""
         pair = self.pairs[index]
-        out = {"name": pair.name, "sample_rate": self.sample_rate,
-               "noisy": torch.from_numpy(_read(pair.noisy, 0, pair.length))}
+        out = {
+            "name": pair.name,
+            "sample_rate": self.sample_rate,
+            "noisy": torch.from_numpy(_read(pair.noisy, 0, pair.length)),
+        }
         if pair.clean is not None:
             out["clean"] = torch.from_numpy(_read(pair.clean, 0, pair.length))
         return out
@@ -92,8 +109,11 @@ class PairedSpecDataset(Dataset):
         pad_left = max(0, -start)
         start, frames = max(0, start), min(n, pair.length)
         # numpy up to the STFT: small torch ops stall on a busy intra-op thread pool
-        waves = {role: np.pad(_read(path, start, frames), (pad_left, n - frames - pad_left))
-                 for role, path in (("noisy", pair.noisy), ("clean", pair.clean)) if path is not None}
+        waves = {
+            role: np.pad(_read(path, start, frames), (pad_left, n - frames - pad_left))
+            for role, path in (("noisy", pair.noisy), ("clean", pair.clean))
+            if path is not None
+        }
         peak = max(float(np.abs(waves["noisy"]).max()), PEAK_FLOOR)
         out = {role: torch.from_numpy(wav / np.float32(peak)) for role, wav in waves.items()}
         out["peak"] = torch.tensor(peak, dtype=torch.float32)
@@ -193,12 +213,22 @@ class PairedSpecDataModule(L.LightningDataModule):
     "peak": [B], "name": list[str]}``.
     """
 
-    def __init__(self, *, base_dir: str, sample_rate: int = 16000,
-                 spec: Mapping | None = None, num_frames: int = 256, batch_size: int = 8,
-                 num_workers: int = 2, pin_memory: bool | None = None,
-                 limit_files: int | None = None, synthetic: Mapping | None = None,
-                 cache_dir: str | None = None,
-                 length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        base_dir: str,
+        sample_rate: int = 16000,
+        spec: Mapping | None = None,
+        num_frames: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        limit_files: int | None = None,
+        synthetic: Mapping | None = None,
+        cache_dir: str | None = None,
+        length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
+        seed: int = 0,
+    ):
         super().__init__()
         spec = asdict(SpecConfig(**_plain(spec or {})))  # the full spec, defaults included
         synthetic = _plain(synthetic)
@@ -219,9 +249,13 @@ class PairedSpecDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ preparing
     def _prepare_kwargs(self) -> dict:
-        return {"sample_rate": self.sample_rate, "min_samples": self.spec.n_fft,
-                "length_tolerance_s": self.length_tolerance_s, "cache_dir": self.cache_dir,
-                "limit": self.limit_files}
+        return {
+            "sample_rate": self.sample_rate,
+            "min_samples": self.spec.n_fft,
+            "length_tolerance_s": self.length_tolerance_s,
+            "cache_dir": self.cache_dir,
+            "limit": self.limit_files,
+        }
 
     def _generate(self) -> None:
         if self.synthetic is not None:
@@ -235,19 +269,26 @@ class PairedSpecDataModule(L.LightningDataModule):
 
     def _missing_split(self, split: str) -> str:
         if not self.base_dir.is_dir():
-            return (f"{self.base_dir}: data.base_dir not found (expected {self.base_dir}/"
-                    f"{{{','.join(SPLITS)}}}/{{clean,noisy}}/)")
-        return (f"{self.base_dir / split}: split folder not found; the data module reads "
-                f"{self.base_dir}/{{{','.join(SPLITS)}}}/{{clean,noisy}}/ (VoiceBank-DEMAND "
-                "has no valid split: move a few speakers of train, e.g. p226 and p287, to valid/)")
+            return (
+                f"{self.base_dir}: data.base_dir not found (expected {self.base_dir}/"
+                f"{{{','.join(SPLITS)}}}/{{clean,noisy}}/)"
+            )
+        return (
+            f"{self.base_dir / split}: split folder not found; the data module reads "
+            f"{self.base_dir}/{{{','.join(SPLITS)}}}/{{clean,noisy}}/ (VoiceBank-DEMAND "
+            "has no valid split: move a few speakers of train, e.g. p226 and p287, to valid/)"
+        )
 
     def prepare_data(self) -> None:
         """Generate (synthetic) and scan/verify/resample every split folder that exists, raising
         one :class:`DatasetError` for all problems before training starts: those of every file
         and the split folders the trainer's stage needs but does not find."""
         self._generate()
-        problems = list(dict.fromkeys(self._missing_split(s) for s in self._required_splits()
-                                      if not (self.base_dir / s).is_dir()))
+        problems = list(
+            dict.fromkeys(
+                self._missing_split(s) for s in self._required_splits() if not (self.base_dir / s).is_dir()
+            )
+        )
         if any((self.base_dir / s).is_dir() for s in SPLITS) or not problems:
             try:
                 prepare_dataset(self.base_dir, splits=SPLITS, **self._prepare_kwargs())
@@ -268,8 +309,13 @@ class PairedSpecDataModule(L.LightningDataModule):
                 raise DatasetError([self._missing_split(split)], where=str(self.base_dir))
             pairs = prepare_split(self.base_dir, split, **self._prepare_kwargs())
             self._datasets[split] = PairedSpecDataset(
-                pairs, spec=self.spec, sample_rate=self.sample_rate, num_frames=self.num_frames,
-                random_crop=split == "train", seed=self.seed)
+                pairs,
+                spec=self.spec,
+                sample_rate=self.sample_rate,
+                num_frames=self.num_frames,
+                random_crop=split == "train",
+                seed=self.seed,
+            )
         return self._datasets[split]
 
     def test_files(self, split: str = "test") -> list[Pair]:
@@ -287,11 +333,19 @@ class PairedSpecDataModule(L.LightningDataModule):
         if train:
             # under DDP Lightning swaps in its DistributedSampler (seeded by the global seed)
             sampler = EpochRandomSampler(ds, seed=self.seed)
-            kwargs = {"sampler": sampler, "drop_last": len(ds) >= self.batch_size,
-                      "epoch_fn": self._trainer_epoch}
-        return EpochDataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers,
-                               pin_memory=self.pin_memory,
-                               persistent_workers=self.num_workers > 0, **kwargs)
+            kwargs = {
+                "sampler": sampler,
+                "drop_last": len(ds) >= self.batch_size,
+                "epoch_fn": self._trainer_epoch,
+            }
+        return EpochDataLoader(
+            ds,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

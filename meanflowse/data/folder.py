@@ -12,6 +12,7 @@ file that is at another rate, has several channels or is not WAV/FLAC. What was 
 recorded in ``<cache>/<split>.json`` (keyed by file size and mtime), so later runs only stat the
 files. Writes are atomic (temp file + ``os.replace``), so an interrupted run resumes cleanly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,9 @@ from meanflowse.data.audio import AudioError, audio_info, is_truncated, load_aud
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-AUDIO_EXTS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
-                        ".aifc", ".au", ".w64", ".caf"})
+AUDIO_EXTS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64", ".caf"}
+)
 # audio that libsndfile cannot read: reported, never silently skipped
 UNSUPPORTED_EXTS = frozenset({".m4a", ".aac", ".wma", ".mp4", ".webm", ".amr", ".mka"})
 DIRECT_FORMATS = frozenset({"WAV", "WAVEX", "FLAC"})  # read in place when rate and channels fit
@@ -55,13 +57,14 @@ class DatasetError(ValueError):
             self.problems = [problems]
             return
         self.problems = list(problems)
-        shown = "\n".join(f"  - {p}" for p in self.problems[:self.max_lines])
+        shown = "\n".join(f"  - {p}" for p in self.problems[: self.max_lines])
         more = len(self.problems) - self.max_lines
         super().__init__(
             f"{len(self.problems)} problem(s) in {where}:\n{shown}"
             + (f"\n  ... and {more} more" if more > 0 else "")
             + "\nFix or remove these files and run again; `python -m meanflowse.data.prepare "
-              "data.base_dir=...` checks a dataset without training.")
+            "data.base_dir=...` checks a dataset without training."
+        )
 
 
 class DatasetWarning(UserWarning):
@@ -84,8 +87,7 @@ class AudioFile:
         return math.ceil(self.frames * sample_rate / self.sample_rate)
 
     def needs_cache(self, sample_rate: int) -> bool:
-        return (self.sample_rate != sample_rate or self.channels != 1
-                or self.format not in DIRECT_FORMATS)
+        return self.sample_rate != sample_rate or self.channels != 1 or self.format not in DIRECT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -120,15 +122,18 @@ def _index_folder(folder: Path, problems: list[str]) -> dict[str, Path | None]:
             path = Path(dirpath) / fname
             ext = path.suffix.lower()
             if ext in UNSUPPORTED_EXTS:
-                problems.append(f"{path}: {ext} cannot be read by libsndfile; convert it to WAV "
-                                "or FLAC (e.g. `ffmpeg -i in.m4a out.wav`)")
+                problems.append(
+                    f"{path}: {ext} cannot be read by libsndfile; convert it to WAV "
+                    "or FLAC (e.g. `ffmpeg -i in.m4a out.wav`)"
+                )
             elif ext in AUDIO_EXTS:
                 found.setdefault(path.relative_to(folder).with_suffix("").as_posix(), []).append(path)
     index = {}
     for name, paths in found.items():
         if len(paths) > 1:
-            problems.append(f"{folder}: {' and '.join(p.name for p in paths)} have the same name; "
-                            "keep one of them")
+            problems.append(
+                f"{folder}: {' and '.join(p.name for p in paths)} have the same name; keep one of them"
+            )
         index[name] = paths[0] if len(paths) == 1 else None
     return index
 
@@ -139,29 +144,46 @@ def _header(path: Path, problems: list[str]) -> AudioFile | None:
     except AudioError as err:
         problems.append(str(err))
         return None
-    return AudioFile(path, int(info.samplerate), int(info.frames), int(info.channels),
-                     str(info.format), is_truncated(info))
+    return AudioFile(
+        path, int(info.samplerate), int(info.frames), int(info.channels), str(info.format), is_truncated(info)
+    )
 
 
-def _length_problem(name: str, split_dir: Path, clean_len: int | None, noisy_len: int,
-                    sample_rate: int, min_samples: int, tolerance: int) -> str | None:
+def _length_problem(
+    name: str,
+    split_dir: Path,
+    clean_len: int | None,
+    noisy_len: int,
+    sample_rate: int,
+    min_samples: int,
+    tolerance: int,
+) -> str | None:
     where = f"{split_dir}/{{clean,noisy}}/{name}"
     if clean_len is not None and abs(clean_len - noisy_len) > tolerance:
-        return (f"{where}: clean has {clean_len} samples and noisy {noisy_len} at {sample_rate} Hz, "
-                f"{abs(clean_len - noisy_len) / sample_rate:.3f} s apart (tolerance "
-                f"data.length_tolerance_s={tolerance / sample_rate:g}); the pair is probably "
-                "misaligned: fix or remove it (smaller differences are trimmed to the shorter)")
+        return (
+            f"{where}: clean has {clean_len} samples and noisy {noisy_len} at {sample_rate} Hz, "
+            f"{abs(clean_len - noisy_len) / sample_rate:.3f} s apart (tolerance "
+            f"data.length_tolerance_s={tolerance / sample_rate:g}); the pair is probably "
+            "misaligned: fix or remove it (smaller differences are trimmed to the shorter)"
+        )
     length = noisy_len if clean_len is None else min(clean_len, noisy_len)
     if length < min_samples:
-        return (f"{where}: too short: {length} samples at {sample_rate} Hz, fewer than one STFT "
-                f"window ({min_samples} = n_fft); remove the pair")
+        return (
+            f"{where}: too short: {length} samples at {sample_rate} Hz, fewer than one STFT "
+            f"window ({min_samples} = n_fft); remove the pair"
+        )
     return None
 
 
-def scan_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int = 16000,
-               min_samples: int = DEFAULT_MIN_SAMPLES,
-               length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
-               require_clean: bool | None = None) -> list[ScannedPair]:
+def scan_split(
+    base_dir: str | os.PathLike,
+    split: str,
+    *,
+    sample_rate: int = 16000,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+    length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
+    require_clean: bool | None = None,
+) -> list[ScannedPair]:
     """Pairs of ``base_dir/split`` sorted by name, from headers only.
 
     Raises one :class:`DatasetError` listing all problems: missing folders or partners, two files
@@ -170,20 +192,27 @@ def scan_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int = 16
     not a problem (:func:`prepare_split` resamples). ``require_clean=None`` requires ``clean/``
     for train and valid, and for other splits only when that folder exists.
     """
-    pairs, problems = _scan(Path(base_dir) / split, split, sample_rate, min_samples,
-                            length_tolerance_s, require_clean)
+    pairs, problems = _scan(
+        Path(base_dir) / split, split, sample_rate, min_samples, length_tolerance_s, require_clean
+    )
     if problems:
         raise DatasetError(problems, where=str(Path(base_dir) / split))
     return pairs
 
 
-def _scan(split_dir: Path, split: str, sample_rate: int, min_samples: int,
-          length_tolerance_s: float, require_clean: bool | None
-          ) -> tuple[list[ScannedPair], list[str]]:
+def _scan(
+    split_dir: Path,
+    split: str,
+    sample_rate: int,
+    min_samples: int,
+    length_tolerance_s: float,
+    require_clean: bool | None,
+) -> tuple[list[ScannedPair], list[str]]:
     """The good pairs and the problems of a split (see :func:`scan_split`)."""
     if not split_dir.is_dir():
-        return [], [f"{split_dir}: split folder not found (expected {split_dir}/clean/ and "
-                    f"{split_dir}/noisy/)"]
+        return [], [
+            f"{split_dir}: split folder not found (expected {split_dir}/clean/ and {split_dir}/noisy/)"
+        ]
     clean_dir, noisy_dir = split_dir / "clean", split_dir / "noisy"
     if require_clean is None:
         require_clean = split in ("train", "valid") or clean_dir.exists()
@@ -194,8 +223,10 @@ def _scan(split_dir: Path, split: str, sample_rate: int, min_samples: int,
     noisy = _index_folder(noisy_dir, problems) if noisy_dir.is_dir() else {}
     clean = _index_folder(clean_dir, problems) if require_clean and clean_dir.is_dir() else {}
     if not noisy and not clean and noisy_dir.is_dir():
-        problems.append(f"{split_dir}: no audio files (looked for {', '.join(sorted(AUDIO_EXTS))} "
-                        "under clean/ and noisy/)")
+        problems.append(
+            f"{split_dir}: no audio files (looked for {', '.join(sorted(AUDIO_EXTS))} "
+            "under clean/ and noisy/)"
+        )
 
     tolerance = round(length_tolerance_s * sample_rate)
     pairs, truncated = [], []
@@ -213,15 +244,25 @@ def _scan(split_dir: Path, split: str, sample_rate: int, min_samples: int,
         if n_file is None or (require_clean and c_file is None):
             continue
         truncated += [f.path for f in (c_file, n_file) if f is not None and f.truncated]
-        problem = _length_problem(name, split_dir, c_file and c_file.length_at(sample_rate),
-                                  n_file.length_at(sample_rate), sample_rate, min_samples, tolerance)
+        problem = _length_problem(
+            name,
+            split_dir,
+            c_file and c_file.length_at(sample_rate),
+            n_file.length_at(sample_rate),
+            sample_rate,
+            min_samples,
+            tolerance,
+        )
         if problem:
             problems.append(problem)
         else:
             pairs.append(ScannedPair(name, c_file, n_file))
     if truncated:
-        _warn(f"{len(truncated)} truncated file(s) in {split_dir} (the header declares more "
-              "samples than the file holds; the samples present are used)", truncated)
+        _warn(
+            f"{len(truncated)} truncated file(s) in {split_dir} (the header declares more "
+            "samples than the file holds; the samples present are used)",
+            truncated,
+        )
     return pairs, problems
 
 
@@ -232,8 +273,9 @@ def _warn(message: str, paths: Sequence[Path]) -> None:
 
 
 # ----------------------------------------------------------------------------- preparing
-def cache_path(base_dir: str | os.PathLike, sample_rate: int,
-               cache_dir: str | os.PathLike | None = None) -> Path:
+def cache_path(
+    base_dir: str | os.PathLike, sample_rate: int, cache_dir: str | os.PathLike | None = None
+) -> Path:
     """``<base_dir>/.cache/sr<rate>-<hash>`` (or under ``cache_dir``): one folder per setting,
     so changing the rate or the resampler prepares again instead of reusing stale files."""
     key = {"sample_rate": int(sample_rate), "resampler": RESAMPLER, "version": CACHE_VERSION}
@@ -261,15 +303,24 @@ def _verify(file: AudioFile, sample_rate: int, target: Path | None) -> dict:
     if target is not None:
         _atomic_write_wav(target, wav, sample_rate)
     # numpy: small torch ops stall on a busy intra-op thread pool (10 ms each on a shared CPU)
-    return {"frames": int(wav.shape[-1]), "peak": float(np.abs(wav.numpy()).max()),
-            "cached": target is not None}
+    return {
+        "frames": int(wav.shape[-1]),
+        "peak": float(np.abs(wav.numpy()).max()),
+        "cached": target is not None,
+    }
 
 
-def prepare_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int = 16000,
-                  min_samples: int = DEFAULT_MIN_SAMPLES,
-                  length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
-                  cache_dir: str | os.PathLike | None = None, limit: int | None = None,
-                  require_clean: bool | None = None) -> list[Pair]:
+def prepare_split(
+    base_dir: str | os.PathLike,
+    split: str,
+    *,
+    sample_rate: int = 16000,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+    length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
+    cache_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    require_clean: bool | None = None,
+) -> list[Pair]:
     """Scan, verify and (where needed) resample one split; returns its pairs sorted by name.
 
     ``limit`` keeps the first ``limit`` pairs (the scan still checks every header).
@@ -278,12 +329,11 @@ def prepare_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int =
     """
     split_dir = Path(base_dir) / split
     # header problems do not stop here: the good pairs are verified too, so one run reports all
-    scanned, problems = _scan(split_dir, split, sample_rate, min_samples, length_tolerance_s,
-                              require_clean)
+    scanned, problems = _scan(split_dir, split, sample_rate, min_samples, length_tolerance_s, require_clean)
     if not scanned and problems:
         raise DatasetError(problems, where=str(split_dir))
     if limit is not None:
-        scanned = scanned[:int(limit)]
+        scanned = scanned[: int(limit)]
     cache = cache_path(base_dir, sample_rate, cache_dir)
     manifest_path = cache / f"{split}.json"
     try:
@@ -292,12 +342,24 @@ def prepare_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int =
         manifest = {}
     if not (cache / "key.json").is_file():
         try:
-            _atomic_write_text(cache / "key.json", json.dumps(
-                {"base_dir": str(Path(base_dir).resolve()), "sample_rate": int(sample_rate),
-                 "resampler": RESAMPLER, "version": CACHE_VERSION}, indent=2) + "\n")
+            _atomic_write_text(
+                cache / "key.json",
+                json.dumps(
+                    {
+                        "base_dir": str(Path(base_dir).resolve()),
+                        "sample_rate": int(sample_rate),
+                        "resampler": RESAMPLER,
+                        "version": CACHE_VERSION,
+                    },
+                    indent=2,
+                )
+                + "\n",
+            )
         except OSError as err:
-            raise DatasetError([f"{cache}: cannot write the cache ({err}); set data.cache_dir to "
-                                "a writable folder"], where=str(split_dir)) from err
+            raise DatasetError(
+                [f"{cache}: cannot write the cache ({err}); set data.cache_dir to a writable folder"],
+                where=str(split_dir),
+            ) from err
 
     silent: list[Path] = []
     pairs: list[Pair] = []
@@ -314,9 +376,12 @@ def prepare_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int =
             stamp = [stat.st_size, stat.st_mtime_ns]
             target = cache / split / rel.with_suffix(".wav") if file.needs_cache(sample_rate) else None
             entry = manifest.get(key)
-            if (entry is None or entry.get("stamp") != stamp
-                    or entry.get("cached") != (target is not None)
-                    or (target is not None and not target.is_file())):
+            if (
+                entry is None
+                or entry.get("stamp") != stamp
+                or entry.get("cached") != (target is not None)
+                or (target is not None and not target.is_file())
+            ):
                 try:
                     entry = {**_verify(file, sample_rate, target), "stamp": stamp}
                 except AudioError as err:
@@ -335,29 +400,41 @@ def prepare_split(base_dir: str | os.PathLike, split: str, *, sample_rate: int =
         noisy_path, noisy_entry = ready["noisy"]
         clean_path, clean_entry = ready.get("clean", (None, None))
         clean_len = clean_entry["frames"] if clean_entry else None
-        problem = _length_problem(sp.name, split_dir, clean_len, noisy_entry["frames"],
-                                  sample_rate, min_samples, round(length_tolerance_s * sample_rate))
+        problem = _length_problem(
+            sp.name,
+            split_dir,
+            clean_len,
+            noisy_entry["frames"],
+            sample_rate,
+            min_samples,
+            round(length_tolerance_s * sample_rate),
+        )
         if problem:
             problems.append(problem)
             continue
         if noisy_entry["peak"] == 0.0:
             silent.append(sp.noisy.path)
         length = noisy_entry["frames"] if clean_len is None else min(clean_len, noisy_entry["frames"])
-        pairs.append(Pair(sp.name, noisy_path, clean_path, length, sp.noisy.path,
-                          sp.clean.path if sp.clean else None))
+        pairs.append(
+            Pair(sp.name, noisy_path, clean_path, length, sp.noisy.path, sp.clean.path if sp.clean else None)
+        )
     if changed:
         _atomic_write_text(manifest_path, json.dumps(manifest))
         log.info("%s: verified %d file(s), cache %s", split_dir, changed, cache)
     if problems:
         raise DatasetError(problems, where=str(split_dir))
     if silent:
-        _warn(f"{len(silent)} all-zero noisy file(s) in {split_dir} (kept; they normalise to "
-              "silence and teach nothing)", silent)
+        _warn(
+            f"{len(silent)} all-zero noisy file(s) in {split_dir} (kept; they normalise to "
+            "silence and teach nothing)",
+            silent,
+        )
     return pairs
 
 
-def prepare_dataset(base_dir: str | os.PathLike, *, splits: Sequence[str] = SPLITS,
-                    **kwargs) -> dict[str, list[Pair]]:
+def prepare_dataset(
+    base_dir: str | os.PathLike, *, splits: Sequence[str] = SPLITS, **kwargs
+) -> dict[str, list[Pair]]:
     """:func:`prepare_split` for each of ``splits`` that exists; one :class:`DatasetError` for
     all problems of all splits. ``kwargs`` go to :func:`prepare_split`."""
     result, problems = {}, []
@@ -371,6 +448,7 @@ def prepare_dataset(base_dir: str | os.PathLike, *, splits: Sequence[str] = SPLI
     if problems:
         raise DatasetError(problems, where=str(base_dir))
     if not result:
-        raise DatasetError([f"{base_dir}: none of the split folders {', '.join(splits)} exists"],
-                           where=str(base_dir))
+        raise DatasetError(
+            [f"{base_dir}: none of the split folders {', '.join(splits)} exists"], where=str(base_dir)
+        )
     return result

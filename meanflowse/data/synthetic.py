@@ -16,6 +16,7 @@ depend on how many files are generated or in which order. The dataset is written
 folder with its marker ``dataset.json`` last and renamed into place, so a folder that has the
 marker is always complete.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,10 +45,19 @@ GENERATOR = "meanflowse.data.synthetic"
 VERSION = 2  # bump when the generated signals change, so cached datasets are rebuilt
 
 # (F1, F2, F3) in Hz of a few vowels of an adult male voice (Peterson & Barney style averages).
-_VOWELS = np.array([
-    (730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
-    (570, 840, 2410), (660, 1720, 2410), (520, 1190, 2390), (440, 1020, 2240),
-], dtype=float)
+_VOWELS = np.array(
+    [
+        (730, 1090, 2440),
+        (270, 2290, 3010),
+        (300, 870, 2240),
+        (530, 1840, 2480),
+        (570, 840, 2410),
+        (660, 1720, 2410),
+        (520, 1190, 2390),
+        (440, 1020, 2240),
+    ],
+    dtype=float,
+)
 _BANDWIDTHS = np.array([70.0, 100.0, 130.0, 200.0, 260.0])
 
 
@@ -106,8 +116,7 @@ def speech_like(rng: np.random.Generator, num_samples: int, sample_rate: int) ->
         if s2 > s1 + 8:
             seg = s2 - s1
             attack = max(1, int(0.2 * seg))
-            ramp = np.concatenate([np.sin(np.linspace(0, np.pi / 2, attack)) ** 2,
-                                   np.ones(seg - attack)])
+            ramp = np.concatenate([np.sin(np.linspace(0, np.pi / 2, attack)) ** 2, np.ones(seg - attack)])
             env_v[s1:s2] = level * ramp * np.exp(-np.linspace(0.0, rng.uniform(1.0, 3.0), seg))
         vowel = _VOWELS[rng.integers(len(_VOWELS))] * scale * rng.uniform(0.92, 1.08, 3)
         high = np.array([3500.0, 4500.0]) * scale * rng.uniform(0.95, 1.05, 2)
@@ -127,13 +136,18 @@ def speech_like(rng: np.random.Generator, num_samples: int, sample_rate: int) ->
     # glottal source: Rosenberg pulses on a drifting pitch contour, differentiated (lip radiation)
     f0_blocks = f0_base * np.exp(
         0.08 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * blocks / 100 + rng.uniform(0, 6.3))
-        + _smooth_walk(rng, n_blocks, 0.03) - 0.1 * blocks / n_blocks)
+        + _smooth_walk(rng, n_blocks, 0.03)
+        - 0.1 * blocks / n_blocks
+    )
     f0 = np.interp(np.arange(n) / block, blocks, f0_blocks)
     phase = np.cumsum(f0 / sr) + rng.random()
     frac = phase % 1.0
     tp, tn = 0.4, 0.16
-    pulse = np.where(frac < tp, 0.5 * (1 - np.cos(np.pi * frac / tp)),
-                     np.where(frac < tp + tn, np.cos(0.5 * np.pi * (frac - tp) / tn), 0.0))
+    pulse = np.where(
+        frac < tp,
+        0.5 * (1 - np.cos(np.pi * frac / tp)),
+        np.where(frac < tp + tn, np.cos(0.5 * np.pi * (frac - tp) / tn), 0.0),
+    )
     source = np.diff(pulse, prepend=pulse[0]) * (sr / f0_base)
     source += breath * pulse * rng.standard_normal(n)
     source *= env_v
@@ -202,8 +216,10 @@ def _noise(kind: str, rng: np.random.Generator, n: int, sr: int, talker=None) ->
         t = np.arange(n) / sr
         drift = 1.0 + 0.002 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t)
         slope = rng.uniform(0.5, 1.5)
-        hum = sum(h ** -slope * np.sin(2 * np.pi * mains * h * drift * t + rng.uniform(0, 6.3))
-                  for h in range(1, int(min(40, 0.45 * sr / mains))))
+        hum = sum(
+            h**-slope * np.sin(2 * np.pi * mains * h * drift * t + rng.uniform(0, 6.3))
+            for h in range(1, int(min(40, 0.45 * sr / mains)))
+        )
         floor = _shaped_noise(rng, n, sr, 1.0)
         return hum / np.std(hum) + 0.03 * floor / np.std(floor)
     if kind == "bursts":
@@ -218,15 +234,14 @@ def _noise(kind: str, rng: np.random.Generator, n: int, sr: int, talker=None) ->
             sos = signal.butter(2, [lo, hi], btype="bandpass", fs=sr, output="sos")
             burst = signal.sosfilt(sos, rng.standard_normal(seg))
             decay = np.exp(-np.linspace(0.0, rng.uniform(2.0, 8.0), seg))
-            out[start:start + seg] += rng.uniform(0.3, 1.0) * burst / (np.std(burst) + 1e-12) * decay
+            out[start : start + seg] += rng.uniform(0.3, 1.0) * burst / (np.std(burst) + 1e-12) * decay
         return out
     raise ValueError(f"unknown noise kind {kind!r}; choose from {NOISE_KINDS}")
 
 
 def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """``(clean, noisy, info)`` float32 arrays for one file; a pure function of its arguments."""
-    rng = np.random.default_rng(np.random.SeedSequence(
-        [settings["seed"], SPLITS.index(split), index]))
+    rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index(split), index]))
     sr = settings["sample_rate"]
     n = int(round(rng.uniform(*settings["duration_s"]) * sr))
     kind = settings["noise_kinds"][rng.integers(len(settings["noise_kinds"]))]
@@ -238,10 +253,17 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
             voice = tts.draw_voice(rng, split)
             clean, said = tts.utterance(eng, rng, split, n, sr, voice=voice)
             # babble talkers: other voices of the same split, saying other sentences
-            noise = _noise(kind, rng, n, sr, talker=lambda g: tts.utterance(
-                eng, g, split, n, sr, voice=tts.draw_voice(g, split, exclude=voice.variant))[0])
+            noise = _noise(
+                kind,
+                rng,
+                n,
+                sr,
+                talker=lambda g: tts.utterance(
+                    eng, g, split, n, sr, voice=tts.draw_voice(g, split, exclude=voice.variant)
+                )[0],
+            )
     snr = float(rng.uniform(*settings["snr_db"]))
-    gain = np.sqrt(np.mean(clean ** 2) / (np.mean(noise ** 2) * 10 ** (snr / 10)))
+    gain = np.sqrt(np.mean(clean**2) / (np.mean(noise**2) * 10 ** (snr / 10)))
     noisy = clean + gain * noise
     # random loudness, peak < 1 for both signals; the same gain keeps the SNR
     level = rng.uniform(0.3, 0.95) / max(np.abs(noisy).max(), np.abs(clean).max())
@@ -250,8 +272,9 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
 
 
 # ----------------------------------------------------------------------------- dataset
-def _settings(num_train, num_valid, num_test, sample_rate, duration_s, snr_db, noise_kinds,
-              seed, speech="tts") -> dict:
+def _settings(
+    num_train, num_valid, num_test, sample_rate, duration_s, snr_db, noise_kinds, seed, speech="tts"
+) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = tuple(float(x) for x in duration_s)
     snr_db = tuple(float(x) for x in snr_db)
@@ -270,9 +293,15 @@ def _settings(num_train, num_valid, num_test, sample_rate, duration_s, snr_db, n
         raise ValueError(f"data.synthetic.speech={speech!r}; use one of {SPEECH_SOURCES}")
     if int(sample_rate) < 8000:
         raise ValueError(f"sample_rate must be >= 8000, got {sample_rate}")
-    return {"counts": counts, "sample_rate": int(sample_rate), "duration_s": list(duration_s),
-            "snr_db": list(snr_db), "noise_kinds": noise_kinds, "seed": int(seed),
-            "speech": str(speech)}
+    return {
+        "counts": counts,
+        "sample_rate": int(sample_rate),
+        "duration_s": list(duration_s),
+        "snr_db": list(snr_db),
+        "noise_kinds": noise_kinds,
+        "seed": int(seed),
+        "speech": str(speech),
+    }
 
 
 def read_marker(out_dir: str | os.PathLike) -> dict | None:
@@ -284,12 +313,19 @@ def read_marker(out_dir: str | os.PathLike) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR else None
 
 
-def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 300, num_valid: int = 20,
-                     num_test: int = 20, sample_rate: int = 16000,
-                     duration_s: Sequence[float] = (2.0, 4.0),
-                     snr_db: Sequence[float] = (0.0, 15.0),
-                     noise_kinds: Sequence[str] = NOISE_KINDS, seed: int = 0,
-                     speech: str = "tts") -> Path:
+def generate_dataset(
+    out_dir: str | os.PathLike,
+    *,
+    num_train: int = 300,
+    num_valid: int = 20,
+    num_test: int = 20,
+    sample_rate: int = 16000,
+    duration_s: Sequence[float] = (2.0, 4.0),
+    snr_db: Sequence[float] = (0.0, 15.0),
+    noise_kinds: Sequence[str] = NOISE_KINDS,
+    seed: int = 0,
+    speech: str = "tts",
+) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
     a split with zero files gets no folder.
@@ -299,15 +335,17 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 300, num_va
     older generated set; a non-empty folder that is not a generated set is never touched.
     """
     out = Path(out_dir)
-    settings = _settings(num_train, num_valid, num_test, sample_rate, duration_s, snr_db,
-                         noise_kinds, seed, speech)
+    settings = _settings(
+        num_train, num_valid, num_test, sample_rate, duration_s, snr_db, noise_kinds, seed, speech
+    )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
         return out
     if out.exists() and marker is None and any(out.iterdir()):
         raise FileExistsError(
             f"{out} exists, is not empty and has no {MARKER} from the generator; refusing to "
-            "overwrite it. Point data.base_dir at an empty or new folder for the synthetic set.")
+            "overwrite it. Point data.base_dir at an empty or new folder for the synthetic set."
+        )
 
     if settings["speech"] == "tts":
         tts.check_available()  # fail before any file is written, saying what to do

@@ -11,8 +11,10 @@ speaker, so the splits get disjoint variant lists (speaker-disjoint, as VoiceBan
 sentences come from a small grammar and are assigned to a split by a hash of their text, so no
 sentence is ever in two splits.
 """
+
 from __future__ import annotations
 
+import _ctypes
 import contextlib
 import ctypes
 import functools
@@ -22,60 +24,278 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import _ctypes
-
 import numpy as np
 
 PACKAGE = "espeakng-loader"
-HINT = ("pip install espeakng-loader==0.2.4 (requirements.txt pins it), or use the formant "
-        "voices instead: data.synthetic.speech=formant")
+HINT = (
+    "pip install espeakng-loader==0.2.4 (requirements.txt pins it), or use the formant "
+    "voices instead: data.synthetic.speech=formant"
+)
 
 # English accents shipped in espeak-ng-data/lang/gmw (en-Shaw is Shavian script: left out).
-ACCENTS = ("en", "en-US", "en-GB-x-rp", "en-GB-scotland", "en-GB-x-gbclan", "en-GB-x-gbcwmd",
-           "en-US-nyc", "en-029")
+ACCENTS = (
+    "en",
+    "en-US",
+    "en-GB-x-rp",
+    "en-GB-scotland",
+    "en-GB-x-gbclan",
+    "en-GB-x-gbcwmd",
+    "en-US-nyc",
+    "en-029",
+)
 # Adult, human-sounding variants of espeak-ng-data/voices/!v (robotic, whispered, echo-heavy,
 # child-like and joke voices left out; each checked for a pitch track inside 70-300 Hz), split
 # so that no variant is in two splits.
 VARIANTS = {
-    "train": ("m1", "m2", "m4", "m5", "m6", "m8", "Andy", "Denis", "antonio", "sandro", "travis",
-              "victor", "Hugo", "miguel", "adam", "benjamin", "edward", "john", "norbert",
-              "gustave", "iven2", "edward2", "mike2", "Gene",
-              "f1", "f2", "f4", "f5", "Andrea", "Annie", "belinda", "linda", "steph", "steph2",
-              "grandma"),
+    "train": (
+        "m1",
+        "m2",
+        "m4",
+        "m5",
+        "m6",
+        "m8",
+        "Andy",
+        "Denis",
+        "antonio",
+        "sandro",
+        "travis",
+        "victor",
+        "Hugo",
+        "miguel",
+        "adam",
+        "benjamin",
+        "edward",
+        "john",
+        "norbert",
+        "gustave",
+        "iven2",
+        "edward2",
+        "mike2",
+        "Gene",
+        "f1",
+        "f2",
+        "f4",
+        "f5",
+        "Andrea",
+        "Annie",
+        "belinda",
+        "linda",
+        "steph",
+        "steph2",
+        "grandma",
+    ),
     "valid": ("m3", "Lee", "iven", "f3", "aunty"),
     "test": ("m7", "Henrique", "michel", "Diogo", "Marco", "steph3", "Alicia", "shelby"),
 }
-_FEMALE = {"f1", "f2", "f3", "f4", "f5", "Andrea", "Annie", "belinda", "linda", "steph", "steph2",
-           "steph3", "grandma", "aunty", "Alicia", "shelby"}
+_FEMALE = {
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "Andrea",
+    "Annie",
+    "belinda",
+    "linda",
+    "steph",
+    "steph2",
+    "steph3",
+    "grandma",
+    "aunty",
+    "Alicia",
+    "shelby",
+}
 
-_DETERMINERS = ("the", "a", "this", "that", "every", "one", "some", "my", "your", "our", "her",
-                "his", "their", "no", "each")
+_DETERMINERS = (
+    "the",
+    "a",
+    "this",
+    "that",
+    "every",
+    "one",
+    "some",
+    "my",
+    "your",
+    "our",
+    "her",
+    "his",
+    "their",
+    "no",
+    "each",
+)
 _ADJECTIVES = (
-    "old", "young", "small", "large", "quiet", "noisy", "bright", "dark", "cold", "warm", "green",
-    "red", "blue", "yellow", "heavy", "light", "clever", "gentle", "busy", "lazy", "tired", "happy",
-    "sudden", "rough", "smooth", "wooden", "silver", "golden", "narrow", "wide", "early", "late",
-    "hidden", "broken", "distant", "friendly", "strange", "simple", "careful", "curious")
+    "old",
+    "young",
+    "small",
+    "large",
+    "quiet",
+    "noisy",
+    "bright",
+    "dark",
+    "cold",
+    "warm",
+    "green",
+    "red",
+    "blue",
+    "yellow",
+    "heavy",
+    "light",
+    "clever",
+    "gentle",
+    "busy",
+    "lazy",
+    "tired",
+    "happy",
+    "sudden",
+    "rough",
+    "smooth",
+    "wooden",
+    "silver",
+    "golden",
+    "narrow",
+    "wide",
+    "early",
+    "late",
+    "hidden",
+    "broken",
+    "distant",
+    "friendly",
+    "strange",
+    "simple",
+    "careful",
+    "curious",
+)
 _NOUNS = (
-    "dog", "cat", "teacher", "farmer", "doctor", "river", "mountain", "window", "garden", "letter",
-    "train", "market", "kitchen", "bridge", "forest", "island", "engine", "pencil", "village",
-    "student", "captain", "painter", "basket", "candle", "station", "harbour", "meadow", "ladder",
-    "blanket", "orange", "morning", "evening", "castle", "pocket", "bottle", "machine", "neighbour",
-    "stranger", "bicycle", "library", "journey", "picture", "shadow", "singer", "baker", "sailor")
+    "dog",
+    "cat",
+    "teacher",
+    "farmer",
+    "doctor",
+    "river",
+    "mountain",
+    "window",
+    "garden",
+    "letter",
+    "train",
+    "market",
+    "kitchen",
+    "bridge",
+    "forest",
+    "island",
+    "engine",
+    "pencil",
+    "village",
+    "student",
+    "captain",
+    "painter",
+    "basket",
+    "candle",
+    "station",
+    "harbour",
+    "meadow",
+    "ladder",
+    "blanket",
+    "orange",
+    "morning",
+    "evening",
+    "castle",
+    "pocket",
+    "bottle",
+    "machine",
+    "neighbour",
+    "stranger",
+    "bicycle",
+    "library",
+    "journey",
+    "picture",
+    "shadow",
+    "singer",
+    "baker",
+    "sailor",
+)
 _VERBS = (
-    "found", "carried", "watched", "painted", "followed", "opened", "closed", "cleaned", "moved",
-    "visited", "repaired", "noticed", "borrowed", "described", "remembered", "collected", "lifted",
-    "pushed", "pulled", "crossed", "reached", "showed", "wanted", "needed", "touched", "counted",
-    "measured", "protected", "covered", "dropped")
+    "found",
+    "carried",
+    "watched",
+    "painted",
+    "followed",
+    "opened",
+    "closed",
+    "cleaned",
+    "moved",
+    "visited",
+    "repaired",
+    "noticed",
+    "borrowed",
+    "described",
+    "remembered",
+    "collected",
+    "lifted",
+    "pushed",
+    "pulled",
+    "crossed",
+    "reached",
+    "showed",
+    "wanted",
+    "needed",
+    "touched",
+    "counted",
+    "measured",
+    "protected",
+    "covered",
+    "dropped",
+)
 _ADVERBS = (
-    "slowly", "quickly", "again", "yesterday", "today", "tonight", "carefully", "quietly", "at noon",
-    "before dinner", "after the rain", "in the morning", "near the door", "on the hill",
-    "by the sea", "without a word", "with great care", "once more", "last winter", "every day")
-_CLAUSES = ("because it was late", "while the bell rang", "when the wind stopped",
-            "although nobody asked", "before anyone noticed", "as the sun went down",
-            "until the lights came on", "so that we could rest")
+    "slowly",
+    "quickly",
+    "again",
+    "yesterday",
+    "today",
+    "tonight",
+    "carefully",
+    "quietly",
+    "at noon",
+    "before dinner",
+    "after the rain",
+    "in the morning",
+    "near the door",
+    "on the hill",
+    "by the sea",
+    "without a word",
+    "with great care",
+    "once more",
+    "last winter",
+    "every day",
+)
+_CLAUSES = (
+    "because it was late",
+    "while the bell rang",
+    "when the wind stopped",
+    "although nobody asked",
+    "before anyone noticed",
+    "as the sun went down",
+    "until the lights came on",
+    "so that we could rest",
+)
 _QUESTION_STARTS = ("did", "will", "could", "should", "would")
-_BASE_VERBS = ("find", "carry", "watch", "paint", "follow", "open", "close", "clean", "move",
-               "visit", "repair", "notice", "borrow", "describe", "remember", "collect")
+_BASE_VERBS = (
+    "find",
+    "carry",
+    "watch",
+    "paint",
+    "follow",
+    "open",
+    "close",
+    "clean",
+    "move",
+    "visit",
+    "repair",
+    "notice",
+    "borrow",
+    "describe",
+    "remember",
+    "collect",
+)
 _SPLIT_BUCKETS = {"train": range(0, 8), "valid": range(8, 9), "test": range(9, 10)}
 
 
@@ -94,8 +314,10 @@ def _noun_phrase(rng: np.random.Generator) -> str:
 def _sentence(rng: np.random.Generator) -> str:
     kind = rng.random()
     if kind < 0.15:  # a question
-        s = (f"{_QUESTION_STARTS[rng.integers(len(_QUESTION_STARTS))]} {_noun_phrase(rng)} "
-             f"{_BASE_VERBS[rng.integers(len(_BASE_VERBS))]} {_noun_phrase(rng)}?")
+        s = (
+            f"{_QUESTION_STARTS[rng.integers(len(_QUESTION_STARTS))]} {_noun_phrase(rng)} "
+            f"{_BASE_VERBS[rng.integers(len(_BASE_VERBS))]} {_noun_phrase(rng)}?"
+        )
     else:
         s = f"{_noun_phrase(rng)} {_VERBS[rng.integers(len(_VERBS))]} {_noun_phrase(rng)}"
         if rng.random() < 0.6:
@@ -129,10 +351,10 @@ def sentence(rng: np.random.Generator, split: str) -> str:
 class Voice:
     accent: str
     variant: str
-    rate: int       # words per minute (eSpeak default 175)
-    pitch: int      # base pitch 0-100 (default 50)
-    range: int      # pitch range 0-100 (default 50)
-    word_gap: int   # extra pause between words, units of 10 ms
+    rate: int  # words per minute (eSpeak default 175)
+    pitch: int  # base pitch 0-100 (default 50)
+    range: int  # pitch range 0-100 (default 50)
+    word_gap: int  # extra pause between words, units of 10 ms
 
     @property
     def name(self) -> str:
@@ -146,10 +368,14 @@ class Voice:
 def draw_voice(rng: np.random.Generator, split: str, exclude: str | None = None) -> Voice:
     """A speaker of ``split``: accent, variant, speaking rate, pitch, pitch range, word gap."""
     variants = [v for v in VARIANTS[split] if v != exclude] or list(VARIANTS[split])
-    return Voice(accent=ACCENTS[rng.integers(len(ACCENTS))],
-                 variant=variants[rng.integers(len(variants))],
-                 rate=int(rng.integers(130, 211)), pitch=int(rng.integers(35, 61)),
-                 range=int(rng.integers(30, 81)), word_gap=int(rng.integers(0, 4)))
+    return Voice(
+        accent=ACCENTS[rng.integers(len(ACCENTS))],
+        variant=variants[rng.integers(len(variants))],
+        rate=int(rng.integers(130, 211)),
+        pitch=int(rng.integers(35, 61)),
+        range=int(rng.integers(30, 81)),
+        word_gap=int(rng.integers(0, 4)),
+    )
 
 
 class _Engine:
@@ -165,17 +391,19 @@ class _Engine:
     # espeak_PARAMETER values and flags from speak_lib.h
     RATE, PITCH, RANGE, WORDGAP = 1, 3, 4, 7
     OUTPUT_SYNCHRONOUS, POS_CHARACTER, CHARS_UTF8 = 1, 1, 1  # ENOUTPUT_MODE_SYNCHRONOUS
-    _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
-                                 ctypes.c_void_p)
+    _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
     def __init__(self) -> None:
         try:
             import espeakng_loader
+
             lib = ctypes.CDLL(espeakng_loader.get_library_path())
             data = espeakng_loader.get_data_path()
         except (ImportError, OSError, RuntimeError) as err:
-            raise TTSUnavailable(f"the TTS speech source needs the {PACKAGE} package "
-                                 f"(eSpeak NG), which could not be loaded: {err}. {HINT}") from err
+            raise TTSUnavailable(
+                f"the TTS speech source needs the {PACKAGE} package "
+                f"(eSpeak NG), which could not be loaded: {err}. {HINT}"
+            ) from err
         self.lib, self.sample_rate = lib, 0
         try:
             lib.espeak_ng_InitializePath.argtypes = [ctypes.c_char_p]
@@ -183,14 +411,22 @@ class _Engine:
             lib.espeak_ng_InitializeOutput.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p]
             lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
             lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-            lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint,
-                                         ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-                                         ctypes.c_void_p, ctypes.c_void_p]
+            lib.espeak_Synth.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_size_t,
+                ctypes.c_uint,
+                ctypes.c_int,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
             lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         except AttributeError as err:
             self.close()
-            raise TTSUnavailable(f"the eSpeak NG library of {PACKAGE} lacks a function this "
-                                 f"project calls ({err}). {HINT}") from err
+            raise TTSUnavailable(
+                f"the eSpeak NG library of {PACKAGE} lacks a function this project calls ({err}). {HINT}"
+            ) from err
         # The espeak_ng_* initialisers return a status; the older espeak_Initialize calls exit()
         # when the voice data cannot be read, which would end the whole training process.
         lib.espeak_ng_InitializePath(data.encode())
@@ -199,8 +435,10 @@ class _Engine:
             status = lib.espeak_ng_InitializeOutput(self.OUTPUT_SYNCHRONOUS, 0, None)
         if status != 0:
             self.close()
-            raise TTSUnavailable(f"eSpeak NG from {PACKAGE} failed to initialise with its data "
-                                 f"folder {data} (status {status:#x}). {HINT}")
+            raise TTSUnavailable(
+                f"eSpeak NG from {PACKAGE} failed to initialise with its data "
+                f"folder {data} (status {status:#x}). {HINT}"
+            )
         self.sample_rate = lib.espeak_ng_GetSampleRate()
         self._chunks: list[np.ndarray] = []
         self._callback = self._CALLBACK(self._collect)  # kept alive as long as the engine
@@ -222,16 +460,21 @@ class _Engine:
     def synth(self, text: str, voice: Voice, seed: int = 0) -> np.ndarray:
         """int16 samples at ``self.sample_rate`` of ``text`` spoken by ``voice``."""
         if self.lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
-            raise TTSUnavailable(f"eSpeak NG has no voice {voice.name!r} in its data folder; is "
-                                 f"{PACKAGE} 0.2.4 installed? {HINT}")
-        for param, value in ((self.RATE, voice.rate), (self.PITCH, voice.pitch),
-                             (self.RANGE, voice.range), (self.WORDGAP, voice.word_gap)):
+            raise TTSUnavailable(
+                f"eSpeak NG has no voice {voice.name!r} in its data folder; is "
+                f"{PACKAGE} 0.2.4 installed? {HINT}"
+            )
+        for param, value in (
+            (self.RATE, voice.rate),
+            (self.PITCH, voice.pitch),
+            (self.RANGE, voice.range),
+            (self.WORDGAP, voice.word_gap),
+        ):
             self.lib.espeak_SetParameter(param, value, 0)
         self.lib.espeak_ng_SetRandSeed(seed)  # eSpeak's breath-noise generator
         raw = text.encode()
         self._chunks = []
-        err = self.lib.espeak_Synth(raw, len(raw) + 1, 0, self.POS_CHARACTER, 0, self.CHARS_UTF8,
-                                    None, None)
+        err = self.lib.espeak_Synth(raw, len(raw) + 1, 0, self.POS_CHARACTER, 0, self.CHARS_UTF8, None, None)
         if err != 0:
             raise TTSUnavailable(f"eSpeak NG failed to synthesise {text!r} (code {err}). {HINT}")
         chunks, self._chunks = self._chunks, []
@@ -264,6 +507,7 @@ def check_available() -> None:
 @functools.lru_cache(maxsize=4)
 def _resampler(orig: int, new: int):
     import torchaudio
+
     return torchaudio.transforms.Resample(orig, new)  # builds its sinc kernel once (~0.1 s)
 
 
@@ -271,13 +515,20 @@ def _resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
     if orig == new:
         return x
     import torch
+
     with torch.no_grad():
         x32 = torch.from_numpy(x.astype(np.float32))  # 16-bit source: float32 is exact enough
         return _resampler(orig, new)(x32).numpy().astype(np.float64)
 
 
-def utterance(eng: _Engine, rng: np.random.Generator, split: str, num_samples: int,
-              sample_rate: int, voice: Voice | None = None) -> tuple[np.ndarray, dict]:
+def utterance(
+    eng: _Engine,
+    rng: np.random.Generator,
+    split: str,
+    num_samples: int,
+    sample_rate: int,
+    voice: Voice | None = None,
+) -> tuple[np.ndarray, dict]:
     """Speech of exactly ``num_samples`` samples with peak 1 (float64), and what was said by whom.
 
     Sentences by one voice follow each other with short pauses until the length is filled; the
