@@ -16,6 +16,8 @@ declare -A ARGS=(
   [c1]="mf.parametrization=data mf.first_order_coef=1.0"
   [two_pass]="mf.parametrization=data mf.formulation=two_pass"
   [noclip]="mf.parametrization=data mf.jvp_clip=null"
+  [rms01]="mf.parametrization=data mf.jvp_clip_mode=rms mf.jvp_clip=0.1"
+  [rms1]="mf.parametrization=data mf.jvp_clip_mode=rms mf.jvp_clip=1.0"
 )
 declare -A EVAL=([cfm]="--sampler euler --nfes 1 5 10" [data]="--sampler euler_mf --nfes 1 2 5"
                 [recipe]="--sampler euler_mf --nfes 1 2")

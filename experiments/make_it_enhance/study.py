@@ -118,9 +118,11 @@ def _figure(series: dict[str, list[dict]], noisy: dict, xkey: str, xlabel: str, 
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for ax, (key, label) in zip(axes, (("pesq", "PESQ (wb)"), ("estoi", "ESTOI"), ("si_sdr", "SI-SDR (dB)"))):
-        for name, pts in sorted(series.items()):
+        for i, (name, pts) in enumerate(sorted(series.items())):
             pts = sorted(pts, key=lambda r: float(r[xkey]))
-            ax.plot([float(p[xkey]) for p in pts], [float(p[key]) for p in pts], marker="o", ms=3, label=name)
+            # the colour cycle has 10 entries: runs beyond it get another line and marker style
+            style = dict(ls=("-", "--", ":")[i // 10 % 3], marker=("o", "s", "^")[i // 10 % 3])
+            ax.plot([float(p[xkey]) for p in pts], [float(p[key]) for p in pts], ms=3, label=name, **style)
         ax.axhline(float(noisy[f"noisy_{key}"]), color="k", ls="--", lw=1, label="noisy input")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
