@@ -25,21 +25,25 @@ def summarize(
     rows: list[dict], num_failed: int, *, nfe: int, rtf: float, with_speaker: bool = False
 ) -> dict[str, Any]:
     """Means over files: the summary.json layout (see meanflowse.evaluation's docstring);
-    ``counts[key]``: how many files the mean of ``key`` is over (its finite values)."""
+    ``ci95[key]``: the half-width of the mean's 95% interval; ``counts[key]``: how many files the
+    mean of ``key`` is over (its finite values); ``files_with_metric_errors``: files on which at
+    least one metric of the enhanced output failed."""
+    keys = summary_keys(with_speaker)
 
-    def means(prefix: str) -> dict[str, float]:
-        return {
-            k: M.summarize([r.get(prefix + k, math.nan) for r in rows])[0] for k in summary_keys(with_speaker)
-        }
+    def stats(prefix: str) -> dict[str, tuple[float, float]]:
+        return {k: M.summarize([r.get(prefix + k, math.nan) for r in rows]) for k in keys}
 
-    summary: dict[str, Any] = means("")
+    enhanced = stats("")
+    summary: dict[str, Any] = {k: mean for k, (mean, _) in enhanced.items()}
     summary.update(
         rtf=rtf,
         nfe=int(nfe),
         num_files=len(rows),
         num_failed=int(num_failed),
-        noisy=means("noisy_"),
-        counts={k: sum(_finite(r.get(k)) for r in rows) for k in summary_keys(with_speaker)},
+        noisy={k: mean for k, (mean, _) in stats("noisy_").items()},
+        ci95={k: half for k, (_, half) in enhanced.items()},
+        counts={k: sum(_finite(r.get(k)) for r in rows) for k in keys},
+        files_with_metric_errors=sum(any(v for c, v in r.items() if c.startswith("error_")) for r in rows),
     )
     return summary
 

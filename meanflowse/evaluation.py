@@ -13,8 +13,9 @@ Inputs and the default output folder: :mod:`meanflowse.eval_inputs`. Outputs, un
 enhanced files with the inputs' relative paths, rate, length, channels, format and sample
 format; ``metrics.csv`` (a row per file, failures included, with their error); ``summary.json``
 (means over files: :data:`meanflowse.eval_reports.SUMMARY_KEYS` plus ``rtf, nfe, num_files,
-num_failed``, ``counts`` (files per mean) and the noisy input's means under ``noisy``);
-``plots/`` with ``plots=true``.
+num_failed``, ``ci95`` (95% half-widths), ``counts`` (files per mean),
+``files_with_metric_errors`` and the noisy input's means under ``noisy``); ``plots/`` with
+``plots=true``.
 
 Resume, file by file (:mod:`meanflowse.provenance`): each written output gets a record of the
 run settings, its source's (and reference's) size and mtime and its own. An existing output is

@@ -16,7 +16,6 @@ and a sweep reports for a checkpoint exactly what
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -294,22 +293,6 @@ def eval_config(cfg: DictConfig, ckpt_path: str, nfe: int, output: Path) -> Dict
     return ecfg
 
 
-def _ci95(out_dir: Path, keys: list[str]) -> dict[str, Any]:
-    """Half-widths of the 95% intervals of the means, and the files with a failed metric, from
-    eval.py's ``metrics.csv`` (a row per file)."""
-    path = out_dir / "metrics.csv"
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("status") != "failed"]
-    number = lambda v: float(v) if v not in (None, "") else math.nan
-    out: dict[str, Any] = {f"{k}_ci95": M.summarize([number(r.get(k)) for r in rows])[1] for k in keys}
-    out["files_with_metric_errors"] = sum(
-        any(v for c, v in r.items() if c.startswith("error_")) for r in rows
-    )
-    return out
-
-
 def evaluate_checkpoint(
     cfg: DictConfig, ckpt_path: str, out_dir: Path
 ) -> tuple[list[dict], dict[str, float]]:
@@ -331,7 +314,8 @@ def evaluate_checkpoint(
             {
                 "nfe": int(summary["nfe"]),
                 **{k: summary[k] for k in keys},
-                **_ci95(folder, keys),
+                **{f"{k}_ci95": summary["ci95"][k] for k in keys},
+                "files_with_metric_errors": summary["files_with_metric_errors"],
                 "rtf": summary["rtf"],
                 "num_files": summary["num_files"],
                 "num_failed": summary["num_failed"],

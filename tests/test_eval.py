@@ -424,8 +424,19 @@ def test_metrics_and_summary_keys(ckpt, tmp_path):
     summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}"))
     keys = {"pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
     saved = json.loads((out / "summary.json").read_text())
-    assert set(saved) == keys | {"rtf", "nfe", "num_files", "num_failed", "noisy", "counts"}
-    assert set(saved["noisy"]) == keys
+    assert set(saved) == keys | {
+        "rtf",
+        "nfe",
+        "num_files",
+        "num_failed",
+        "noisy",
+        "counts",
+        "ci95",
+        "files_with_metric_errors",
+    }
+    assert set(saved["noisy"]) == keys and set(saved["ci95"]) == keys
+    # one file: a mean but no interval; DNSMOS is off, which is no metric error
+    assert saved["ci95"]["si_sdr"] is None and saved["files_with_metric_errors"] == 0
     # how many files each mean is over: DNSMOS is off here, so its means are over none
     assert set(saved["counts"]) == keys and saved["counts"]["si_sdr"] == 1
     assert saved["counts"]["dnsmos_ovrl"] == 0 and saved["dnsmos_ovrl"] is None
