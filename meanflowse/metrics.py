@@ -26,6 +26,7 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from pesq import PesqError
 
 from meanflowse.dnsmos import dnsmos, dnsmos_available
 from meanflowse.metric_base import MetricError, _check_sr, _pair, _resample
@@ -181,13 +182,9 @@ def si_sdr(ref: Any, est: Any) -> float:
 # --------------------------------------------------------------------------------------------
 # all at once
 # --------------------------------------------------------------------------------------------
-try:  # the PESQ library's own error types (pesq_wb wraps them, this is a second net)
-    from pesq import PesqError as _PesqError
-except ImportError:  # pragma: no cover - pesq is a hard requirement
-    _PesqError = MetricError
-
-#: What a metric raises when it cannot score a file; compute_all turns these (only) into NaN.
-METRIC_FAILURES: tuple[type[Exception], ...] = (MetricError, _PesqError)
+# What a metric raises when it cannot score a file; compute_all turns these (only) into NaN.
+# PesqError: the PESQ library's own errors (pesq_wb wraps them; this is a second net).
+METRIC_FAILURES: tuple[type[Exception], ...] = (MetricError, PesqError)
 
 
 def compute_all(
