@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from meanflowse.data import sentences as grammar
 from meanflowse.data import synthetic, tts
 from meanflowse.data.synthetic import MARKER, NOISE_KINDS, generate_dataset, make_pair
 
@@ -204,7 +205,7 @@ def test_tts_splits_share_no_sentence_and_no_voice(tmp_path):
     }
 
     def sentences(split):
-        return {s.strip() for r in rows[split] for s in tts.sentences_of(r["text"])}
+        return {s.strip() for r in rows[split] for s in grammar.sentences_of(r["text"])}
 
     def variants(split):
         return {r["voice"].split("+")[1] for r in rows[split]}
@@ -216,7 +217,9 @@ def test_tts_splits_share_no_sentence_and_no_voice(tmp_path):
     assert {tts.Voice("en", v, 0, 0, 0, 0).female for v in variants("train")} == {True, False}
     for split in rows:  # every sentence is of its own split (the hash rule)
         assert all(
-            tts.split_of_sentence(s) == split for r in rows[split] for s in tts.sentences_of(r["text"])
+            grammar.split_of_sentence(s) == split
+            for r in rows[split]
+            for s in grammar.sentences_of(r["text"])
         ), split
 
 
