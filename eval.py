@@ -1,6 +1,6 @@
 """Enhance a file or folder with a trained checkpoint and measure it.
 
-`python eval.py ckpt_path=... input=...` (or `split=test`); see meanflowse/evaluation.py.
+`python eval.py ckpt_path=... input=...` (or `split=test`); see meanflowse/inference/evaluation.py.
 """
 
 import sys
@@ -8,9 +8,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from meanflowse.enhance import CheckpointError
-from meanflowse.eval_reports import nothing_scored
-from meanflowse.evaluation import EvalError, evaluate
+from meanflowse.inference.enhancer import CheckpointError
+from meanflowse.inference.evaluation import EvalError, evaluate
+from meanflowse.inference.reports import nothing_scored
 from meanflowse.runtime import apply_cpu_memory_setting
 
 

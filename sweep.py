@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 import meanflowse.config  # noqa: F401  (registers the structured-config schemas)
 from meanflowse.runtime import apply_cpu_memory_setting
-from meanflowse.sweep import run_job  # registers the `sweep` schema
+from meanflowse.sweep.job import run_job  # registers the `sweep` schema
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="sweep")

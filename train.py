@@ -5,11 +5,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 import meanflowse.config  # noqa: F401  (registers the structured-config schemas)
-from meanflowse.checkpointing import ResumeError
 from meanflowse.config import ConfigError
 from meanflowse.data.folder import DatasetError
 from meanflowse.runtime import apply_cpu_memory_setting
-from meanflowse.training import train
+from meanflowse.training.checkpointing import ResumeError
+from meanflowse.training.fit import train
 
 # Mistakes in the config, the data or ckpt_path: their message says what to change, and a
 # traceback would only bury it. (Lightning's MisconfigurationException is its own word for a

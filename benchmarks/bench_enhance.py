@@ -84,8 +84,8 @@ def _peak_rss_mb() -> float:
 
 def _memory_case(ckpt: str, wav: Path, out: Path, device: str, chunk_s: float) -> dict:
     """Runs inside the subprocess: load the model, then enhance ``wav`` with evaluate()."""
-    from meanflowse.enhance import Enhancer
-    from meanflowse.evaluation import evaluate
+    from meanflowse.inference.enhancer import Enhancer
+    from meanflowse.inference.evaluation import evaluate
     from meanflowse.runtime import apply_cpu_memory_setting
 
     apply_cpu_memory_setting("auto")  # as eval.py does
@@ -172,8 +172,8 @@ def speed(ckpt: str, *, seconds: float, nfes: tuple[int, ...], device: str, repe
     paired ratios, so a machine whose speed drifts between minutes (this VM's does, by up to
     10%) shifts both sides of a pair alike."""
     from meanflowse.data.audio import load_audio
-    from meanflowse.enhance import Enhancer, padded_frames
-    from meanflowse.evaluation import Item, enhance_group, write_atomic
+    from meanflowse.inference.enhancer import Enhancer, padded_frames
+    from meanflowse.inference.evaluation import Item, enhance_group, write_atomic
 
     with tempfile.TemporaryDirectory() as tmp:
         src = write_noisy(Path(tmp) / "in.wav", seconds)
@@ -240,7 +240,7 @@ def _bare_forward(enh, frames: int, repeats: int) -> float:
 
 # ------------------------------------------------------------------------------ (c) quality
 def quality(ckpt: str, *, device: str, limit: int | None, dnsmos: bool) -> list[list]:
-    from meanflowse.evaluation import evaluate
+    from meanflowse.inference.evaluation import evaluate
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,8 +291,8 @@ def quality(ckpt: str, *, device: str, limit: int | None, dnsmos: bool) -> list[
 def folder(ckpt: str, *, files: int, seconds: float, device: str) -> list[list]:
     """``evaluate`` over ``files`` files (metrics off, model loaded beforehand) with and without
     the background writer, against ``files`` bare forwards: what a folder run adds."""
-    from meanflowse.enhance import Enhancer, padded_frames
-    from meanflowse.evaluation import evaluate
+    from meanflowse.inference.enhancer import Enhancer, padded_frames
+    from meanflowse.inference.evaluation import evaluate
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -333,7 +333,7 @@ def run(
     device: str = "auto",
     only: tuple[str, ...] = ("memory", "rtf", "quality", "folder"),
 ) -> dict[str, list[list]]:
-    from meanflowse.enhance import resolve_device
+    from meanflowse.inference.enhancer import resolve_device
 
     dev = str(resolve_device(device))
     print(f"Enhancement benchmarks, checkpoint {ckpt}, device {dev}; {machine()}\n")

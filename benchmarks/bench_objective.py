@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from benchmarks.common import machine, markdown_table, time_call
-from meanflowse.objective import MeanFlowConfig, cfm_loss, single_pass_loss, two_pass_loss
-from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
+from meanflowse.method.objective import MeanFlowConfig, cfm_loss, single_pass_loss, two_pass_loss
+from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
 
 VARIANTS = [  # (label, formulation, jvp_impl, jvp_chunk, jvp_reuse_primal)
     ("func, single pass", "single_pass", "func", None, False),

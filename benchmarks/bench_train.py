@@ -33,7 +33,7 @@ BASE = [
     "data.synthetic.num_train=160",
     "data.synthetic.num_valid=4",
     "data.synthetic.num_test=4",
-    "+callbacks.step_timer._target_=meanflowse.sweep.StepTimer",
+    "+callbacks.step_timer._target_=meanflowse.sweep.step_timer.StepTimer",
 ]
 
 
@@ -48,8 +48,8 @@ def losses(out: Path) -> list[float]:
 def run(out: Path, steps: int, overrides: list[str]) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import compose_cfg  # the tests' Hydra composition with outputs under `out`
-    from meanflowse.sweep import StepTimer
-    from meanflowse.training import train
+    from meanflowse.sweep.step_timer import StepTimer
+    from meanflowse.training.fit import train
 
     cfg = compose_cfg(
         "train", [*BASE, f"trainer.max_steps={steps}", *overrides], out, shared_data=out / "data"

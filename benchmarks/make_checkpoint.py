@@ -21,7 +21,7 @@ def make_checkpoint(out: Path, overrides: list[str]) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import compose_cfg  # the tests' Hydra composition with outputs under a folder
     from meanflowse.atomic import atomic_path
-    from meanflowse.training import build_module
+    from meanflowse.training.fit import build_module
 
     cfg = compose_cfg("train", overrides, out.parent)
     torch.manual_seed(0)

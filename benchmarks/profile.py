@@ -54,13 +54,13 @@ class _StandIn(torch.nn.Module):
 
 
 def pipeline(seconds: float) -> None:
-    from meanflowse.curriculum import CurriculumConfig
-    from meanflowse.enhance import Enhancer
-    from meanflowse.lit_module import MeanFlowSEModule
-    from meanflowse.objective import MeanFlowConfig
-    from meanflowse.path import PathConfig
-    from meanflowse.samplers import SamplerConfig
-    from meanflowse.stft import SpecConfig
+    from meanflowse.inference.enhancer import Enhancer
+    from meanflowse.method.curriculum import CurriculumConfig
+    from meanflowse.method.objective import MeanFlowConfig
+    from meanflowse.method.path import PathConfig
+    from meanflowse.method.samplers import SamplerConfig
+    from meanflowse.method.stft import SpecConfig
+    from meanflowse.training.lit_module import MeanFlowSEModule
 
     module = MeanFlowSEModule(
         backbone=_StandIn(),

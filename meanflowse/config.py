@@ -12,11 +12,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from meanflowse.curriculum import CurriculumConfig
-from meanflowse.objective import MeanFlowConfig
-from meanflowse.path import PathConfig
-from meanflowse.samplers import SamplerConfig
-from meanflowse.stft import SpecConfig
+from meanflowse.method.curriculum import CurriculumConfig
+from meanflowse.method.objective import MeanFlowConfig
+from meanflowse.method.path import PathConfig
+from meanflowse.method.samplers import SamplerConfig
+from meanflowse.method.stft import SpecConfig
 
 SCHEMAS = {  # config key -> dataclass; stored as `schema/<key>` (out of sight of --help)
     "path": PathConfig,

@@ -23,7 +23,7 @@ def signal(seconds: float, channels: int = 1, seed: int = 0) -> torch.Tensor:
 def write_tiny_checkpoint(tmp: Path) -> Path:
     """A checkpoint as train.py writes it, of an untrained tiny model, with an EMA shadow
     (no training needed to test I/O); returns ``tmp/run/checkpoints/last.ckpt``."""
-    from meanflowse.training import build_module
+    from meanflowse.training.fit import build_module
 
     cfg = compose_cfg("train", TINY, tmp)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@
 features of the P.808 model; the SIG / BAK / OVRL scores come from ``sig_bak_ovr.onnx`` on the
 raw waveform and never touch librosa. This module runs speechmos's ``DNSMOS.__call__`` (its
 tiling, 9.01 s windows every 1 s, calibration polynomials and mean) with a stand-in ``librosa``
-module and the P.808 branch disabled, so :func:`meanflowse.dnsmos.dnsmos` can be compared with
+module and the P.808 branch disabled, so :func:`meanflowse.metrics.dnsmos.dnsmos` can be compared with
 the upstream code on any signal, and the pinned values in tests/test_metrics.py can be
 regenerated:
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from meanflowse.atomic import atomic_path, write_text_atomic
-from meanflowse.checkpointing import AtomicCheckpointIO
+from meanflowse.training.checkpointing import AtomicCheckpointIO
 
 
 def test_replaces_the_target_with_a_plain_file_mode(tmp_path):

@@ -58,7 +58,7 @@ def test_logger_and_callback_options_instantiate(tmp_path, group):
     "preset", [f"experiment={o}" for o in options("experiment")] + [f"debug={o}" for o in options("debug")]
 )
 def test_presets_compose_and_build(tmp_path, preset):
-    from meanflowse.training import build_module
+    from meanflowse.training.fit import build_module
 
     cfg = compose_cfg("train", [preset], tmp_path)
     module = build_module(cfg)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from meanflowse.curriculum import (
+from meanflowse.method.curriculum import (
     CurriculumConfig,
     gamma_at,
     mf_weight,
@@ -11,7 +11,7 @@ from meanflowse.curriculum import (
     sample_t,
     single_pass_p_equal,
 )
-from meanflowse.path import PathConfig
+from meanflowse.method.path import PathConfig
 
 N = 200_000
 
@@ -61,7 +61,7 @@ def test_schedules_by_progress():
 
 
 def test_lr_factor_warmup_and_cosine_closed_form():
-    from meanflowse.curriculum import lr_factor
+    from meanflowse.method.curriculum import lr_factor
 
     cfg = CurriculumConfig(lr_warmup_steps=10, lr_decay="cosine", lr_final_frac=0.1)
     assert lr_factor(0, total=110, cfg=cfg) == pytest.approx(0.1)  # (0 + 1) / 10 of warm-up
@@ -77,7 +77,7 @@ def test_lr_factor_warmup_and_cosine_closed_form():
 
 def test_cosine_schedule_drives_the_optimizer_and_needs_a_finite_budget(tmp_path):
     from helpers import TINY, compose_cfg
-    from meanflowse.training import train
+    from meanflowse.training.fit import train
 
     cfg = compose_cfg(
         "train",
@@ -107,9 +107,9 @@ def test_curriculum_follows_max_epochs_when_there_is_no_max_steps(tmp_path, monk
     (4 synthetic training files, batch 2: 2 steps an epoch, 6 steps), progress runs 0, 1/6, ...,
     5/6 over the steps and reaches 1 at the end, and w_mf and gamma reach their end values
     (w_mf ramps over half the budget, gamma over 70%)."""
-    import meanflowse.lit_module as lit
+    import meanflowse.training.lit_module as lit
     from helpers import TINY, compose_cfg
-    from meanflowse.training import train
+    from meanflowse.training.fit import train
 
     seen = []
     real_weight, real_gamma = lit.mf_weight, lit.gamma_at

@@ -10,16 +10,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from meanflowse.data import folder
+from meanflowse.data import folder_cache
 from meanflowse.data.audio import AudioError, TruncatedAudioWarning, load_audio, peak_scale
 from meanflowse.data.folder import (
     DatasetError,
     DatasetWarning,
-    cache_path,
-    prepare_dataset,
-    prepare_split,
     scan_split,
 )
+from meanflowse.data.folder_cache import cache_path, prepare_dataset, prepare_split
 from meanflowse.data.prepare import main as prepare_main
 
 SR = 16000
@@ -246,8 +244,8 @@ def test_resample_cache_is_created_reused_and_keyed_by_rate(tmp_path, monkeypatc
     assert len(stamps) == 6
 
     calls = []
-    real = folder._verify
-    monkeypatch.setattr(folder, "_verify", lambda *a: calls.append(a[0].path.name) or real(*a))
+    real = folder_cache._verify
+    monkeypatch.setattr(folder_cache, "_verify", lambda *a: calls.append(a[0].path.name) or real(*a))
     again = {p.name: p for p in prepare_split(tmp_path, "train", sample_rate=SR)}
     assert again == pairs and calls == []  # nothing read again
     assert {f: f.stat().st_mtime_ns for f in cache.rglob("*.wav")} == stamps

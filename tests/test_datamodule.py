@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from meanflowse.data.datamodule import PairedSpecDataModule
 from meanflowse.data.folder import DatasetError
 from meanflowse.data.synthetic import NOISE_KINDS
-from meanflowse.stft import spec_to_wav
+from meanflowse.method.stft import spec_to_wav
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SYN = dict(num_train=6, num_valid=2, num_test=2, duration_s=[1.0, 3.0], snr_db=[0.0, 10.0])

@@ -15,7 +15,7 @@ from lightning.pytorch import Callback
 from torch import nn
 
 from helpers import ROOT, TINY
-from meanflowse.objective import MeanFlowConfig, single_pass_loss
+from meanflowse.method.objective import MeanFlowConfig, single_pass_loss
 
 IMPLS = ("func", "autograd", "fd")
 GLOBAL_BATCH = 4

@@ -25,15 +25,15 @@ from eval_helpers import SR, write_tiny_checkpoint
 from eval_helpers import eval_cfg as _eval_cfg
 from eval_helpers import rows as _rows
 from eval_helpers import signal as _signal
-from meanflowse import metrics as M
-from meanflowse.curriculum import CurriculumConfig
-from meanflowse.enhance import Enhancer, chunk_starts, chunk_weight, load_module
-from meanflowse.evaluation import EvalError, evaluate
-from meanflowse.lit_module import MeanFlowSEModule
-from meanflowse.objective import MeanFlowConfig
-from meanflowse.path import PathConfig
-from meanflowse.samplers import SamplerConfig
-from meanflowse.stft import SpecConfig
+from meanflowse.inference.enhancer import Enhancer, chunk_starts, chunk_weight, load_module
+from meanflowse.inference.evaluation import EvalError, evaluate
+from meanflowse.method.curriculum import CurriculumConfig
+from meanflowse.method.objective import MeanFlowConfig
+from meanflowse.method.path import PathConfig
+from meanflowse.method.samplers import SamplerConfig
+from meanflowse.method.stft import SpecConfig
+from meanflowse.metrics import scores as M
+from meanflowse.training.lit_module import MeanFlowSEModule
 
 
 class Identity(nn.Module):
@@ -383,7 +383,7 @@ def test_background_worker_bounds_pending_jobs_and_reraises_bugs():
     import threading
     import time
 
-    from meanflowse.background import MAX_PENDING, Background
+    from meanflowse.inference.background import MAX_PENDING, Background
 
     state = {"submitted": 0, "finished": 0}
     lock = threading.Lock()
@@ -477,7 +477,7 @@ def test_plots(ckpt, tmp_path, monkeypatch):
     evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}", "plots=true"))
     assert (out / "plots" / "a.png").stat().st_size > 1000
     assert (out / "plots" / "summary.png").stat().st_size > 1000
-    monkeypatch.setitem(sys.modules, "meanflowse.plots", None)  # as if matplotlib were missing
+    monkeypatch.setitem(sys.modules, "meanflowse.inference.plots", None)  # as if matplotlib were missing
     with pytest.raises(EvalError, match="matplotlib"):
         evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}", "plots=true"))
 

@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 
 from eval_helpers import SR, eval_cfg, rows, signal, write_tiny_checkpoint
-from meanflowse import evaluation
-from meanflowse import metrics as M
-from meanflowse.enhance import Enhancer
-from meanflowse.evaluation import EvalError, evaluate
+from meanflowse.inference import evaluation
+from meanflowse.inference.enhancer import Enhancer
+from meanflowse.inference.evaluation import EvalError, evaluate
+from meanflowse.metrics import scores as M
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,7 +212,7 @@ def test_compute_all_turns_metric_failures_into_nan_but_lets_bugs_through(monkey
 
 # ------------------------------------------------------------------------------ 3. eval.py
 def test_summary_counts_and_when_nothing_was_scored():
-    from meanflowse.eval_reports import nothing_scored, summarize
+    from meanflowse.inference.reports import nothing_scored, summarize
 
     scored = summarize(
         [{"file": "a.wav", "pesq": 2.0}, {"file": "b.wav", "pesq": math.nan}], 1, nfe=1, rtf=0.1

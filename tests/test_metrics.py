@@ -1,4 +1,4 @@
-"""Tests for meanflowse.metrics (PESQ, ESTOI, SI-SDR, DNSMOS, speaker similarity, RTF, summaries)."""
+"""Tests for meanflowse.metrics.scores (PESQ, ESTOI, SI-SDR, DNSMOS, speaker similarity, RTF, summaries)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.io import wavfile
 
-from meanflowse import metrics as M
+from meanflowse.metrics import scores as M
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 PESQ_WB_PUBLISHED = 1.0832337141036987
@@ -253,7 +253,7 @@ def test_speaker_similarity_offline(real_pair, no_network):
 
 
 def test_speaker_similarity_unavailable_is_metric_error(monkeypatch):
-    from meanflowse import speaker
+    from meanflowse.metrics import speaker
 
     monkeypatch.setattr(speaker, "_package_dir", lambda name: None)
     speaker._speaker_encoder.cache_clear()

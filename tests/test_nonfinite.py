@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from helpers import TINY, compose_cfg
-from meanflowse.lit_module import MeanFlowSEModule
-from meanflowse.objective import NonFiniteError
+from meanflowse.method.objective import NonFiniteError
+from meanflowse.training.lit_module import MeanFlowSEModule
 
 QUIET = [
     *TINY,
@@ -32,7 +32,7 @@ def poisoned(monkeypatch):
 
 @pytest.mark.parametrize("weight, term", [("1.0", "JVP"), ("0.0", "loss")])
 def test_nan_stops_training_naming_step_and_term(tmp_path, poisoned, weight, term):
-    from meanflowse.training import train
+    from meanflowse.training.fit import train
 
     cfg = compose_cfg("train", [*QUIET, f"mf.weight_final={weight}"], tmp_path, shared_data=tmp_path / "data")
     with pytest.raises(NonFiniteError) as err:
@@ -42,7 +42,7 @@ def test_nan_stops_training_naming_step_and_term(tmp_path, poisoned, weight, ter
 
 
 def test_nan_policy_skip_skips_the_step(tmp_path, poisoned):
-    from meanflowse.training import train
+    from meanflowse.training.fit import train
 
     cfg = compose_cfg(
         "train",

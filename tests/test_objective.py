@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from meanflowse.jvp import AutoJvp, clip_per_sample, jvp_autograd, jvp_fd, jvp_func
-from meanflowse.objective import (
+from meanflowse.method.jvp import AutoJvp, clip_per_sample, jvp_autograd, jvp_fd, jvp_func
+from meanflowse.method.objective import (
     MeanFlowConfig,
     NonFiniteError,
     cfm_loss,
@@ -13,7 +13,7 @@ from meanflowse.objective import (
     single_pass_loss,
     two_pass_loss,
 )
-from meanflowse.path import PathConfig, conditional_velocity, sample_xt
+from meanflowse.method.path import PathConfig, conditional_velocity, sample_xt
 
 
 def make_batch(dtype=torch.float32, b=4, f=8, n=6, seed=0):
@@ -255,7 +255,7 @@ def test_auto_lets_other_errors_propagate_and_does_not_fall_back(error):
 
 
 def test_missing_forward_rule_recognises_torchs_messages():
-    from meanflowse.jvp import missing_forward_rule
+    from meanflowse.method.jvp import missing_forward_rule
 
     assert missing_forward_rule(
         NotImplementedError(
@@ -428,7 +428,7 @@ def _draws(module, b, n, seed, *, wrong_p=False):
         torch.manual_seed(seed + k)
         module.zero_grad()
         if wrong_p:
-            from meanflowse.curriculum import sample_r
+            from meanflowse.method.curriculum import sample_r
 
             r = sample_r(b["t"], gamma=1.0, p_equal=module.curriculum.p_r_equals_t, r_min=0.03)
             loss = single_pass_loss(module.net_fn, r=r, cfg=module.mf, **b).loss
@@ -445,9 +445,9 @@ def test_single_pass_equals_two_pass_in_expectation():
     ``mf.formulation=single_pass`` and ``two_pass`` agree within 4 standard errors (estimated
     from the draws), while single draws differ; drawing the single pass's r = t with the wrong
     probability is caught by the same statistic."""
-    from meanflowse.curriculum import CurriculumConfig
-    from meanflowse.lit_module import MeanFlowSEModule
-    from meanflowse.samplers import SamplerConfig
+    from meanflowse.method.curriculum import CurriculumConfig
+    from meanflowse.method.samplers import SamplerConfig
+    from meanflowse.training.lit_module import MeanFlowSEModule
 
     b = make_batch(torch.float64, b=8, seed=3)
     n = 300

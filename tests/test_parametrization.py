@@ -7,10 +7,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from helpers import TINY, compose_cfg
-from meanflowse.curriculum import CurriculumConfig
-from meanflowse.jvp import jvp_autograd, jvp_fd, jvp_func
-from meanflowse.lit_module import MeanFlowSEModule
-from meanflowse.objective import (
+from meanflowse.method.curriculum import CurriculumConfig
+from meanflowse.method.jvp import jvp_autograd, jvp_fd, jvp_func
+from meanflowse.method.objective import (
     MeanFlowConfig,
     _reduce,
     cfm_loss,
@@ -18,9 +17,10 @@ from meanflowse.objective import (
     per_sample_loss,
     single_pass_loss,
 )
-from meanflowse.parametrization import average_velocity
-from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
-from meanflowse.samplers import SamplerConfig, sample
+from meanflowse.method.parametrization import average_velocity
+from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
+from meanflowse.method.samplers import SamplerConfig, sample
+from meanflowse.training.lit_module import MeanFlowSEModule
 
 F64 = torch.float64
 
@@ -157,7 +157,7 @@ def test_data_cfm_loss_is_the_clean_estimate_error_and_single_pass_is_weighted_a
     "key, allowed", [("parametrization", ["velocity", "data"]), ("jvp_clip_mode", ["norm", "rms"])]
 )
 def test_an_unknown_choice_fails_at_module_construction_naming_key_and_values(tmp_path, key, allowed):
-    from meanflowse.training import build_module
+    from meanflowse.training.fit import build_module
 
     cfg = compose_cfg("train", [*TINY, f"mf.{key}=bogus"], tmp_path)
     with pytest.raises(ValueError) as err:
@@ -167,7 +167,7 @@ def test_an_unknown_choice_fails_at_module_construction_naming_key_and_values(tm
 
 
 def test_the_options_reach_the_module(tmp_path):
-    from meanflowse.training import build_module
+    from meanflowse.training.fit import build_module
 
     cfg = compose_cfg("train", [*TINY, "mf.parametrization=data", "mf.jvp_clip_mode=rms"], tmp_path)
     module = build_module(cfg)
@@ -177,8 +177,8 @@ def test_the_options_reach_the_module(tmp_path):
 def test_a_checkpoint_from_before_the_options_loads_with_the_defaults(tmp_path):
     """Its stored config lacks the keys; rebuilding it through the schema fills in the defaults.
     And a stored data parametrization is what the loaded module uses."""
-    from meanflowse.enhance import load_module
-    from meanflowse.training import build_module
+    from meanflowse.inference.enhancer import load_module
+    from meanflowse.training.fit import build_module
 
     cfg = compose_cfg("train", TINY, tmp_path)
     module = build_module(cfg)

@@ -1,6 +1,12 @@
 import torch
 
-from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, prior_sample, sample_xt
+from meanflowse.method.path import (
+    PathConfig,
+    complex_noise_like,
+    conditional_velocity,
+    prior_sample,
+    sample_xt,
+)
 
 
 def test_velocity_is_the_time_derivative_of_the_path():

@@ -14,9 +14,9 @@ from lightning.pytorch import Callback
 from omegaconf import OmegaConf
 
 from helpers import ROOT, TINY, compose_cfg
-from meanflowse.checkpointing import ResumeError, resume_checkpoint
 from meanflowse.data.datamodule import EpochDataLoader, EpochRandomSampler
-from meanflowse.training import _resume_target, train
+from meanflowse.training.checkpointing import ResumeError, resume_checkpoint
+from meanflowse.training.fit import _resume_target, train
 
 
 class RecordBatches(Callback):

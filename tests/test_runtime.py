@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-import meanflowse.evaluation  # noqa: F401  (the library side, imported as a user would)
+import meanflowse.inference.evaluation  # noqa: F401  (the library side, imported as a user would)
 import meanflowse.runtime as runtime
 from eval_helpers import signal, write_tiny_checkpoint
 from helpers import TINY, compose_cfg
-from meanflowse.enhance import Enhancer
+from meanflowse.inference.enhancer import Enhancer
 from meanflowse.runtime import RETAINED, apply_cpu_memory_setting
 from train_cli import load_train_cli
 

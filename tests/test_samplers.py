@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from meanflowse.path import PathConfig, complex_noise_like, prior_sample
-from meanflowse.samplers import resolve_sampler, sample, time_grid
+from meanflowse.method.path import PathConfig, complex_noise_like, prior_sample
+from meanflowse.method.samplers import resolve_sampler, sample, time_grid
 
 
 def count_calls(net):

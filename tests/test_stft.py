@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from meanflowse.stft import SpecConfig, compress, decompress, pad_frames, spec_to_wav, stft, wav_to_spec
+from meanflowse.method.stft import (
+    SpecConfig,
+    compress,
+    decompress,
+    pad_frames,
+    spec_to_wav,
+    stft,
+    wav_to_spec,
+)
 
 CONFIGS = [SpecConfig(), SpecConfig(n_fft=1534, hop_length=384, spec_factor=0.065, spec_abs_exponent=0.667)]
 

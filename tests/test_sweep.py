@@ -13,9 +13,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-import meanflowse.sweep as S
+import meanflowse.sweep.gather as G
+import meanflowse.sweep.job as S
 from helpers import CONFIGS, TINY, compose_cfg
-from meanflowse.curriculum import CurriculumConfig
+from meanflowse.method.curriculum import CurriculumConfig
+from meanflowse.sweep import step_timer
 
 
 def _compose_sweep(overrides):
@@ -41,7 +43,7 @@ def test_default_grid_is_c_by_jvp_impl_with_three_nfes():
     }
     assert list(cfg.sweep.eval_nfe) == [1, 2, 5]  # NFE: evaluated per job, not retrained
     assert cfg.task_name == "sweep" and "step_timer" in cfg.callbacks
-    assert cfg.hydra.callbacks.gather._target_ == "meanflowse.sweep.GatherCallback"
+    assert cfg.hydra.callbacks.gather._target_ == "meanflowse.sweep.gather.GatherCallback"
     # the multirun process resolves the sweep folder before any job sets HydraConfig
     HydraConfig.instance().cfg = None
     assert str(cfg.hydra.sweep.dir).startswith("outputs/sweep/multiruns/")
@@ -73,7 +75,7 @@ def test_wandb_group_is_set_from_the_sweep_config(tmp_path):
 
 
 def test_step_timer_counts_meanflow_steps_apart():
-    timer = S.StepTimer(skip=0)
+    timer = step_timer.StepTimer(skip=0)
     module = SimpleNamespace(
         curriculum=CurriculumConfig(),
         mf=SimpleNamespace(weight_final=0.25),
@@ -146,8 +148,8 @@ def test_failed_job_is_recorded_and_returns_nan(multirun):
 
 def test_gather_lists_good_rows_and_the_failure(multirun):
     root, _, _ = multirun
-    out = S.gather(root)
-    with open(root / S.RESULTS_CSV) as fh:
+    out = G.gather(root)
+    with open(root / G.RESULTS_CSV) as fh:
         rows = list(csv.DictReader(fh))
     good = [r for r in rows if r["status"] == "ok"]
     assert [(r["job"], r["nfe"]) for r in good] == [("0", "1"), ("0", "2"), ("2", "1"), ("2", "2")]
@@ -201,13 +203,13 @@ def test_gather_of_a_synthetic_folder(tmp_path, capsys):
         S.write_json_atomic(tmp_path / str(num) / S.RECORD, rec)
     (tmp_path / "4").mkdir()
     (tmp_path / "4" / S.RECORD).write_text("{not json")
-    out = S.gather(tmp_path)
+    out = G.gather(tmp_path)
     rows = out["rows"]
     assert len(rows) == 3 + 3 + 3  # 2 x 3 NFEs, 3 not-ok jobs
     assert {r["status"] for r in out["failed"]} == {"failed", "running", "unreadable"}
     row = next(r for r in rows if r["job"] == 1 and r["nfe"] == 2)
     assert row["pesq"] == 1.2 and row["noisy_pesq"] == 1.2 and row["mf_step_ms"] == 1000.0
-    with open(tmp_path / S.RESULTS_CSV) as fh:
+    with open(tmp_path / G.RESULTS_CSV) as fh:
         assert len(list(csv.DictReader(fh))) == 9
     md = (tmp_path / "sweep_results.md").read_text()
     assert md.count("\n| 0.5 | func |") == 3 and "| fd | 1000 | 250 | 1 |" in md and "boom" in md
@@ -216,9 +218,9 @@ def test_gather_of_a_synthetic_folder(tmp_path, capsys):
     screen = capsys.readouterr().out
     assert "boom" in screen and "2/5 jobs ok" in screen
     # re-gather from the command line; an empty folder is a clear error
-    assert S.main(["gather", str(tmp_path), "--no-plots"]) == 0
+    assert G.main(["gather", str(tmp_path), "--no-plots"]) == 0
     (tmp_path / "empty").mkdir()
-    assert S.main(["gather", str(tmp_path / "empty")]) == 2
+    assert G.main(["gather", str(tmp_path / "empty")]) == 2
     assert "no sweep_job.json" in capsys.readouterr().err
 
 
@@ -230,9 +232,9 @@ def test_sweep_numbers_for_a_checkpoint_are_eval_pys(multirun, tmp_path):
     other numbers, which this comparison would have caught."""
     from hydra.utils import instantiate
 
-    from meanflowse import metrics as M
-    from meanflowse.enhance import Enhancer, load_module
-    from meanflowse.evaluation import evaluate
+    from meanflowse.inference.enhancer import Enhancer, load_module
+    from meanflowse.inference.evaluation import evaluate
+    from meanflowse.metrics import scores as M
 
     root, _, _ = multirun
     rec = json.loads((root / "0" / S.RECORD).read_text())
@@ -294,8 +296,8 @@ def test_gather_callback_writes_the_table_when_the_multirun_ends(tmp_path, caplo
     ):
         S.write_json_atomic(tmp_path / "multi" / str(num) / S.RECORD, rec)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "multi")}}})
-    S.GatherCallback().on_multirun_end(config=config)
-    with open(tmp_path / "multi" / S.RESULTS_CSV) as fh:
+    G.GatherCallback().on_multirun_end(config=config)
+    with open(tmp_path / "multi" / G.RESULTS_CSV) as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["job"], r["status"], r["nfe"]) for r in rows] == [
         ("0", "ok", "1"),
@@ -311,11 +313,11 @@ def test_gather_callback_writes_the_table_when_the_multirun_ends(tmp_path, caplo
     assert rows[6]["error"] == "RuntimeError: boom"
     assert (tmp_path / "multi" / "sweep_results.md").is_file()
     (tmp_path / "empty").mkdir()
-    S.GatherCallback().on_multirun_end(
+    G.GatherCallback().on_multirun_end(
         config=OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "empty")}}})
     )
     assert "nothing gathered" in caplog.text
-    assert not (tmp_path / "empty" / S.RESULTS_CSV).exists()
+    assert not (tmp_path / "empty" / G.RESULTS_CSV).exists()
 
 
 def test_sweep_py_multirun_as_a_process(multirun, tmp_path):
@@ -354,7 +356,7 @@ def test_sweep_py_multirun_as_a_process(multirun, tmp_path):
     assert [r["status"] for r in records] == ["ok", "ok"], [r.get("error") for r in records]
     assert [r["params"]["c"] for r in records] == [0.5, 1.0]
     assert all(r["train"]["steps"] == 2 and r["eval"][0]["nfe"] == 1 for r in records)
-    with open(multi / S.RESULTS_CSV) as fh:
+    with open(multi / G.RESULTS_CSV) as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["job"], float(r["c"]), r["nfe"]) for r in rows] == [("0", 0.5, "1"), ("1", 1.0, "1")]
     assert [float(r["si_sdr"]) for r in rows] == [r["eval"][0]["si_sdr"] for r in records]

@@ -19,7 +19,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     """Four steps with the MeanFlow branch on from the first step (warm-up off)."""
-    from meanflowse.training import train
+    from meanflowse.training.fit import train
 
     out = tmp_path_factory.mktemp("run")
     cfg = compose_cfg(
@@ -41,7 +41,7 @@ def trained(tmp_path_factory, data_dir):
 
 
 def test_fast_dev_run(tmp_path, data_dir):
-    from meanflowse.training import train
+    from meanflowse.training.fit import train
 
     cfg = compose_cfg("train", [*TINY, "debug=fdr"], tmp_path, shared_data=data_dir)
     metrics, objs = train(cfg)
@@ -62,7 +62,7 @@ def test_meanflow_steps_write_checkpoints_with_config_and_ema(trained):
 
 
 def test_eval_enhances_a_split_folder_and_writes_metrics(trained, data_dir, tmp_path):
-    from meanflowse.evaluation import evaluate
+    from meanflowse.inference.evaluation import evaluate
 
     out, _, _ = trained
     cfg = compose_cfg(
@@ -95,7 +95,7 @@ def test_eval_enhances_a_split_folder_and_writes_metrics(trained, data_dir, tmp_
 
 def test_eval_split_of_the_checkpoints_dataset(trained, data_dir, tmp_path):
     """`eval.py ckpt_path=... split=test`: the base_dir comes from the checkpoint's config."""
-    from meanflowse.evaluation import evaluate
+    from meanflowse.inference.evaluation import evaluate
 
     out, _, _ = trained
     ckpt = out / "checkpoints" / "last.ckpt"
@@ -117,7 +117,7 @@ def test_eval_split_of_the_checkpoints_dataset(trained, data_dir, tmp_path):
     assert summary["num_files"] == 2 and summary["nfe"] == 2 and math.isfinite(summary["pesq"])
     assert sorted(p.name for p in enh.glob("*.wav")) == ["test_00000.wav", "test_00001.wav"]
     # data.base_dir= names another dataset folder: read as it is, never generated into
-    from meanflowse.evaluation import EvalError
+    from meanflowse.inference.evaluation import EvalError
 
     other = tmp_path / "other"
     for role in ("clean", "noisy"):

@@ -8,12 +8,17 @@ import pytest
 import torch
 
 from helpers import TINY, compose_cfg
-from meanflowse.checkpointing import AtomicCheckpointIO, FiniteModelCheckpoint, ResumeError, resolve_ckpt_path
-from meanflowse.ema import EMA
-from meanflowse.objective import MeanFlowConfig, mean_flow_target
-from meanflowse.stft import SpecConfig
-from meanflowse.training import rank_seed, train
-from meanflowse.validation import ValidationMetrics, eval_indices, spectrogram_image
+from meanflowse.method.objective import MeanFlowConfig, mean_flow_target
+from meanflowse.method.stft import SpecConfig
+from meanflowse.training.checkpointing import (
+    AtomicCheckpointIO,
+    FiniteModelCheckpoint,
+    ResumeError,
+    resolve_ckpt_path,
+)
+from meanflowse.training.ema import EMA
+from meanflowse.training.fit import rank_seed, train
+from meanflowse.training.validation import ValidationMetrics, eval_indices, spectrogram_image
 
 
 def _inputs(b=3, seed=0):
@@ -26,7 +31,7 @@ def _inputs(b=3, seed=0):
 # -- precision and compile ---------------------------------------------------------------------
 @pytest.mark.parametrize("impl", ["func", "autograd", "fd"])
 def test_jvp_stays_fp32_under_bf16_autocast(tiny_net, monkeypatch, impl):
-    import meanflowse.objective as objective
+    import meanflowse.method.objective as objective
 
     seen = {}
 
@@ -204,7 +209,7 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Four steps, two validations with metrics, logged to W&B (offline), TensorBoard and CSV."""
-    from meanflowse.training import train
+    from meanflowse.training.fit import train
 
     out = tmp_path_factory.mktemp("run")
     cfg = compose_cfg(
@@ -289,8 +294,8 @@ def test_bf16_mixed_runs_the_forward_in_bf16_and_the_jvp_in_fp32(tmp_path, monke
     """Under bf16-mixed the training forward runs in bf16 (autocast is on: a convolution's
     output dtype, seen by a forward hook, is bf16 although every parameter and input is fp32),
     while the JVP's network calls run in fp32 (objective.py disables autocast there)."""
-    import meanflowse.objective as objective
-    import meanflowse.training as training
+    import meanflowse.method.objective as objective
+    import meanflowse.training.fit as training
 
     seen = {"forward": set(), "jvp": set()}
     where = ["forward"]
@@ -367,7 +372,7 @@ def test_unmeasured_metrics_are_nan_and_never_become_the_best_checkpoint(tmp_pat
     in validations 1 and 3: validation 1 logs NaN (nothing measured yet, no -1 placeholder),
     validation 2 a measured PESQ in range, validation 3 repeats it; the best checkpoint is
     validation 2's, and nothing was saved as "best" for a value that was never measured."""
-    import meanflowse.metrics as M
+    import meanflowse.metrics.scores as M
 
     real_pesq, real_measure, real_end = (
         M.pesq_wb,

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from meanflowse.curriculum import CurriculumConfig, sample_r, sample_t
-from meanflowse.objective import MeanFlowConfig, single_pass_loss
-from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
-from meanflowse.samplers import sample
+from meanflowse.method.curriculum import CurriculumConfig, sample_r, sample_t
+from meanflowse.method.objective import MeanFlowConfig, single_pass_loss
+from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
+from meanflowse.method.samplers import sample
 
 MODES = torch.tensor([[0.15, 0.6], [0.15, -0.6]])  # local-frame mode centres
 WEIGHTS = torch.tensor([0.4, 0.6])

@@ -57,8 +57,8 @@ def curves(run: Path, *, sampler: str, nfes: list[int], name: str | None) -> Non
     import torch
     from hydra.utils import instantiate
 
-    from meanflowse.enhance import Enhancer, load_module
-    from meanflowse.sweep import evaluate_nfes
+    from meanflowse.inference.enhancer import Enhancer, load_module
+    from meanflowse.sweep.job import evaluate_nfes
 
     torch.set_num_threads(os.cpu_count() or 1)
     ckpts = _checkpoints(run)

@@ -40,7 +40,7 @@ def check_frames(x: Tensor, multiple: int, name: str) -> None:
     if f % multiple or t % multiple:
         raise ValueError(
             f"{name} needs F and T divisible by {multiple} (frame_multiple), got input shape "
-            f"{tuple(x.shape)}; pad the frame axis first, e.g. meanflowse.stft.pad_frames(x, "
+            f"{tuple(x.shape)}; pad the frame axis first, e.g. meanflowse.method.stft.pad_frames(x, "
             f"{multiple}), and use an STFT whose bin count is a multiple of {multiple}."
         )
 

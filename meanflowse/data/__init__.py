@@ -9,11 +9,9 @@ from meanflowse.data.folder import (
     DatasetError,
     DatasetWarning,
     Pair,
-    cache_path,
-    prepare_dataset,
-    prepare_split,
     scan_split,
 )
+from meanflowse.data.folder_cache import cache_path, prepare_dataset, prepare_split
 from meanflowse.data.synthetic import NOISE_KINDS, generate_dataset
 
 __all__ = [

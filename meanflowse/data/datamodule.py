@@ -25,11 +25,10 @@ from meanflowse.data.folder import (
     SPLITS,
     DatasetError,
     Pair,
-    prepare_dataset,
-    prepare_split,
 )
+from meanflowse.data.folder_cache import prepare_dataset, prepare_split
 from meanflowse.data.synthetic import generate_dataset
-from meanflowse.stft import SpecConfig, wav_to_spec
+from meanflowse.method.stft import SpecConfig, wav_to_spec
 
 # the splits each Lightning stage reads (trainer.state.fn values and `setup` stages)
 STAGE_SPLITS = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}
@@ -209,7 +208,7 @@ class PairedSpecDataModule(L.LightningDataModule):
     With ``synthetic`` set, the built-in dataset is generated into ``base_dir`` on first use
     (``synthetic`` holds :func:`meanflowse.data.synthetic.generate_dataset` keyword arguments).
     Folders are scanned, verified and resampled into the cache by ``prepare_data``
-    (:func:`meanflowse.data.folder.prepare_split`). Batches: ``{"clean", "noisy": [B, 2, F, T],
+    (:func:`meanflowse.data.folder_cache.prepare_split`). Batches: ``{"clean", "noisy": [B, 2, F, T],
     "peak": [B], "name": list[str]}``.
     """
 

@@ -18,9 +18,8 @@ from meanflowse.data.folder import (
     DEFAULT_MIN_SAMPLES,
     SPLITS,
     DatasetError,
-    cache_path,
-    prepare_dataset,
 )
+from meanflowse.data.folder_cache import cache_path, prepare_dataset
 
 _KEYS = {
     "base_dir": str,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from meanflowse.path import PathConfig
+from meanflowse.method.path import PathConfig
 
 TIME_SAMPLERS = ("uniform", "logit_normal")
 LR_DECAYS = ("constant", "cosine")

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from meanflowse.jvp import NetFn
-from meanflowse.path import PathConfig, prior_sample
+from meanflowse.method.jvp import NetFn
+from meanflowse.method.path import PathConfig, prior_sample
 
 SAMPLERS = ("euler_mf", "euler", "auto")
 

@@ -3,7 +3,7 @@
 method.md section 5: the reference validates with a 5-step sampler and ships a 1-step one, so
 its "best" checkpoint is chosen for the wrong sampler. Here ``val/pesq``, ``val/estoi`` and
 ``val/si_sdr`` measure the configured sampler (``sampler.*``, one step by default) through
-the same path as ``eval.py`` (:class:`meanflowse.enhance.Enhancer`); ``nfe_extra`` adds
+the same path as ``eval.py`` (:class:`meanflowse.inference.enhancer.Enhancer`); ``nfe_extra`` adds
 ``val/pesq_nfe{N}`` etc. for other step counts.
 
 Rank 0 enhances; the numbers are broadcast so every rank logs the same values and
@@ -24,9 +24,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from meanflowse import metrics as M
-from meanflowse.enhance import Enhancer
-from meanflowse.stft import SpecConfig, stft
+from meanflowse.inference.enhancer import Enhancer
+from meanflowse.method.stft import SpecConfig, stft
+from meanflowse.metrics import scores as M
 
 log = logging.getLogger(__name__)
 METRICS = ("pesq", "estoi", "si_sdr")

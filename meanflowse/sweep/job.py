@@ -5,9 +5,9 @@ A job trains once per point of the grid (c, jvp_impl, ...) and evaluates that mo
 of ``sweep.eval_nfe``: the NFE changes only the sampler, so retraining per NFE would repeat
 identical trainings. Each job writes ``sweep_job.json`` into its own folder (also when it
 fails), so ``python -m meanflowse.sweep gather DIR`` can rebuild the table at any time; the
-gathering is :mod:`meanflowse.sweep_gather`.
+gathering is :mod:`meanflowse.sweep.gather`.
 
-The evaluation is eval.py's (:func:`meanflowse.evaluation.evaluate`), one call per NFE with its
+The evaluation is eval.py's (:func:`meanflowse.inference.evaluation.evaluate`), one call per NFE with its
 output under the job folder (``eval/nfe<N>/``: the enhanced files, ``metrics.csv``,
 ``summary.json``), so the files are scored as written (quantised to the input's sample format)
 and a sweep reports for a checkpoint exactly what
@@ -28,29 +28,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from meanflowse import metrics as M
 from meanflowse.atomic import write_text_atomic
-from meanflowse.curriculum import mf_weight
-
-# the multirun folder's layout and its table live in sweep_gather; re-exported here because
-# configs (also frozen ones under experiments/) name meanflowse.sweep.GatherCallback
-from meanflowse.sweep_gather import (
-    RECORD,
-    RESULTS_CSV,
-    GatherCallback,
-    SweepError,  # noqa: F401
-    gather,
-    main,
-    mean_or_nan,
-)
+from meanflowse.metrics import scores as M
+from meanflowse.sweep.gather import RECORD, SweepError
+from meanflowse.sweep.step_timer import StepTimer
 
 __all__ = [
     "SweepConfig",
-    "StepTimer",
-    "SweepError",
     "job_params",
     "sweep_group",
     "evaluate_nfes",
@@ -61,15 +47,10 @@ __all__ = [
     "train_and_evaluate",
     "run_job",
     "write_json_atomic",
-    "RECORD",
-    "RESULTS_CSV",
-    "gather",
-    "GatherCallback",
-    "main",
 ]
 log = logging.getLogger(__name__)
 EVAL_KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
-EVAL_YAML = Path(__file__).resolve().parents[1] / "configs" / "eval.yaml"  # eval.py's defaults
+EVAL_YAML = Path(__file__).resolve().parents[2] / "configs" / "eval.yaml"  # eval.py's defaults
 
 
 @dataclass
@@ -105,44 +86,6 @@ def _json_default(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return str(value)
-
-
-# --------------------------------------------------------------------------------------------
-# step time
-# --------------------------------------------------------------------------------------------
-class StepTimer(Callback):
-    """Wall time per training step (forward, JVP, backward, optimizer), device-synchronised.
-
-    Steps are split by whether the MeanFlow branch, and so the JVP, runs: the curriculum skips
-    it early in training, and only those steps tell the JVP implementations apart. The first
-    ``skip`` steps of each kind are left out (allocator and kernel warm-up).
-    """
-
-    def __init__(self, *, skip: int = 2) -> None:
-        self.skip = skip
-        self.laps: dict[str, list[float]] = {"mf": [], "cfm": []}
-        self._watch: M.Stopwatch | None = None
-        self._kind = "cfm"
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        cur = pl_module.curriculum
-        w = mf_weight(pl_module.progress(), weight_final=pl_module.mf.weight_final, cfg=cur)
-        self._kind = "mf" if w > 0 and w >= cur.mf_skip_below else "cfm"
-        self._watch = M.Stopwatch(pl_module.device).start()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._watch is not None:
-            self.laps[self._kind].append(self._watch.stop())
-            self._watch = None
-
-    def summary(self) -> dict[str, float]:
-        mf, cfm = self.laps["mf"][self.skip :], self.laps["cfm"][self.skip :]
-        return {
-            "step_time_s": mean_or_nan(mf + cfm),
-            "step_time_mf_s": mean_or_nan(mf),
-            "step_time_cfm_s": mean_or_nan(cfm),
-            "steps_timed_mf": len(mf),
-        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,11 +239,11 @@ def eval_config(cfg: DictConfig, ckpt_path: str, nfe: int, output: Path) -> Dict
 def evaluate_checkpoint(
     cfg: DictConfig, ckpt_path: str, out_dir: Path
 ) -> tuple[list[dict], dict[str, float]]:
-    """eval.py's :func:`~meanflowse.evaluation.evaluate` of ``ckpt_path`` at every NFE of
+    """eval.py's :func:`~meanflowse.inference.evaluation.evaluate` of ``ckpt_path`` at every NFE of
     ``sweep.eval_nfe``, each into ``out_dir/nfe<N>``: the mean metrics per NFE (its summary,
     plus 95% half-widths), and the noisy input's means."""
-    from meanflowse.eval_reports import nothing_scored
-    from meanflowse.evaluation import evaluate
+    from meanflowse.inference.evaluation import evaluate
+    from meanflowse.inference.reports import nothing_scored
 
     keys = [k for k in EVAL_KEYS if cfg.sweep.eval_dnsmos or not k.startswith("dnsmos")]
     results, noisy = [], {}
@@ -350,7 +293,7 @@ def flat_metrics(record: dict) -> dict[str, float]:
 
 
 def train_and_evaluate(cfg: DictConfig) -> dict[str, Any]:
-    from meanflowse.training import train
+    from meanflowse.training.fit import train
 
     start = time.perf_counter()
     metrics, objects = train(cfg)
@@ -416,7 +359,3 @@ def run_job(cfg: DictConfig, *, reraise: bool = False) -> float:
     if record["status"] == "ok" and key not in flat:
         log.warning("optimized_metric=%s is not among this job's numbers: %s", key, sorted(flat))
     return flat.get(key, math.nan)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -39,9 +39,10 @@ from torch import Tensor
 
 from meanflowse.config import spec_config
 from meanflowse.data.audio import PEAK_FLOOR
-from meanflowse.lit_module import MeanFlowSEModule
-from meanflowse.samplers import resolve_sampler
-from meanflowse.stft import SpecConfig, spec_to_wav, wav_to_spec
+from meanflowse.legacy_paths import migrate_targets
+from meanflowse.method.samplers import resolve_sampler
+from meanflowse.method.stft import SpecConfig, spec_to_wav, wav_to_spec
+from meanflowse.training.lit_module import MeanFlowSEModule
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,14 @@ def _read_checkpoint(path: Path) -> dict:
 
 def load_module(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[MeanFlowSEModule, DictConfig]:
     """Rebuild the model from the config stored in the checkpoint, with EMA weights by default."""
-    from meanflowse.training import build_module  # training imports Lightning's Trainer stack
+    from meanflowse.training.fit import build_module  # training imports Lightning's Trainer stack
 
     path = Path(ckpt_path)
     ckpt = _read_checkpoint(path)
     config = (ckpt.get("hyper_parameters") or {}).get("config")
     if config is None:
         raise CheckpointError(f"{path}: has no stored config; was it written by train.py?")
-    cfg = OmegaConf.create(config)
+    cfg = OmegaConf.create(migrate_targets(config))  # a checkpoint from before the layout move
     module = build_module(cfg)
     module.load_state_dict(ckpt["state_dict"])
     ema = (ckpt.get("callbacks") or {}).get("EMA")

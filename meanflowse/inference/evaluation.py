@@ -8,16 +8,16 @@ Inputs (exactly one of ``input`` and ``split``):
   ``data.base_dir`` when given, else the ``data.base_dir`` stored in the checkpoint's config;
   the checkpoint's data module finds (and, for the built-in corpus, generates) the files.
 
-Inputs and the default output folder: :mod:`meanflowse.eval_inputs`. Outputs, under ``output``
+Inputs and the default output folder: :mod:`meanflowse.inference.inputs`. Outputs, under ``output``
 (default ``<run>/enhanced/<name>-<hash of the input path>``, or ``<run>/enhanced/<split>``): the
 enhanced files with the inputs' relative paths, rate, length, channels, format and sample
 format; ``metrics.csv`` (a row per file, failures included, with their error); ``summary.json``
-(means over files: :data:`meanflowse.eval_reports.SUMMARY_KEYS` plus ``rtf, nfe, num_files,
+(means over files: :data:`meanflowse.inference.reports.SUMMARY_KEYS` plus ``rtf, nfe, num_files,
 num_failed``, ``ci95`` (95% half-widths), ``counts`` (files per mean),
 ``files_with_metric_errors`` and the noisy input's means under ``noisy``); ``plots/`` with
 ``plots=true``.
 
-Resume, file by file (:mod:`meanflowse.provenance`): each written output gets a record of the
+Resume, file by file (:mod:`meanflowse.inference.provenance`): each written output gets a record of the
 run settings, its source's (and reference's) size and mtime and its own. An existing output is
 read back and measured, not redone, only when its record matches this run and the files on disk;
 one this run made from a since-changed source (or changed since) is redone; one with no record or
@@ -32,7 +32,7 @@ I/O and no metrics) / audio duration, after a warm-up call and with device synch
 Overlap (``overlap_io``, default on a GPU): writing, reading back, measuring and plotting file k
 run on one worker thread while the device enhances file k+1, so disk I/O and the CPU-bound
 metrics stop adding to the GPU's time; at most ``MAX_PENDING`` files wait for the worker,
-which bounds memory (:class:`meanflowse.background.Background`). Off on a CPU: there the worker
+which bounds memory (:class:`meanflowse.inference.background.Background`). Off on a CPU: there the worker
 would compete for the cores with torch's own threads.
 """
 
@@ -42,28 +42,32 @@ import importlib
 import logging
 import math
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
 import torch
-import torchaudio
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from meanflowse import metrics as M
-from meanflowse.atomic import atomic_path
-from meanflowse.background import Background
 from meanflowse.data.audio import AudioError, load_audio
-from meanflowse.enhance import CheckpointError, Enhancer, padded_frames
+from meanflowse.inference.audio_io import fit_length, to_rate, write_atomic
+from meanflowse.inference.background import Background
+from meanflowse.inference.enhancer import CheckpointError, Enhancer, padded_frames
 
-# re-exported: eval_inputs' and provenance's names were this module's (tests, benchmarks)
-from meanflowse.eval_inputs import EvalError, Item, check_args, input_items, read_info, split_items
-from meanflowse.eval_reports import results_table, summarize, summary_keys, write_reports
-from meanflowse.provenance import ProvenanceLog, foreign_error, identity, read_history, run_settings, verdict
+# re-exported: inputs' and provenance's names were this module's (tests, benchmarks)
+from meanflowse.inference.inputs import EvalError, Item, check_args, input_items, read_info, split_items
+from meanflowse.inference.provenance import (
+    ProvenanceLog,
+    foreign_error,
+    identity,
+    read_history,
+    run_settings,
+    verdict,
+)
+from meanflowse.inference.reports import results_table, summarize, summary_keys, write_reports
+from meanflowse.metrics import scores as M
 from meanflowse.runtime import auto_flag
 
 log = logging.getLogger(__name__)
@@ -72,43 +76,7 @@ log = logging.getLogger(__name__)
 FILE_ERRORS = (AudioError,)
 
 
-# ------------------------------------------------------------------------------ writing
-def write_atomic(
-    path: Path,
-    wav: torch.Tensor,
-    sr: int,
-    *,
-    format: str = "WAV",
-    subtype: str | None = None,
-    before_rename: Callable[[Path], None] | None = None,
-) -> None:
-    """Write ``wav [C, L]`` to a temp file beside ``path``, then rename: never a half-written
-    file. ``format``/``subtype`` as soundfile names them (the input's, so the output matches).
-    ``before_rename(tmp)`` runs on the written temp file (eval records its provenance there, so
-    no output is ever in place without its record)."""
-    if not sf.check_format(format, subtype):
-        subtype = None  # soundfile's default for the format
-    data = wav.T.numpy()
-    if subtype is not None and (subtype.startswith("PCM") or subtype in ("ULAW", "ALAW")):
-        data = data.clip(-1.0, 1.0)  # integer formats: clip rather than wrap around
-    with atomic_path(path) as tmp:
-        sf.write(tmp, data, sr, format=format, subtype=subtype)
-        if before_rename is not None:
-            before_rename(tmp)
-
-
 # ------------------------------------------------------------------------------ enhancing
-def to_rate(wav: torch.Tensor, sr: int, target: int) -> torch.Tensor:
-    return torchaudio.functional.resample(wav, sr, target) if sr != target else wav
-
-
-def fit_length(wav: torch.Tensor, length: int) -> torch.Tensor:
-    """Crop or zero-pad the last axis to ``length`` (resampling may be off by a sample)."""
-    if wav.shape[-1] == length:
-        return wav
-    return torch.nn.functional.pad(wav, (0, max(0, length - wav.shape[-1])))[..., :length]
-
-
 def enhance_group(
     enhancer: Enhancer, items: list[Item], noisy: list[torch.Tensor]
 ) -> tuple[list[torch.Tensor], float]:
@@ -214,7 +182,7 @@ def triage(
     items: list[Item], out_dir: Path, settings: dict[str, Any], *, overwrite: bool
 ) -> tuple[list[Item], list[Item], list[Item]]:
     """``(todo, done, failed)``: files to enhance, files whose output this run made and may
-    resume (measured, not redone; see :func:`meanflowse.provenance.verdict`), unreadable files.
+    resume (measured, not redone; see :func:`meanflowse.inference.provenance.verdict`), unreadable files.
     Refuses, before anything is written, an output that is an input and (unless ``overwrite``)
     outputs this run did not make."""
     inputs = {p.resolve() for it in items for p in (it.src, it.ref) if p is not None}
@@ -257,7 +225,7 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     plots = None
     if cfg.get("plots"):
         try:
-            plots = importlib.import_module("meanflowse.plots")
+            plots = importlib.import_module("meanflowse.inference.plots")
         except ImportError as err:
             raise EvalError(
                 f"plots=true needs matplotlib ({err}); `pip install matplotlib` or run without plots"

@@ -11,7 +11,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from meanflowse.config import ConfigError
-from meanflowse.curriculum import (
+from meanflowse.method.curriculum import (
     CurriculumConfig,
     gamma_at,
     lr_factor,
@@ -20,8 +20,8 @@ from meanflowse.curriculum import (
     sample_t,
     single_pass_p_equal,
 )
-from meanflowse.jvp import AutoJvp
-from meanflowse.objective import (
+from meanflowse.method.jvp import AutoJvp
+from meanflowse.method.objective import (
     MeanFlowConfig,
     NonFiniteError,
     cfm_loss,
@@ -29,9 +29,9 @@ from meanflowse.objective import (
     single_pass_loss,
     two_pass_loss,
 )
-from meanflowse.parametrization import average_velocity
-from meanflowse.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
-from meanflowse.samplers import SamplerConfig, resolve_sampler, sample
+from meanflowse.method.parametrization import average_velocity
+from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
+from meanflowse.method.samplers import SamplerConfig, resolve_sampler, sample
 
 log = logging.getLogger(__name__)
 

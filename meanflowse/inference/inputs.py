@@ -33,7 +33,7 @@ class Item:
     channels: int = 0
     format: str = "WAV"
     subtype: str | None = None
-    # size and mtime of src and ref when they were read (meanflowse.provenance records them)
+    # size and mtime of src and ref when they were read (meanflowse.inference.provenance records them)
     source_id: dict[str, int] | None = None
     ref_id: dict[str, int] | None = None
 
@@ -152,7 +152,7 @@ def input_items(cfg: DictConfig) -> tuple[list[Item], Path]:
 
 
 def split_items(cfg: DictConfig, train_cfg: DictConfig) -> tuple[list[Item], Path]:
-    """Items of ``split`` of the checkpoint's dataset (see meanflowse.evaluation's docstring).
+    """Items of ``split`` of the checkpoint's dataset (see meanflowse.inference.evaluation's docstring).
     Default output: ``<run>/enhanced/<split>``, or ``<split>-<path_tag(base_dir)>`` when
     ``data.base_dir=`` names another dataset than the checkpoint's."""
     from hydra.utils import instantiate

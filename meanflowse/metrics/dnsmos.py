@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from meanflowse.metric_base import MetricError, _as_array, _check_sr, _package_dir, _resample
+from meanflowse.metrics.base import MetricError, _as_array, _check_sr, _package_dir, _resample
 
 _DNSMOS_SR = 16000
 _DNSMOS_INPUT_SECONDS = 9.01

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from meanflowse.atomic import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
-RECORD = "sweep_job.json"  # one per job folder, written by meanflowse.sweep.run_job
+RECORD = "sweep_job.json"  # one per job folder, written by meanflowse.sweep.job.run_job
 RESULTS_CSV = "sweep_results.csv"  # the gathered table, in the multirun folder
 
 

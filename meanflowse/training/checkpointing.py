@@ -13,6 +13,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from meanflowse.atomic import atomic_path
+from meanflowse.legacy_paths import migrate_targets
 
 LAST = "last.ckpt"
 
@@ -134,11 +135,11 @@ def stored_config(ckpt: Path, *, this_run: str | os.PathLike | None = None) -> A
         data = None
     config = (data.get("hyper_parameters") or {}).get("config") if isinstance(data, dict) else None
     if config is not None:
-        return config
+        return migrate_targets(config)
     run = run_dir_of(ckpt)
     saved = run / ".hydra" / "config.yaml" if run is not None else None
     if saved is not None and saved.is_file() and (this_run is None or run != Path(this_run)):
-        return OmegaConf.load(saved)
+        return migrate_targets(OmegaConf.load(saved))
     return None
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from meanflowse.eval_inputs import EvalError, Item
+from meanflowse.inference.inputs import EvalError, Item
 
 PROVENANCE_FILE = "eval_provenance.jsonl"
 

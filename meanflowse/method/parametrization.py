@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from meanflowse.path import expand_time
+from meanflowse.method.path import expand_time
 
 PARAMETRIZATIONS = ("velocity", "data")
 

@@ -17,9 +17,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from meanflowse.checkpointing import AtomicCheckpointIO, resume_checkpoint, run_dir_of
 from meanflowse.config import ConfigError, to_dataclass
-from meanflowse.lit_module import MeanFlowSEModule
+from meanflowse.training.checkpointing import AtomicCheckpointIO, resume_checkpoint, run_dir_of
+from meanflowse.training.lit_module import MeanFlowSEModule
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from rich.table import Table
 
-from meanflowse import metrics as M
 from meanflowse.atomic import atomic_path
+from meanflowse.metrics import scores as M
 
 SUMMARY_KEYS = M.METRIC_KEYS  # pesq, estoi, si_sdr, dnsmos_sig, dnsmos_bak, dnsmos_ovrl
 SPEAKER_KEY = "spk_sim"
@@ -24,7 +24,7 @@ def summary_keys(with_speaker: bool) -> tuple[str, ...]:
 def summarize(
     rows: list[dict], num_failed: int, *, nfe: int, rtf: float, with_speaker: bool = False
 ) -> dict[str, Any]:
-    """Means over files: the summary.json layout (see meanflowse.evaluation's docstring);
+    """Means over files: the summary.json layout (see meanflowse.inference.evaluation's docstring);
     ``ci95[key]``: the half-width of the mean's 95% interval; ``counts[key]``: how many files the
     mean of ``key`` is over (its finite values); ``files_with_metric_errors``: files on which at
     least one metric of the enhanced output failed."""

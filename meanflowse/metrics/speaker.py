@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from meanflowse.metric_base import MetricError, _check_sr, _package_dir, _pair, _resample
+from meanflowse.metrics.base import MetricError, _check_sr, _package_dir, _pair, _resample
 
 _SPK_SR = 16000
 _SPK_N_FFT = 400  # 25 ms

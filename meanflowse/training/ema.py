@@ -1,7 +1,7 @@
 """Exponential moving average of the weights, as a Lightning callback.
 
 The EMA weights are saved in every checkpoint (under ``callbacks["EMA"]["shadow"]``, the
-format :func:`meanflowse.enhance.load_module` reads), restored on resume, swapped in for
+format :func:`meanflowse.inference.enhancer.load_module` reads), restored on resume, swapped in for
 validation, and used by evaluation by default. Under DDP every rank holds the same parameters
 after each step, so every rank's average is the same too.
 """

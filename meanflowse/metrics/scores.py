@@ -1,7 +1,7 @@
 """Measurement layer (method.md section 8): PESQ, ESTOI, SI-SDR, DNSMOS, speaker similarity, RTF.
 
-DNSMOS and speaker similarity live in :mod:`meanflowse.dnsmos` and :mod:`meanflowse.speaker`,
-the shared input checks in :mod:`meanflowse.metric_base`; all are re-exported here.
+DNSMOS and speaker similarity live in :mod:`meanflowse.metrics.dnsmos` and :mod:`meanflowse.metrics.speaker`,
+the shared input checks in :mod:`meanflowse.metrics.base`; all are re-exported here.
 
 Every metric is a plain function of 1-D signals (numpy arrays, or torch tensors, which are
 detached and moved to the CPU) at a given sample rate, and returns a Python ``float``.
@@ -28,9 +28,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from pesq import PesqError
 
-from meanflowse.dnsmos import dnsmos, dnsmos_available
-from meanflowse.metric_base import MetricError, _check_sr, _pair, _resample
-from meanflowse.speaker import speaker_similarity, speaker_similarity_available
+from meanflowse.metrics.base import MetricError, _check_sr, _pair, _resample
+from meanflowse.metrics.dnsmos import dnsmos, dnsmos_available
+from meanflowse.metrics.speaker import speaker_similarity, speaker_similarity_available
 
 __all__ = [
     "MetricError",

@@ -1,7 +1,7 @@
 """Figures for ``eval.py plots=true``: a spectrogram per file and one summary figure.
 
 matplotlib is optional: importing this module raises ImportError without it, and
-:func:`meanflowse.evaluation.evaluate` turns that into a clear error before enhancing anything.
+:func:`meanflowse.inference.evaluation.evaluate` turns that into a clear error before enhancing anything.
 """
 
 from __future__ import annotations

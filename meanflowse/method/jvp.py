@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from meanflowse.path import expand_time
+from meanflowse.method.path import expand_time
 
 NetFn = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 JVP_IMPLS = ("func", "autograd", "fd", "auto")

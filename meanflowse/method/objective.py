@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from meanflowse.jvp import (
+from meanflowse.method.jvp import (
     JVP_CLIP_MODES,
     JVP_IMPLS,
     AutoJvp,
@@ -23,8 +23,8 @@ from meanflowse.jvp import (
     jvp_fd,
     jvp_func,
 )
-from meanflowse.parametrization import PARAMETRIZATIONS, loss_weight
-from meanflowse.path import expand_time
+from meanflowse.method.parametrization import PARAMETRIZATIONS, loss_weight
+from meanflowse.method.path import expand_time
 
 LOSSES = ("mse", "mae")
 FORMULATIONS = ("single_pass", "two_pass")

@@ -1,0 +1,1 @@
+"""Measurement: PESQ, ESTOI, SI-SDR, DNSMOS, speaker similarity and the checks they share."""
