@@ -1,0 +1,77 @@
+"""Real-voice check: enhance a natural recording mixed with the corpus's noise kinds, per SNR.
+
+    python experiments/real_voices/check.py CKPT --tag NAME [--speech ../shared/data/real/speech.wav]
+
+Writes the mixes once into ``outputs/real_voices/mixes`` (never committed), scores them with eval.py
+(one network evaluation, the model's sampler) into ``outputs/real_voices/<tag>``, and prints the
+Markdown table of PESQ / ESTOI / SI-SDR per SNR, noisy -> enhanced, that the README quotes; also
+``per_snr.json`` beside eval.py's ``metrics.csv``. The shared real pair (babble at 0 dB) is scored
+as one more row when it is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from meanflowse.data.real_mixes import SCORES, per_snr, write_mixes
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL = ROOT.parent / "shared" / "data" / "real"
+
+
+def run_eval(ckpt: Path, out: Path, *args: str) -> None:
+    cmd = [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={ckpt}", f"output={out}", "overwrite=true"]
+    cmd += ["dnsmos=false", "speaker=false", "progress=false", f"hydra.run.dir={out}/.hydra_run", *args]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def markdown(table: dict) -> str:
+    lines = [
+        "| SNR (dB) | files | PESQ noisy -> enh. | ESTOI noisy -> enh. | SI-SDR (dB) noisy -> enh. |",
+        "|---|---|---|---|---|",
+    ]
+    for snr, e in table.items():
+        digits = {"pesq": 3, "estoi": 3, "si_sdr": 1}
+        cells = [f"{e[f'noisy_{k}']:.{digits[k]}f} -> {e[k]:.{digits[k]}f}" for k in SCORES]
+        lines.append(f"| {snr} | {e['files']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("ckpt", type=Path)
+    ap.add_argument("--tag", required=True, help="output folder name under --out")
+    ap.add_argument("--speech", type=Path, default=REAL / "speech.wav")
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "real_voices")
+    ap.add_argument("--draws", type=int, default=3, help="noise draws per kind and SNR")
+    args = ap.parse_args()
+    if not args.speech.is_file():
+        sys.exit(f"check.py: {args.speech} not found; pass --speech a clean mono recording")
+    mixes = args.out / f"mixes-{args.draws}"
+    if not (mixes / "noisy").is_dir():
+        write_mixes(args.speech, mixes, draws=args.draws)
+    out = args.out / args.tag
+    run_eval(args.ckpt.resolve(), out, f"input={mixes}")
+    table = per_snr(out / "metrics.csv")
+    pair = REAL / "speech_bab_0dB.wav"
+    if pair.is_file() and args.speech == REAL / "speech.wav":
+        run_eval(args.ckpt.resolve(), out / "real_pair", f"input={pair}", f"reference={args.speech}")
+        row = per_snr_of_pair(out / "real_pair" / "metrics.csv")
+        table["real pair, babble 0"] = row
+    (out / "per_snr.json").write_text(json.dumps(table, indent=2))
+    print(markdown(table))
+
+
+def per_snr_of_pair(metrics_csv: Path) -> dict:
+    with open(metrics_csv, newline="") as fh:
+        row = next(csv.DictReader(fh))
+    return {"files": 1, **{c: float(row[c]) for k in SCORES for c in (k, f"noisy_{k}")}}
+
+
+if __name__ == "__main__":
+    main()

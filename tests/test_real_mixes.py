@@ -1,0 +1,97 @@
+"""The real-voice check's mixes: the drawn SNR is the written one, names carry it, and per_snr
+averages eval.py's metrics.csv per SNR; the corpus's near-clean share."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from meanflowse.data import synthetic
+from meanflowse.data.real_mixes import mix_name, per_snr, write_mixes
+from meanflowse.data.signals import speech_like
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+SR = 16000
+
+
+def measured_snr(clean: np.ndarray, noisy: np.ndarray) -> float:
+    return 10 * math.log10(
+        np.sum(clean.astype(np.float64) ** 2) / np.sum((noisy - clean).astype(np.float64) ** 2)
+    )
+
+
+def test_mixes_are_written_at_their_snr_for_every_kind(tmp_path):
+    speech = tmp_path / "speech.wav"
+    sf.write(speech, 0.5 * speech_like(np.random.default_rng(1), SR, SR), SR, subtype="PCM_16")
+    kinds = ("white", "hum", "talkers")
+    noisy = write_mixes(speech, tmp_path / "mixes", snrs_db=(0, 20), kinds=kinds, draws=2)
+    assert len(noisy) == 2 * 3 * 2
+    for snr in (0, 20):
+        for kind in kinds:
+            for draw in range(2):
+                name = mix_name(snr, kind, draw)
+                clean, _ = sf.read(tmp_path / "mixes" / "clean" / name)
+                mix, sr = sf.read(tmp_path / "mixes" / "noisy" / name)
+                assert sr == SR and sf.info(tmp_path / "mixes" / "noisy" / name).subtype == "PCM_16"
+                assert max(np.abs(mix).max(), np.abs(clean).max()) == pytest.approx(0.9, abs=1e-4)
+                assert measured_snr(clean, mix) == pytest.approx(snr, abs=0.05), name
+    a = sf.read(tmp_path / "mixes" / "noisy" / mix_name(0, "white", 0))[0]
+    b = sf.read(tmp_path / "mixes" / "noisy" / mix_name(0, "white", 1))[0]
+    assert not np.array_equal(a, b)  # draws differ
+    again = write_mixes(speech, tmp_path / "again", snrs_db=(0,), kinds=("white",), draws=1)
+    assert again[0].read_bytes() == (tmp_path / "mixes" / "noisy" / mix_name(0, "white", 0)).read_bytes()
+
+
+def test_per_snr_averages_each_snr_and_leaves_out_nan_and_failures(tmp_path):
+    rows = [
+        {"file": "noisy/snr00_white_0.wav", "status": "ok", "pesq": "1.5", "noisy_pesq": "1.0"},
+        {"file": "noisy/snr00_hum_0.wav", "status": "ok", "pesq": "2.5", "noisy_pesq": "nan"},
+        {"file": "noisy/snr05_white_0.wav", "status": "ok", "pesq": "3.0", "noisy_pesq": "2.0"},
+        {"file": "noisy/snr05_hum_0.wav", "status": "failed", "pesq": "", "noisy_pesq": ""},
+    ]
+    path = tmp_path / "metrics.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["file", "status", "pesq", "noisy_pesq"])
+        w.writeheader()
+        w.writerows(rows)
+    table = per_snr(path)
+    assert list(table) == [0, 5]
+    assert table[0]["pesq"] == 2.0 and table[0]["noisy_pesq"] == 1.0 and table[0]["files"] == 2
+    assert table[5]["pesq"] == 3.0 and table[5]["files"] == 1
+    assert math.isnan(table[5]["estoi"])
+
+
+@pytest.mark.skipif(not (REAL / "speech.wav").is_file(), reason="../shared/data/real is absent")
+def test_the_real_recording_mixes_at_every_snr(tmp_path):
+    noisy = write_mixes(REAL / "speech.wav", tmp_path, kinds=("pink",), draws=1)
+    assert [p.name for p in noisy] == [mix_name(s, "pink", 0) for s in (0, 5, 10, 15, 20)]
+    clean, sr = sf.read(REAL / "speech.wav")
+    mixed, _ = sf.read(tmp_path / "clean" / noisy[0].name)
+    assert sr == SR and len(mixed) == len(clean)
+    assert np.corrcoef(mixed, clean)[0, 1] > 0.9999  # the recording itself, rescaled
+
+
+def _settings(**kw):
+    return synthetic._settings(12, 0, 6, SR, (0.5, 0.5), (0.0, 10.0), ["white"], 0, "formant", **kw)
+
+
+def test_near_clean_share_mixes_that_share_at_the_near_clean_snrs():
+    assert "near_clean_share" not in _settings()  # unused: the markers of older datasets still match
+    every = _settings(near_clean_share=1.0, near_clean_snr_db=(30.0, 40.0))
+    none = _settings()
+    for i in range(6):
+        clean, noisy, info = synthetic.make_pair(every, "train", i)
+        assert 30.0 <= info["snr_db"] <= 40.0
+        assert measured_snr(clean, noisy) == pytest.approx(info["snr_db"], abs=0.01)
+        assert 0.0 <= synthetic.make_pair(none, "train", i)[2]["snr_db"] <= 10.0
+        assert 0.0 <= synthetic.make_pair(every, "test", i)[2]["snr_db"] <= 10.0  # train only
+    half = [synthetic.make_pair(_settings(near_clean_share=0.5), "train", i)[2]["snr_db"] for i in range(40)]
+    assert 5 <= sum(s >= 30.0 for s in half) <= 35
+    for bad in ({"near_clean_share": 1.5}, {"near_clean_share": 0.2, "near_clean_snr_db": (40.0, 30.0)}):
+        with pytest.raises(ValueError, match="near_clean"):
+            _settings(**bad)
