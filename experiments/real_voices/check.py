@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,19 +53,35 @@ def main() -> None:
     args = ap.parse_args()
     if not args.speech.is_file():
         sys.exit(f"check.py: {args.speech} not found; pass --speech a clean mono recording")
-    mixes = args.out / f"mixes-{args.draws}"
-    if not (mixes / "noisy").is_dir():
-        write_mixes(args.speech, mixes, draws=args.draws)
+    mixes = fresh_mixes(args.speech.resolve(), args.out / "mixes", args.draws)
     out = args.out / args.tag
     run_eval(args.ckpt.resolve(), out, f"input={mixes}")
     table = per_snr(out / "metrics.csv")
     pair = REAL / "speech_bab_0dB.wav"
-    if pair.is_file() and args.speech == REAL / "speech.wav":
-        run_eval(args.ckpt.resolve(), out / "real_pair", f"input={pair}", f"reference={args.speech}")
-        row = per_snr_of_pair(out / "real_pair" / "metrics.csv")
-        table["real pair, babble 0"] = row
+    if pair.is_file() and args.speech.resolve() == (REAL / "speech.wav").resolve():
+        folder = args.out / "real_pair"  # eval.py pairs noisy/NAME with clean/NAME
+        for role, src in (("noisy", pair), ("clean", REAL / "speech.wav")):
+            link = folder / role / pair.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(src.resolve())
+        run_eval(args.ckpt.resolve(), out / "real_pair", f"input={folder}")
+        table["real pair, babble 0"] = per_snr_of_pair(out / "real_pair" / "metrics.csv")
     (out / "per_snr.json").write_text(json.dumps(table, indent=2))
     print(markdown(table))
+
+
+def fresh_mixes(speech: Path, folder: Path, draws: int) -> Path:
+    """The mixes of ``speech``, written again unless ``folder`` holds complete ones of this file."""
+    stat = speech.stat()
+    key = {"speech": str(speech), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "draws": draws}
+    marker = folder / "mixes.json"
+    if marker.is_file() and json.loads(marker.read_text()) == key:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    write_mixes(speech, folder, draws=draws)
+    marker.write_text(json.dumps(key))  # last: a folder with a marker is complete
+    return folder
 
 
 def per_snr_of_pair(metrics_csv: Path) -> dict:

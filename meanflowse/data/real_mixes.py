@@ -49,22 +49,29 @@ def write_mixes(
     n = clean.shape[-1]
     out = Path(out_dir)
     written = []
-    with tts.session() as eng:
-        talker = lambda g: tts.utterance(eng, g, "test", n, sr, voice=tts.draw_voice(g, "test"))[0]
-        for snr in snrs_db:
-            for k, kind in enumerate(kinds):
-                for draw in range(draws):
-                    rng = np.random.default_rng(np.random.SeedSequence([seed, int(snr), k, draw]))
-                    noisy = mix_at_snr(clean, make_noise(kind, rng, n, sr, talker=talker), snr)
-                    gain = 0.9 / max(np.abs(noisy).max(), np.abs(clean).max())
-                    name = mix_name(int(snr), kind, draw)
-                    for role, x in (("clean", clean), ("noisy", noisy)):
-                        path = out / role / name
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        with atomic_path(path) as tmp:
-                            sf.write(tmp, (gain * x).astype(np.float32), sr, subtype="PCM_16", format="WAV")
-                    written.append(out / "noisy" / name)
+    for snr in snrs_db:
+        for kind in kinds:
+            for draw in range(draws):
+                key = [seed, int(snr), NOISE_KINDS.index(kind), draw]
+                rng = np.random.default_rng(np.random.SeedSequence(key))
+                noisy = mix_at_snr(clean, _noise(kind, rng, n, sr), snr)
+                gain = 0.9 / max(np.abs(noisy).max(), np.abs(clean).max())
+                name = mix_name(int(snr), kind, draw)
+                for role, x in (("clean", clean), ("noisy", noisy)):
+                    path = out / role / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_path(path) as tmp:
+                        sf.write(tmp, (gain * x).astype(np.float32), sr, subtype="PCM_16", format="WAV")
+                written.append(out / "noisy" / name)
     return written
+
+
+def _noise(kind: str, rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    if kind != "talkers":
+        return make_noise(kind, rng, n, sr)
+    with tts.session() as eng:  # a fresh engine per mix, as the corpus does: bytes from the seed only
+        talker = lambda g: tts.utterance(eng, g, "test", n, sr, voice=tts.draw_voice(g, "test"))[0]
+        return make_noise(kind, rng, n, sr, talker=talker)
 
 
 def per_snr(metrics_csv: str | os.PathLike) -> dict[int, dict[str, float]]:
@@ -74,7 +81,7 @@ def per_snr(metrics_csv: str | os.PathLike) -> dict[int, dict[str, float]]:
     with open(metrics_csv, newline="") as fh:
         for row in csv.DictReader(fh):
             m = _NAME.match(Path(row["file"]).name)
-            if m and row.get("status", "ok") == "ok":
+            if m and row.get("status") != "failed":  # enhanced now, or resumed from an earlier run
                 groups.setdefault(int(m.group(1)), []).append(row)
     table = {}
     for snr, rows in sorted(groups.items()):
