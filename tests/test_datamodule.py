@@ -73,6 +73,26 @@ def test_items_are_normalised_by_the_noisy_peak(syn_dir):
     assert wav.abs().max().item() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_train_gain_puts_training_crops_below_their_peak_and_leaves_valid_alone(syn_dir):
+    dm = make(syn_dir, train_gain_db=[-12.0, -6.0])
+    ds, plain = dm.dataset("train"), make(syn_dir).dataset("train")
+    levels = []
+    for i in range(len(ds)):
+        waves, ref = ds.waveforms(i), plain.waveforms(i)
+        level = waves["noisy"].abs().max().item()
+        assert 10 ** (-12 / 20) - 1e-6 <= level <= 10 ** (-6 / 20) + 1e-6
+        for role in ("noisy", "clean"):  # one gain on both; peak still undoes the scaling
+            torch.testing.assert_close(waves[role] * waves["peak"], ref[role] * ref["peak"])
+        levels.append(level)
+    assert len(set(levels)) == len(levels)  # drawn per file
+    assert ds.waveforms(0)["noisy"].abs().max().item() == pytest.approx(levels[0])  # same epoch: same
+    ds.set_epoch(1)
+    assert ds.waveforms(0)["noisy"].abs().max().item() != pytest.approx(levels[0])  # new epoch: new
+    assert dm.dataset("valid").waveforms(0)["noisy"].abs().max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="train_gain_db"):
+        PairedSpecDataModule(base_dir=str(syn_dir), train_gain_db=[0.0, 6.0])
+
+
 @pytest.mark.parametrize("split", ["valid", "test"])
 def test_short_files_are_zero_padded_on_both_sides(syn_dir, split):
     ds = make(syn_dir).dataset(split)

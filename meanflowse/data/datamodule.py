@@ -9,7 +9,7 @@ with ``(seed, e, i)``, so batches depend neither on ``num_workers`` nor on the n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,6 +56,7 @@ class PairedSpecDataset(Dataset):
         sample_rate: int,
         num_frames: int = 256,
         random_crop: bool = False,
+        gain_db: tuple[float, float] = (0.0, 0.0),
         seed: int = 0,
     ):
         self.pairs = list(pairs)
@@ -64,6 +65,7 @@ class PairedSpecDataset(Dataset):
         self.num_frames = num_frames
         self.crop_samples = spec.samples_for_frames(num_frames)
         self.random_crop = random_crop
+        self.gain_db = (float(gain_db[0]), float(gain_db[1]))
         self.seed = seed
         # shared memory, so persistent DataLoader workers see the epoch the main process sets
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -101,6 +103,18 @@ class PairedSpecDataset(Dataset):
         rng = np.random.default_rng((self.seed, int(self._epoch), index))
         return int(rng.integers(0, spare + 1))
 
+    def gain(self, index: int) -> float:
+        """The crop's level below full scale, drawn from ``gain_db`` per (seed, epoch, index).
+
+        The enhancer scales a whole file by its peak, so most of a real recording reaches the
+        model well below the peak of 1 that a peak-normalised crop has; a gain < 1 on training
+        crops shows the model those levels. 1 when the range is (0, 0) (the default)."""
+        low, high = self.gain_db
+        if low == high == 0.0:
+            return 1.0
+        rng = np.random.default_rng((self.seed, int(self._epoch), index, 1))
+        return float(10 ** (rng.uniform(low, high) / 20))
+
     def waveforms(self, index: int) -> dict:
         """The normalised crop as waveforms ``{"noisy", "clean"?: [crop_samples], "peak"}``."""
         pair = self.pairs[index]
@@ -114,6 +128,7 @@ class PairedSpecDataset(Dataset):
             if path is not None
         }
         peak = max(float(np.abs(waves["noisy"]).max()), PEAK_FLOOR)
+        peak /= self.gain(index)
         out = {role: torch.from_numpy(wav / np.float32(peak)) for role, wav in waves.items()}
         out["peak"] = torch.tensor(peak, dtype=torch.float32)
         return out
@@ -226,6 +241,7 @@ class PairedSpecDataModule(L.LightningDataModule):
         synthetic: Mapping | None = None,
         cache_dir: str | None = None,
         length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
+        train_gain_db: Sequence[float] = (0.0, 0.0),
         seed: int = 0,
     ):
         super().__init__()
@@ -243,6 +259,9 @@ class PairedSpecDataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.cache_dir = cache_dir
         self.length_tolerance_s = float(length_tolerance_s)
+        self.train_gain_db = tuple(float(x) for x in train_gain_db)
+        if len(self.train_gain_db) != 2 or not self.train_gain_db[0] <= self.train_gain_db[1] <= 0.0:
+            raise ValueError(f"data.train_gain_db={list(train_gain_db)}: [low, high] dB, low <= high <= 0")
         self.seed = int(seed)
         self._datasets: dict[str, PairedSpecDataset] = {}
 
@@ -313,6 +332,7 @@ class PairedSpecDataModule(L.LightningDataModule):
                 sample_rate=self.sample_rate,
                 num_frames=self.num_frames,
                 random_crop=split == "train",
+                gain_db=self.train_gain_db if split == "train" else (0.0, 0.0),
                 seed=self.seed,
             )
         return self._datasets[split]
