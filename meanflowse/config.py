@@ -7,6 +7,7 @@ The same dataclasses are what the pure functions take, so there is one definitio
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -60,6 +61,64 @@ def help_groups() -> str:
 
 if not OmegaConf.has_resolver("meanflowse.help_groups"):
     OmegaConf.register_new_resolver("meanflowse.help_groups", help_groups)
+
+
+# -- numbers a user can get wrong, checked before any data or model is built -------------------
+@dataclass(frozen=True)
+class Bound:
+    """The allowed values of one numeric key; ``None`` bounds are open-ended."""
+
+    key: str
+    integer: bool = False
+    low: float | None = None
+    low_open: bool = False  # value > low rather than >= low
+    high: float | None = None
+    high_open: bool = False  # value < high rather than <= high
+
+    def holds(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return False
+        if self.integer and not float(value).is_integer():
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def allowed(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        low = f"{'>' if self.low_open else '>='} {self.low}" if self.low is not None else ""
+        high = f"{'<' if self.high_open else '<='} {self.high}" if self.high is not None else ""
+        return " ".join(x for x in (kind, low, "and" if low and high else "", high) if x)
+
+
+SAMPLER_NUMBERS = [
+    Bound("sampler.nfe", integer=True, low=1),
+    Bound("sampler.t_end", low=0.0, high=1.0, high_open=True),
+]
+TRAIN_NUMBERS = [
+    Bound("data.batch_size", integer=True, low=1),
+    Bound("data.num_workers", integer=True, low=0),
+    Bound("data.limit_files", integer=True, low=1),
+    Bound("optim.lr", low=0.0, low_open=True),
+    *SAMPLER_NUMBERS,
+]
+EVAL_NUMBERS = [
+    Bound("batch_size", integer=True, low=1),
+    Bound("limit_files", integer=True, low=1),
+    Bound("chunk_s", low=0.0, low_open=True),
+    Bound("overlap_s", low=0.0),
+    Bound("seed", integer=True),
+    *SAMPLER_NUMBERS,
+]
+
+
+def check_numbers(cfg: DictConfig, bounds: list[Bound]) -> None:
+    """A one-line ConfigError naming the key, its value and the allowed range, for the first key
+    of ``bounds`` that is out of range; unset (null or absent) keys are skipped."""
+    for bound in bounds:
+        value = OmegaConf.select(cfg, bound.key, default=None)
+        if value is not None and not bound.holds(value):
+            raise ConfigError(f"{bound.key}={value!r}: must be {bound.allowed()}")
 
 
 def to_dataclass(cfg: DictConfig, key: str) -> Any:

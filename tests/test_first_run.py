@@ -39,6 +39,24 @@ def test_no_steps_to_train(tmp_path, override):
     assert f"{override}: nothing would be trained" in message
 
 
+@pytest.mark.parametrize(
+    "override, allowed",
+    [
+        ("data.batch_size=0", "an integer >= 1"),
+        ("data.batch_size=-1", "an integer >= 1"),
+        ("sampler.nfe=0", "an integer >= 1"),
+        ("sampler.nfe=-1", "an integer >= 1"),
+        ("data.num_workers=-2", "an integer >= 0"),
+        ("optim.lr=0", "a number > 0.0"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_before_any_data_is_made(tmp_path, override, allowed):
+    message = _message(tmp_path, [*TINY, override])
+    key, value = override.split("=")
+    assert f"{key}={value}: must be {allowed}" in message
+    assert not (tmp_path / "data").exists()  # refused before the corpus is generated
+
+
 def test_no_epochs_to_train(tmp_path):
     message = _message(tmp_path, [*TINY, "trainer.max_epochs=0", "trainer.max_steps=-1"])
     assert "trainer.max_epochs=0" in message

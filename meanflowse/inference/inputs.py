@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from meanflowse.config import EVAL_NUMBERS, ConfigError, check_numbers
 from meanflowse.data.audio import AudioError, audio_info
 from meanflowse.data.folder import AUDIO_EXTS, SPLITS, UNSUPPORTED_EXTS, DatasetError
 from meanflowse.runtime import auto_flag
@@ -64,18 +65,17 @@ def check_args(cfg: DictConfig) -> None:
         raise EvalError("reference= goes with input=; a split's references are its clean/ folder")
     if base_dir and split is None:
         raise EvalError("data.base_dir= goes with split=NAME; for a folder pass input=DIR")
-    if int(cfg.batch_size) < 1:
-        raise EvalError(f"batch_size={cfg.batch_size}: needs at least 1")
-    nfe = (cfg.get("sampler") or {}).get("nfe")
-    if nfe is not None and int(nfe) < 1:
-        raise EvalError(f"sampler.nfe={nfe}: needs at least one network evaluation")
+    try:  # each number in its range (sampler.nfe=1.5, chunk_s=0, batch_size=-1 ...)
+        check_numbers(cfg, EVAL_NUMBERS)
+    except ConfigError as err:
+        raise EvalError(str(err)) from None
+    if cfg.get("chunk_s") is not None and float(cfg.overlap_s) >= float(cfg.chunk_s):
+        raise EvalError(f"overlap_s={cfg.overlap_s} must be shorter than chunk_s={cfg.chunk_s}")
     for key in ("overlap_io", "channels_last"):
         try:
             auto_flag(cfg.get(key), key, auto=False)
         except ValueError as err:
             raise EvalError(str(err)) from None
-    if cfg.get("limit_files") is not None and int(cfg.limit_files) < 1:
-        raise EvalError(f"limit_files={cfg.limit_files}: use null (all files) or a positive number")
 
 
 # ------------------------------------------------------------------------------ output folder

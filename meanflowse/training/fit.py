@@ -17,7 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from meanflowse.config import ConfigError, to_dataclass
+from meanflowse.config import TRAIN_NUMBERS, ConfigError, check_numbers, to_dataclass
 from meanflowse.training.checkpointing import AtomicCheckpointIO, resume_checkpoint, run_dir_of
 from meanflowse.training.lit_module import MeanFlowSEModule
 
@@ -111,6 +111,7 @@ def check_config(cfg: DictConfig) -> None:
             f"data.base_dir={base_dir}: no such folder; pass the dataset folder, "
             "laid out as base_dir/{train,valid,test}/{clean,noisy}/"
         )
+    check_numbers(cfg, TRAIN_NUMBERS)  # data.batch_size=0, sampler.nfe=-1 ...: one line, now
     steps, epochs = cfg.trainer.get("max_steps", -1), cfg.trainer.get("max_epochs")
     if steps == 0 or steps < -1:
         raise ConfigError(
