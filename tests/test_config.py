@@ -65,6 +65,24 @@ def test_presets_compose_and_build(tmp_path, preset):
     assert module.backbone is not None
 
 
+@pytest.mark.parametrize("debug", options("debug"))
+@pytest.mark.parametrize("experiment", [None, "demo"])
+def test_debug_runs_have_their_own_task_and_folder(debug, experiment):
+    """A debug run writes under outputs/debug (also on top of a preset with a fixed run folder),
+    so it never overwrites a real run's last.ckpt, and ``ckpt_path=last`` of a real run, which
+    looks among its own task's runs, never finds it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    overrides = ["paths.root_dir=/r", f"debug={debug}"] + ([f"experiment={experiment}"] if experiment else [])
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        run_dir = OmegaConf.select(cfg, "hydra.run.dir")
+    assert cfg.task_name == "debug"
+    assert run_dir.startswith("/r/outputs/debug/runs/"), run_dir
+
+
 @pytest.mark.parametrize("preset", options("experiment"))
 def test_presets_compose_with_a_folder_dataset(tmp_path, preset):
     """A preset's data source is only its default: `data=folder` replaces it (no generator, the
