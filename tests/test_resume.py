@@ -196,9 +196,46 @@ def test_last_takes_the_newest_matching_run_and_names_every_mismatch(tmp_path):
     message = str(err.value)
     assert f"{runs / 'a'}: mf.first_order_coef: 0.5 in the run, 0.75 now" in message, message
     assert f"{runs / 'b'}: mf.first_order_coef: 1.0 in the run, 0.75 now" in message
-    assert f"{runs / 'c'}: no stored config" in message
+    assert f"{runs / 'c'}: not a complete checkpoint" in message
     with pytest.raises(ResumeError, match="backbone.nf: 8 in the run, 16 now"):
         resume("mf.first_order_coef=0.5", "backbone.nf=16")
+
+
+def _damage(src, dst, stamp):
+    """A copy of ``src`` with bytes flipped inside its data, metadata left intact."""
+    data = bytearray(src.read_bytes())
+    start = data.index(b"data/0") + 200  # inside the first tensor's record
+    data[start : start + 16] = bytes(255 - b for b in data[start : start + 16])
+    dst.parent.mkdir(parents=True)
+    dst.write_bytes(bytes(data))
+    os.utime(dst, (stamp, stamp))
+    return dst
+
+
+def test_last_skips_a_newer_damaged_checkpoint_and_a_named_one_is_refused(tmp_path, caplog):
+    runs = tmp_path / "runs"
+    cfg = _cfg(tmp_path, runs / "a")
+    good = runs / "a" / "checkpoints" / "last.ckpt"
+    good.parent.mkdir(parents=True)
+    weights = {"w": torch.arange(4096, dtype=torch.float32)}
+    torch.save({"state_dict": weights, "hyper_parameters": {"config": OmegaConf.to_container(cfg)}}, good)
+    os.utime(good, (1000, 1000))
+    bad = _damage(good, runs / "b" / "checkpoints" / "last.ckpt", 2000)  # newer, same config
+    truncated = runs / "c" / "checkpoints" / "last.ckpt"
+    truncated.parent.mkdir(parents=True)
+    truncated.write_bytes(good.read_bytes()[:-300])
+    os.utime(truncated, (3000, 3000))
+    assert torch.load(bad, mmap=True, weights_only=True)["hyper_parameters"]  # metadata reads fine
+
+    assert resume_checkpoint("last", config=cfg, run_dir=runs / "new") == (good, [])
+    assert str(bad) in caplog.text and str(truncated) in caplog.text  # reported, not resumed
+    for damaged in (bad, truncated):
+        with pytest.raises(ResumeError, match=f"ckpt_path={damaged}: .* pass another checkpoint"):
+            resume_checkpoint(str(damaged), config=cfg, run_dir=runs / "new")
+    good.unlink()
+    with pytest.raises(ResumeError) as err:  # nothing readable: refused, even with force
+        resume_checkpoint("last", config=cfg, run_dir=runs / "new", force=True)
+    assert "fails its CRC check" in str(err.value) and "not a complete checkpoint" in str(err.value)
 
 
 def test_a_named_run_is_checked_too_and_hydra_config_is_the_fallback(tmp_path):

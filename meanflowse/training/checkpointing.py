@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from meanflowse.atomic import atomic_path
 from meanflowse.legacy_paths import migrate_targets
 
 LAST = "last.ckpt"
+log = logging.getLogger(__name__)
 
 
 class ResumeError(ValueError):
@@ -70,6 +73,18 @@ def resolve_ckpt_path(
     if not path.is_file():
         raise ResumeError(f"ckpt_path={path}: no such checkpoint file or run folder")
     return path
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why ``ckpt`` cannot be resumed from as a whole, or None. A torch checkpoint is a zip
+    archive whose members carry CRCs; reading every member finds a truncated or damaged file
+    that the metadata alone (all that ``stored_config`` reads) would pass."""
+    try:
+        with zipfile.ZipFile(ckpt) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        return f"not a complete checkpoint ({err})"
+    return f"damaged: member {bad} fails its CRC check" if bad is not None else None
 
 
 def run_dir_of(ckpt: Path) -> Path | None:
@@ -172,6 +187,9 @@ def resume_checkpoint(
         ckpt = resolve_ckpt_path(value, run_dir=run_dir)
         if ckpt is None:
             return None, []
+        problem = checkpoint_problem(ckpt)
+        if problem:
+            raise ResumeError(f"ckpt_path={value}: {ckpt} is {problem}; pass another checkpoint")
         diffs = _mismatch(ckpt, config, run_dir)
         if diffs and not force:
             raise ResumeError(
@@ -183,12 +201,18 @@ def resume_checkpoint(
         return ckpt, diffs
     mismatched = []
     for ckpt in last_checkpoints(run_dir):  # newest first: the newest matching run wins
+        problem = checkpoint_problem(ckpt)
+        if problem:  # reported and passed over, never resumed
+            log.warning("ckpt_path=last: skipping %s: %s", ckpt, problem)
+            mismatched.append((ckpt, [problem]))
+            continue
         diffs = _mismatch(ckpt, config, run_dir)
         if not diffs:
             return ckpt, []
         mismatched.append((ckpt, diffs))
-    if force:  # none matches: the newest run, whatever it was trained with
-        return mismatched[0]
+    readable = [(c, d) for c, d in mismatched if checkpoint_problem(c) is None]
+    if force and readable:  # none matches: the newest readable run, whatever it was trained with
+        return readable[0]
     reasons = [f"  {_run_name(ckpt)}: {'; '.join(diffs)}" for ckpt, diffs in mismatched]
     raise ResumeError(
         f"ckpt_path=last: no run beside {run_dir} was trained with this model and objective "
