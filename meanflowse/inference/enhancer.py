@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -62,10 +63,18 @@ def resolve_device(name: str) -> torch.device:
 def _read_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass ckpt_path=<run>/checkpoints/last.ckpt")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes); pass the last.ckpt of a finished run")
     try:  # Lightning checkpoints hold tensors and plain containers, so the safe loader suffices
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise CheckpointError(f"{path}: not a readable MeanFlowSE checkpoint ({err})") from err
+        what = "not a torch checkpoint (no zip archive)" if not zipfile.is_zipfile(path) else "damaged"
+        raise CheckpointError(
+            f"{path}: not a readable MeanFlowSE checkpoint: {what} ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a train.py checkpoint")
+    return ckpt
 
 
 def load_module(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[MeanFlowSEModule, DictConfig]:
@@ -79,7 +88,18 @@ def load_module(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[MeanFlo
         raise CheckpointError(f"{path}: has no stored config; was it written by train.py?")
     cfg = OmegaConf.create(migrate_targets(config))  # a checkpoint from before the layout move
     module = build_module(cfg)
-    module.load_state_dict(ckpt["state_dict"])
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(
+            f"{path}: a stored config but no weights (state_dict); was it written by train.py?"
+        )
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:  # missing, unexpected or misshapen tensors
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0])[:300]  # lines[0] is only a heading
+        raise CheckpointError(
+            f"{path}: weights that do not fit its stored config's model ({detail})"
+        ) from None
     ema = (ckpt.get("callbacks") or {}).get("EMA")
     if use_ema and ema:
         params = dict(module.named_parameters())
