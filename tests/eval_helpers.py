@@ -49,7 +49,7 @@ def eval_cfg(ckpt: Path, tmp_path: Path, *overrides: str):
     )
 
 
-def rows(out_dir: Path) -> dict[str, dict[str, str]]:
-    """metrics.csv of ``out_dir`` as ``{file: row}``."""
-    with open(out_dir / "metrics.csv", newline="") as fh:
+def rows(out_dir: Path, name: str = "metrics.csv") -> dict[str, dict[str, str]]:
+    """metrics.csv (or ``name``: unscored_metrics.csv after metrics=false) as ``{file: row}``."""
+    with open(out_dir / name, newline="") as fh:
         return {r["file"]: r for r in csv.DictReader(fh)}

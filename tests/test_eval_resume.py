@@ -21,6 +21,7 @@ from meanflowse.inference.evaluation import EvalError, evaluate
 from meanflowse.metrics import scores as M
 
 ROOT = Path(__file__).resolve().parents[1]
+UNSCORED = "unscored_metrics.csv"  # metrics=false
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,8 @@ def _touch_later(path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
 
 
-def _statuses(out: Path) -> dict[str, str]:
-    return {name: row["status"] for name, row in rows(out).items()}
+def _statuses(out: Path, name: str = "metrics.csv") -> dict[str, str]:
+    return {file: row["status"] for file, row in rows(out, name).items()}
 
 
 # ------------------------------------------------------------------------------ 1. resume
@@ -66,9 +67,9 @@ def test_an_interrupted_overwrite_is_finished_by_a_resume(ckpt, tmp_path, monkey
     monkeypatch.undo()
     assert written == [out / "f0.wav"]
     evaluate(eval_cfg(ckpt, tmp_path, *b))
-    assert _statuses(out) == {"f0.wav": "resumed", "f1.wav": "enhanced", "f2.wav": "enhanced"}
+    assert _statuses(out, UNSCORED) == {"f0.wav": "resumed", "f1.wav": "enhanced", "f2.wav": "enhanced"}
     again = evaluate(eval_cfg(ckpt, tmp_path, *b))  # now all B's: resumed, nothing refused
-    assert set(_statuses(out).values()) == {"resumed"} and again["num_files"] == 3
+    assert set(_statuses(out, UNSCORED).values()) == {"resumed"} and again["num_files"] == 3
 
 
 def test_same_named_files_this_run_did_not_make_are_refused(ckpt, tmp_path):
@@ -154,11 +155,25 @@ def test_an_error_writing_an_output_stops_the_run(ckpt, tmp_path):
         evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}"))
 
 
+def test_an_unscored_rerun_keeps_the_measured_reports(ckpt, tmp_path):
+    """metrics=false into a folder with scored outputs: the earlier metrics.csv and summary.json
+    stay byte for byte; the rerun's own rows go to unscored_metrics.csv / unscored_summary.json."""
+    src, out = _folder(tmp_path / "in"), tmp_path / "out"
+    ref = _folder(tmp_path / "ref")
+    evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"reference={ref}", f"output={out}"))
+    before = {n: (out / n).read_bytes() for n in ("metrics.csv", "summary.json")}
+    assert json.loads(before["summary.json"])["si_sdr"] is not None
+    evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"reference={ref}", f"output={out}", "metrics=false"))
+    assert {n: (out / n).read_bytes() for n in before} == before
+    assert set(_statuses(out, UNSCORED).values()) == {"resumed"}
+    assert json.loads((out / "unscored_summary.json").read_text())["num_files"] == 3
+
+
 def test_a_corrupt_file_is_still_a_failed_row(ckpt, tmp_path):
     src, out = _folder(tmp_path / "in", names=("good.wav",)), tmp_path / "out"
     (src / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     summary = evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "metrics=false"))
-    r = rows(out)
+    r = rows(out, UNSCORED)
     assert r["bad.wav"]["status"] == "failed" and "AudioError" in r["bad.wav"]["error"]
     assert "bad.wav" in r["bad.wav"]["error"]
     assert summary["num_files"] == 1 and summary["num_failed"] == 1

@@ -15,7 +15,8 @@ format; ``metrics.csv`` (a row per file, failures included, with their error); `
 (means over files: :data:`meanflowse.inference.reports.SUMMARY_KEYS` plus ``rtf, nfe, num_files,
 num_failed``, ``ci95`` (95% half-widths), ``counts`` (files per mean),
 ``files_with_metric_errors`` and the noisy input's means under ``noisy``); ``plots/`` with
-``plots=true``.
+``plots=true``. With ``metrics=false`` the two reports are ``unscored_metrics.csv`` and
+``unscored_summary.json``, so an earlier run's measured numbers in the folder are never replaced.
 
 Resume, file by file (:mod:`meanflowse.inference.provenance`): each written output gets a record of the
 run settings, its source's (and reference's) size and mtime and its own. An existing output is
@@ -332,7 +333,7 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
         with_speaker=with_speaker,
     )
     rows = sorted((it.row for it in items), key=lambda r: r["file"])
-    write_reports(out_dir, rows, summary)
+    write_reports(out_dir, rows, summary, scored=bool(cfg.metrics))
     if plots is not None and ok:
         plots.summary_figure(out_dir / "plots" / "summary.png", ok, keys=summary_keys(with_speaker))
     title = (

@@ -97,18 +97,23 @@ def _replace_text(path: Path, write) -> None:
         write(fh)
 
 
-def write_reports(out_dir: Path, rows: list[dict], summary: dict) -> None:
+SCORED = ("metrics.csv", "summary.json")
+# metrics=false writes its rows and summary under other names: a rerun that only enhances must
+# never replace the numbers an earlier run measured in the same folder with nothing
+UNSCORED = ("unscored_metrics.csv", "unscored_summary.json")
+
+
+def write_reports(out_dir: Path, rows: list[dict], summary: dict, *, scored: bool = True) -> None:
+    csv_name, json_name = SCORED if scored else UNSCORED
     out_dir.mkdir(parents=True, exist_ok=True)
     first = ("file", "status", "error", "duration_s", "sample_rate", "channels", "rtf")
     seen = {k for r in rows for k in r}
     keys = [k for k in first if k in seen] + sorted(seen - set(first))
     _replace_text(
-        out_dir / "metrics.csv",
+        out_dir / csv_name,
         lambda fh: (w := csv.DictWriter(fh, fieldnames=keys), w.writeheader(), w.writerows(rows)),
     )
-    _replace_text(
-        out_dir / "summary.json", lambda fh: fh.write(json.dumps(_json_safe(summary), indent=2) + "\n")
-    )
+    _replace_text(out_dir / json_name, lambda fh: fh.write(json.dumps(_json_safe(summary), indent=2) + "\n"))
 
 
 def _json_safe(value: Any) -> Any:
