@@ -207,3 +207,12 @@ def make_noise(kind: str, rng: np.random.Generator, n: int, sr: int, talker=None
             out[start : start + seg] += rng.uniform(0.3, 1.0) * burst / (np.std(burst) + 1e-12) * decay
         return out
     raise ValueError(f"unknown noise kind {kind!r}; choose from {NOISE_KINDS}")
+
+
+def spectral_tilt(x: np.ndarray, sr: int, db_per_octave: float) -> np.ndarray:
+    """``x`` with its spectrum tilted by ``db_per_octave`` around 1 kHz (flat below 62.5 Hz,
+    at most +-24 dB): brighter for a positive tilt, darker for a negative one."""
+    spec = np.fft.rfft(x)
+    f = np.maximum(np.fft.rfftfreq(len(x), 1.0 / sr), 62.5)
+    gain_db = np.clip(db_per_octave * np.log2(f / 1000.0), -24.0, 24.0)
+    return np.fft.irfft(spec * 10 ** (gain_db / 20), len(x))

@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 
 from meanflowse.data import tts
-from meanflowse.data.signals import NOISE_KINDS, make_noise, speech_like
+from meanflowse.data.signals import NOISE_KINDS, make_noise, spectral_tilt, speech_like
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,17 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
                     eng, g, split, n, sr, voice=tts.draw_voice(g, split, exclude=voice.variant)
                 )[0],
             )
-    snr = float(rng.uniform(*settings["snr_db"]))
-    # training files only (valid and test measure enhancement); the key is recorded only when
-    # used, so the markers of older datasets still match
-    share = settings.get("near_clean_share", 0.0) if split == "train" else 0.0
+    # The train_* keys and the near-clean share change the training files only (valid and test
+    # stay the files they were, so a recipe change is measured on the same test set); each key is
+    # recorded only when used, so the markers of older datasets still match.
+    train = split == "train"
+    snr = float(rng.uniform(*(settings.get("train_snr_db") if train else None) or settings["snr_db"]))
+    share = settings.get("near_clean_share", 0.0) if train else 0.0
     if share > 0 and rng.random() < share:
         snr = float(rng.uniform(*settings["near_clean_snr_db"]))  # good input: learn to leave it
+    tilt = settings.get("train_tilt_db", 0.0) if train else 0.0
+    if tilt > 0:  # another spectral balance of the speech (microphone, voice): keep it, not fix it
+        clean = spectral_tilt(clean, sr, float(rng.uniform(-tilt, tilt)))
     noisy = mix_at_snr(clean, noise, snr)
     # random loudness, peak < 1 for both signals; the same gain keeps the SNR
     level = rng.uniform(0.3, 0.95) / max(np.abs(noisy).max(), np.abs(clean).max())
@@ -99,11 +104,18 @@ def _settings(
     speech="tts",
     near_clean_share=0.0,
     near_clean_snr_db=(30.0, 50.0),
+    train_snr_db=None,
+    train_tilt_db=0.0,
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = tuple(float(x) for x in duration_s)
     snr_db = tuple(float(x) for x in snr_db)
     near_clean_snr_db = tuple(float(x) for x in near_clean_snr_db)
+    train_snr_db = tuple(float(x) for x in train_snr_db) if train_snr_db is not None else None
+    if train_snr_db is not None and (len(train_snr_db) != 2 or train_snr_db[0] > train_snr_db[1]):
+        raise ValueError(f"train_snr_db must be null or (low, high) with low <= high, got {train_snr_db}")
+    if not 0.0 <= float(train_tilt_db) <= 24.0:
+        raise ValueError(f"train_tilt_db must be in [0, 24] dB per octave, got {train_tilt_db}")
     if not 0.0 <= float(near_clean_share) <= 1.0:
         raise ValueError(f"near_clean_share must be in [0, 1], got {near_clean_share}")
     if len(near_clean_snr_db) != 2 or near_clean_snr_db[0] > near_clean_snr_db[1]:
@@ -136,6 +148,8 @@ def _settings(
             if near_clean_share
             else {}
         ),
+        **({"train_snr_db": list(train_snr_db)} if train_snr_db is not None else {}),
+        **({"train_tilt_db": float(train_tilt_db)} if train_tilt_db else {}),
     }
 
 
@@ -162,6 +176,8 @@ def generate_dataset(
     speech: str = "tts",
     near_clean_share: float = 0.0,
     near_clean_snr_db: Sequence[float] = (30.0, 50.0),
+    train_snr_db: Sequence[float] | None = None,
+    train_tilt_db: float = 0.0,
 ) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
@@ -184,6 +200,8 @@ def generate_dataset(
         speech,
         near_clean_share,
         near_clean_snr_db,
+        train_snr_db,
+        train_tilt_db,
     )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
