@@ -1,5 +1,6 @@
 """The real-voice check's mixes: the drawn SNR is the written one, names carry it, and per_snr
-averages eval.py's metrics.csv per SNR; the corpus's near-clean share."""
+averages eval.py's metrics.csv per SNR; the corpus's training-only knobs (near-clean share, the
+training SNR range, the spectral tilt) leave valid and test byte for byte as they were."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import soundfile as sf
 
 from meanflowse.data import synthetic
 from meanflowse.data.real_mixes import mix_name, per_snr, write_mixes
-from meanflowse.data.signals import speech_like
+from meanflowse.data.signals import spectral_tilt, speech_like
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SR = 16000
@@ -96,3 +97,36 @@ def test_near_clean_share_mixes_that_share_at_the_near_clean_snrs():
     for bad in ({"near_clean_share": 1.5}, {"near_clean_share": 0.2, "near_clean_snr_db": (40.0, 30.0)}):
         with pytest.raises(ValueError, match="near_clean"):
             _settings(**bad)
+
+
+def test_training_knobs_change_training_files_only():
+    knobs = _settings(train_snr_db=(20.0, 25.0), train_tilt_db=6.0, near_clean_share=0.5)
+    for i in range(6):
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                synthetic.make_pair(knobs, "test", i)[:2], synthetic.make_pair(_settings(), "test", i)[:2]
+            )
+        )
+        clean, noisy, info = synthetic.make_pair(knobs, "train", i)
+        assert 20.0 <= info["snr_db"] <= 25.0 or info["snr_db"] >= 30.0
+        assert measured_snr(clean, noisy) == pytest.approx(info["snr_db"], abs=0.01)
+    assert "train_tilt_db" not in _settings() and "train_snr_db" not in _settings()
+    for bad in ({"train_tilt_db": -1.0}, {"train_snr_db": (10.0, 0.0)}):
+        with pytest.raises(ValueError, match="train_"):
+            _settings(**bad)
+
+
+def test_spectral_tilt_is_that_many_db_per_octave_around_1_khz():
+    x = np.random.default_rng(0).standard_normal(SR)
+    f = np.fft.rfftfreq(SR, 1 / SR)
+
+    def gain_db(y, hz):
+        band = (f > 0.95 * hz) & (f < 1.05 * hz)
+        return 20 * np.log10(np.abs(np.fft.rfft(y))[band].mean() / np.abs(np.fft.rfft(x))[band].mean())
+
+    for tilt in (-6.0, 3.0):
+        y = spectral_tilt(x, SR, tilt)
+        assert gain_db(y, 1000) == pytest.approx(0.0, abs=0.3)
+        assert gain_db(y, 4000) == pytest.approx(2 * tilt, abs=0.3)
+        assert gain_db(y, 250) == pytest.approx(-2 * tilt, abs=0.3)
