@@ -169,6 +169,20 @@ def test_an_unscored_rerun_keeps_the_measured_reports(ckpt, tmp_path):
     assert json.loads((out / "unscored_summary.json").read_text())["num_files"] == 3
 
 
+def test_a_symlink_loop_in_the_input_is_one_failed_row(ckpt, tmp_path):
+    """x.wav -> x.wav (and two folders linking to each other) are bad inputs, reported and
+    skipped like an unreadable file; the other files are enhanced."""
+    src, out = _folder(tmp_path / "in", names=("good.wav",)), tmp_path / "out"
+    (src / "loop.wav").symlink_to("loop.wav")
+    (src / "a").symlink_to("b")
+    (src / "b").symlink_to("a")
+    summary = evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "metrics=false"))
+    r = rows(out, UNSCORED)
+    assert r["good.wav"]["status"] == "enhanced" and (out / "good.wav").is_file()
+    assert r["loop.wav"]["status"] == "failed" and "symbolic link" in r["loop.wav"]["error"]
+    assert summary["num_files"] == 1 and summary["num_failed"] == 1
+
+
 def test_a_corrupt_file_is_still_a_failed_row(ckpt, tmp_path):
     src, out = _folder(tmp_path / "in", names=("good.wav",)), tmp_path / "out"
     (src / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")

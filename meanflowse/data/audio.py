@@ -50,6 +50,10 @@ class TruncatedAudioWarning(UserWarning):
 def audio_info(path: str | os.PathLike):
     """``soundfile.info`` of ``path``; raises :class:`AudioError` for unusable files."""
     p = Path(path)
+    if p.is_symlink() and not p.exists():  # exists() is False for a dangling or looping link
+        raise AudioError(
+            f"{p}: a symbolic link that leads to no file (dangling or looping); fix or delete it"
+        )
     if not p.is_file():
         raise AudioError(f"{p}: no such file")
     try:

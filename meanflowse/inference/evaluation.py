@@ -58,7 +58,15 @@ from meanflowse.inference.background import Background
 from meanflowse.inference.enhancer import CheckpointError, Enhancer, padded_frames
 
 # re-exported: inputs' and provenance's names were this module's (tests, benchmarks)
-from meanflowse.inference.inputs import EvalError, Item, check_args, input_items, read_info, split_items
+from meanflowse.inference.inputs import (
+    EvalError,
+    Item,
+    check_args,
+    input_items,
+    read_info,
+    resolved,
+    split_items,
+)
 from meanflowse.inference.provenance import (
     ProvenanceLog,
     foreign_error,
@@ -186,7 +194,7 @@ def triage(
     resume (measured, not redone; see :func:`meanflowse.inference.provenance.verdict`), unreadable files.
     Refuses, before anything is written, an output that is an input and (unless ``overwrite``)
     outputs this run did not make."""
-    inputs = {p.resolve() for it in items for p in (it.src, it.ref) if p is not None}
+    inputs = {resolved(p) for it in items for p in (it.src, it.ref) if p is not None}
     history = read_history(out_dir)
     todo, done, failures, foreign = [], [], [], []
     for it in items:

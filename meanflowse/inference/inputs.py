@@ -103,13 +103,22 @@ def _check_output(out: Path, protected: list[Path]) -> None:
 
 
 # ------------------------------------------------------------------------------ files
+def resolved(path: Path) -> Path:
+    """``path.resolve()``, or its absolute form where a symbolic link loops (resolve raises
+    there): such a file is reported as a bad input when it is read, and never stops the run."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return path.absolute()
+
+
 def _scan(folder: Path, skip: Path | None) -> list[Path]:
     """Audio files below ``folder`` (hidden ones and the ``skip`` folder left out), sorted."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
         dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and (skip is None or (here / d).resolve() != skip)
+            d for d in dirnames if not d.startswith(".") and (skip is None or resolved(here / d) != skip)
         )
         found += [
             here / f
