@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -181,6 +182,40 @@ def test_a_symlink_loop_in_the_input_is_one_failed_row(ckpt, tmp_path):
     assert r["good.wav"]["status"] == "enhanced" and (out / "good.wav").is_file()
     assert r["loop.wav"]["status"] == "failed" and "symbolic link" in r["loop.wav"]["error"]
     assert summary["num_files"] == 1 and summary["num_failed"] == 1
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_earlier_outputs_stay(ckpt, tmp_path, monkeypatch):
+    import errno
+
+    import soundfile
+
+    from meanflowse.inference import audio_io, reports
+
+    src, out = _folder(tmp_path / "in"), tmp_path / "out"
+    real, written = soundfile.write, []
+
+    def write_then_full(file, *args, **kwargs):  # libsndfile's own words for ENOSPC
+        if written:
+            raise soundfile.LibsndfileError(2, f"Error writing {file}: ")
+        written.append(file)
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(audio_io.sf, "write", write_then_full)
+    monkeypatch.setattr(audio_io.shutil, "disk_usage", lambda p: SimpleNamespace(free=0))
+    with pytest.raises(OSError) as err:
+        evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "metrics=false"))
+    assert err.value.errno == errno.ENOSPC and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{out / 'f1.wav'}: could not be written, the disk is full")
+    assert (out / "f0.wav").is_file() and not (out / "f1.wav").exists()  # nothing half-written
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp file left
+    monkeypatch.undo()
+
+    def full(path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reports, "atomic_path", full)  # the disk fills while the reports are written
+    with pytest.raises(OSError, match=r"unscored_metrics\.csv: could not be written, the disk is full"):
+        evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "metrics=false"))
 
 
 def test_a_corrupt_file_is_still_a_failed_row(ckpt, tmp_path):

@@ -11,6 +11,7 @@ from typing import Any
 from rich.table import Table
 
 from meanflowse.atomic import atomic_path
+from meanflowse.inference.audio_io import write_error
 from meanflowse.metrics import scores as M
 
 SUMMARY_KEYS = M.METRIC_KEYS  # pesq, estoi, si_sdr, dnsmos_sig, dnsmos_bak, dnsmos_ovrl
@@ -93,8 +94,11 @@ def results_table(rows: list[dict], summary: dict, title: str, keys: tuple[str, 
 
 
 def _replace_text(path: Path, write) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        write(fh)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            write(fh)
+    except OSError as err:  # the OS's "No space left on device" does not say which file
+        raise write_error(path, err) from None
 
 
 SCORED = ("metrics.csv", "summary.json")
