@@ -69,8 +69,9 @@ def _read_checkpoint(path: Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name
         what = "not a torch checkpoint (no zip archive)" if not zipfile.is_zipfile(path) else "damaged"
+        detail = (str(err).strip().splitlines() or [""])[0][:200]  # torch's own text runs to a page
         raise CheckpointError(
-            f"{path}: not a readable MeanFlowSE checkpoint: {what} ({type(err).__name__}: {err})"
+            f"{path}: not a readable MeanFlowSE checkpoint: {what} ({type(err).__name__}: {detail})"
         ) from err
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a train.py checkpoint")
