@@ -97,6 +97,20 @@ def test_chunked_identity_reconstructs_a_long_stereo_signal():
     torch.testing.assert_close(out, wav, atol=2e-5, rtol=0)
 
 
+def test_a_long_file_reports_each_network_call_in_pieces():
+    """What the long-file progress bar follows: one report per network call, counting pieces
+    (chunks x channels) up to their total; the output is the same as without the callback."""
+    enh = _enhancer(Identity(), chunk_s=1.0, overlap_s=0.1, batch_size=3)
+    wav = _signal(5.0, channels=2)
+    calls = []
+    out = enh.enhance_many([wav], on_batch=lambda done, total: calls.append((done, total)))[0]
+    pieces = len(chunk_starts(wav.shape[-1], chunk=enh.chunk, overlap=enh.overlap)) * 2
+    assert calls[-1] == (pieces, pieces) and pieces > 4
+    assert [d for d, _ in calls] == sorted({d for d, _ in calls}) and all(t == pieces for _, t in calls)
+    assert len(calls) == -(-pieces // 3)  # batches of 3 pieces
+    torch.testing.assert_close(out, enh.enhance_many([wav])[0])
+
+
 def test_chunked_equals_whole_file_for_a_local_model_and_crossfade_has_no_seams():
     wav = _signal(6.1)[0]
     whole = _enhancer(Gate(), chunk_s=30.0).enhance(wav)

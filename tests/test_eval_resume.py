@@ -218,6 +218,14 @@ def test_a_full_disk_is_one_line_naming_the_file_and_earlier_outputs_stay(ckpt, 
         evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "metrics=false"))
 
 
+def test_a_long_file_shows_a_bar_of_its_pieces(ckpt, tmp_path, capsys):
+    src, out = _folder(tmp_path / "in", names=("long.wav",), seconds=6.0), tmp_path / "out"
+    cfg = eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "metrics=false", "chunk_s=1.0")
+    cfg.progress = True
+    evaluate(cfg)
+    assert "long file" in capsys.readouterr().out and (out / "long.wav").is_file()
+
+
 def test_a_corrupt_file_is_still_a_failed_row(ckpt, tmp_path):
     src, out = _folder(tmp_path / "in", names=("good.wav",)), tmp_path / "out"
     (src / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")

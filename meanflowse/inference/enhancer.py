@@ -29,6 +29,7 @@ import contextlib
 import logging
 import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -268,13 +269,17 @@ class Enhancer:
         return out[0] if squeeze else out
 
     @torch.no_grad()
-    def enhance_many(self, wavs: list[Tensor]) -> list[Tensor]:
-        """Enhance several ``[C, L]`` signals, batching pieces of equal padded size together."""
+    def enhance_many(
+        self, wavs: list[Tensor], *, on_batch: Callable[[int, int], None] | None = None
+    ) -> list[Tensor]:
+        """Enhance several ``[C, L]`` signals, batching pieces of equal padded size together;
+        ``on_batch(done, total)`` after each network call, in pieces (chunks x channels)."""
         wavs = [w.float().cpu() for w in wavs]
         peaks = [w.abs().amax(dim=-1).clamp_min(PEAK_FLOOR) for w in wavs]  # per file, per channel
         outs = [torch.zeros_like(w) for w in wavs]
         starts = [chunk_starts(w.shape[-1], chunk=self.chunk, overlap=self.overlap) for w in wavs]
         weight_sum = [torch.zeros(w.shape[-1]) if len(s) > 1 else None for w, s in zip(wavs, starts)]
+        total, done = sum(len(st) * w.shape[0] for w, st in zip(wavs, starts)), 0
         for batch in self._batches(wavs, starts):
             y = [
                 wavs[p.item][p.channel, p.start : p.start + p.size] / peaks[p.item][p.channel] for p in batch
@@ -288,6 +293,9 @@ class Enhancer:
                 outs[p.item][p.channel, p.start : p.start + p.size] += w * x
                 if p.channel == 0:
                     weight_sum[p.item][p.start : p.start + p.size] += w
+            done += len(batch)
+            if on_batch is not None:
+                on_batch(done, total)
         return [o if s is None else o.div_(s) for o, s in zip(outs, weight_sum)]
 
     def _batches(self, wavs: list[Tensor], starts: list[list[int]]) -> Iterator[list[_Piece]]:

@@ -83,17 +83,20 @@ log = logging.getLogger(__name__)
 # what one bad input file raises (the audio loader's own error, naming the file); anything
 # else (out of memory, a bug, a failed write) stops the run with its message
 FILE_ERRORS = (AudioError,)
+PIECES_BAR_FROM = 4  # files of more pieces than this get a progress bar of their own
 
 
 # ------------------------------------------------------------------------------ enhancing
 def enhance_group(
-    enhancer: Enhancer, items: list[Item], noisy: list[torch.Tensor]
+    enhancer: Enhancer, items: list[Item], noisy: list[torch.Tensor], on_batch=None
 ) -> tuple[list[torch.Tensor], float]:
     """Enhance a batch of loaded files ``[C, L]`` at their own rates; returns the outputs (same
-    rate, length, channels) and the enhancement wall time."""
+    rate, length, channels) and the enhancement wall time. ``on_batch``: see ``enhance_many``."""
     sr = enhancer.sample_rate
     with M.Stopwatch(enhancer.device) as sw:
-        outs = enhancer.enhance_many([to_rate(w, it.sr, sr) for it, w in zip(items, noisy)])
+        outs = enhancer.enhance_many(
+            [to_rate(w, it.sr, sr) for it, w in zip(items, noisy)], on_batch=on_batch
+        )
         outs = [fit_length(to_rate(o, sr, it.sr), w.shape[-1]) for o, it, w in zip(outs, items, noisy)]
     return outs, sw.seconds
 
@@ -291,9 +294,9 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
         enhancer.enhance(torch.zeros(1, enhancer.sample_rate // 4))
     overlap = auto_flag(cfg.overlap_io, "overlap_io", auto=enhancer.device.type == "cuda")
     columns = (
-        TextColumn("[bold]enhancing"),
+        TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.fields[files]} files"),
+        TextColumn("{task.fields[files]} {task.fields[unit]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
@@ -305,7 +308,8 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     ):
         if cfg.overwrite:
             prov.claim()
-        task = bar.add_task("enhance", total=sum(it.duration for it in todo) + len(done), files=0)
+        work = sum(it.duration for it in todo) + len(done)  # seconds of audio, and 1 per resumed file
+        task = bar.add_task("enhancing", total=work, files=0, unit="files")
 
         counting = threading.Lock()  # the worker's callbacks and this thread both advance
 
@@ -313,9 +317,22 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
             with counting:
                 bar.update(task, advance=it.duration, files=bar.tasks[0].fields["files"] + 1)
 
+        # a long file is many network calls: a second bar follows its pieces (chunks x channels)
+        pieces = bar.add_task("  long file", total=None, visible=False, files=0, unit="pieces")
+
+        def on_batch(finished: int, count: int) -> None:
+            if count > PIECES_BAR_FROM:
+                bar.update(
+                    pieces,
+                    completed=finished,
+                    total=count,
+                    visible=True,
+                    files=f"{finished}/{count}",
+                )
+
         for group in group_items(todo, enhancer):
             shipped = set()
-            for it, noisy, enhanced, sec in _load_and_enhance(enhancer, group, failures):
+            for it, noisy, enhanced, sec in _load_and_enhance(enhancer, group, failures, on_batch):
                 shipped.add(id(it))
                 worker.submit(ship, it, noisy, enhanced, sec, then=advance)
             for it in group:
@@ -362,7 +379,7 @@ def _fail(item: Item, err: Exception, failures: list[Item]) -> None:
     log.error("%s: %s", item.src, err)
 
 
-def _load_and_enhance(enhancer: Enhancer, group: list[Item], failures: list[Item]):
+def _load_and_enhance(enhancer: Enhancer, group: list[Item], failures: list[Item], on_batch=None):
     """Yield ``(item, noisy, enhanced, seconds)``; a file that fails to load is recorded and
     left out. An error in enhancing is no input's fault (out of memory, a bug): it propagates."""
     loaded = []
@@ -373,7 +390,7 @@ def _load_and_enhance(enhancer: Enhancer, group: list[Item], failures: list[Item
             _fail(it, err, failures)
     if not loaded:
         return
-    outs, sec = enhance_group(enhancer, [it for it, _ in loaded], [w for _, w in loaded])
+    outs, sec = enhance_group(enhancer, [it for it, _ in loaded], [w for _, w in loaded], on_batch)
     total = sum(it.duration for it, _ in loaded)
     for (it, noisy), out in zip(loaded, outs):  # a batch's time, shared by duration
         yield it, noisy, out, sec * it.duration / total
