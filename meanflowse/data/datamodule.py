@@ -247,6 +247,7 @@ class PairedSpecDataModule(L.LightningDataModule):
         super().__init__()
         spec = asdict(SpecConfig(**_plain(spec or {})))  # the full spec, defaults included
         synthetic = _plain(synthetic)
+        train_gain_db = [float(x) for x in train_gain_db]  # plain: checkpoints hold no OmegaConf types
         self.save_hyperparameters(logger=False)
         self.base_dir = Path(base_dir)
         self.sample_rate = int(sample_rate)
