@@ -203,6 +203,9 @@ def test_data_configs_compose_and_instantiate(tmp_path, name, rate, spec, bins):
     dm = instantiate(cfg.data)
     assert isinstance(dm, PairedSpecDataModule) and dm.spec.num_bins == bins
     assert dm.sample_rate == rate and dm.num_frames == 256
+    saved = tmp_path / "hparams.pt"  # what a checkpoint stores: readable by the safe loader
+    torch.save({"datamodule_hyper_parameters": dict(dm.hparams)}, saved)
+    assert torch.load(saved, weights_only=True)["datamodule_hyper_parameters"]["train_gain_db"] == [0.0, 0.0]
     if name == "synthetic":
         assert dm.base_dir == tmp_path / "data" / "synthetic"
         assert dm.synthetic["noise_kinds"] == list(NOISE_KINDS)
