@@ -7,6 +7,7 @@ The same dataclasses are what the pure functions take, so there is one definitio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,18 +75,21 @@ class Bound:
     low_open: bool = False  # value > low rather than >= low
     high: float | None = None
     high_open: bool = False  # value < high rather than <= high
+    nullable: bool = True  # null means "not set" (the default or the checkpoint's)
 
     def holds(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if value is None:
+            return self.nullable
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
-        if self.integer and not float(value).is_integer():
+        if self.integer and not isinstance(value, int):  # 2.0 would reach range() and seeds as a float
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
 
     def allowed(self) -> str:
-        kind = "an integer" if self.integer else "a number"
+        kind = "an integer" if self.integer else "a finite number"
         low = f"{'>' if self.low_open else '>='} {self.low}" if self.low is not None else ""
         high = f"{'<' if self.high_open else '<='} {self.high}" if self.high is not None else ""
         return " ".join(x for x in (kind, low, "and" if low and high else "", high) if x)
@@ -96,28 +100,36 @@ SAMPLER_NUMBERS = [
     Bound("sampler.t_end", low=0.0, high=1.0, high_open=True),
 ]
 TRAIN_NUMBERS = [
-    Bound("data.batch_size", integer=True, low=1),
-    Bound("data.num_workers", integer=True, low=0),
+    Bound("seed", integer=True, low=0, nullable=False),
+    Bound("trainer.max_steps", integer=True, nullable=False),  # its range: check_config says why
+    Bound("data.batch_size", integer=True, low=1, nullable=False),
+    Bound("data.num_workers", integer=True, low=0, nullable=False),
+    Bound("data.num_frames", integer=True, low=2, nullable=False),
     Bound("data.limit_files", integer=True, low=1),
-    Bound("optim.lr", low=0.0, low_open=True),
+    Bound("optim.lr", low=0.0, low_open=True, nullable=False),
     *SAMPLER_NUMBERS,
 ]
 EVAL_NUMBERS = [
-    Bound("batch_size", integer=True, low=1),
+    Bound("batch_size", integer=True, low=1, nullable=False),
     Bound("limit_files", integer=True, low=1),
-    Bound("chunk_s", low=0.0, low_open=True),
-    Bound("overlap_s", low=0.0),
-    Bound("seed", integer=True),
+    Bound("chunk_s", low=0.0, low_open=True, nullable=False),
+    Bound("overlap_s", low=0.0, nullable=False),
+    Bound("seed", integer=True, low=0, nullable=False),
     *SAMPLER_NUMBERS,
 ]
+
+
+_ABSENT = object()
 
 
 def check_numbers(cfg: DictConfig, bounds: list[Bound]) -> None:
     """A one-line ConfigError naming the key, its value and the allowed range, for the first key
-    of ``bounds`` that is out of range; unset (null or absent) keys are skipped."""
+    of ``bounds`` that is out of range; absent keys are skipped, null only where ``nullable``."""
     for bound in bounds:
-        value = OmegaConf.select(cfg, bound.key, default=None)
-        if value is not None and not bound.holds(value):
+        if OmegaConf.select(cfg, bound.key, default=_ABSENT) is _ABSENT:
+            continue  # a key this config does not have
+        value = OmegaConf.select(cfg, bound.key)
+        if not bound.holds(value):
             raise ConfigError(f"{bound.key}={value!r}: must be {bound.allowed()}")
 
 

@@ -40,6 +40,18 @@ def _other_model(good):
     return make
 
 
+def _flipped(good):
+    """Bytes flipped inside the first tensor's record: torch.load reads it without complaint."""
+
+    def make(path):
+        data = bytearray(good.read_bytes())
+        start = data.index(b"data/0") + 200
+        data[start : start + 16] = bytes(255 - b for b in data[start : start + 16])
+        path.write_bytes(bytes(data))
+
+    return make
+
+
 CASES = {
     "empty": (lambda g: lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
     "text": (
@@ -52,6 +64,7 @@ CASES = {
     ),
     "a list": (lambda g: lambda p: torch.save([1, 2], p), "holds a list, not a train.py checkpoint"),
     "no weights": (_without_weights, "a stored config but no weights (state_dict)"),
+    "flipped bytes": (_flipped, "fails its CRC check"),
     "other model": (_other_model, "weights that do not fit its stored config's model (size mismatch for"),
 }
 

@@ -134,11 +134,11 @@ def test_an_error_while_enhancing_stops_the_run(ckpt, tmp_path, monkeypatch):
     src = _folder(tmp_path / "in", names=("f0.wav",))
     real, calls = Enhancer.enhance_many, []
 
-    def oom_after_warmup(self, wavs):
+    def oom_after_warmup(self, wavs, **kwargs):
         calls.append(len(wavs))
         if len(calls) > 1:
             raise RuntimeError("CUDA out of memory (test)")
-        return real(self, wavs)
+        return real(self, wavs, **kwargs)
 
     monkeypatch.setattr(Enhancer, "enhance_many", oom_after_warmup)
     with pytest.raises(RuntimeError, match="out of memory"):

@@ -47,13 +47,19 @@ def test_no_steps_to_train(tmp_path, override):
         ("sampler.nfe=0", "an integer >= 1"),
         ("sampler.nfe=-1", "an integer >= 1"),
         ("data.num_workers=-2", "an integer >= 0"),
-        ("optim.lr=0", "a number > 0.0"),
+        ("optim.lr=0", "a finite number > 0.0"),
+        ("optim.lr=inf", "a finite number > 0.0"),
+        ("seed=-1", "an integer >= 0"),
+        ("data.num_frames=0", "an integer >= 2"),
+        ("trainer.max_steps=null", "an integer"),
     ],
 )
 def test_a_number_out_of_range_is_refused_before_any_data_is_made(tmp_path, override, allowed):
     message = _message(tmp_path, [*TINY, override])
     key, value = override.split("=")
-    assert f"{key}={value}: must be {allowed}" in message
+    shown = {"null": "None", "inf": "inf"}.get(value, value)
+    assert f"{key}={shown}: must be {allowed}" in message or f"{key}={value}" in message, message
+    assert f"must be {allowed}" in message
     assert not (tmp_path / "data").exists()  # refused before the corpus is generated
 
 

@@ -196,7 +196,7 @@ def test_last_takes_the_newest_matching_run_and_names_every_mismatch(tmp_path):
     message = str(err.value)
     assert f"{runs / 'a'}: mf.first_order_coef: 0.5 in the run, 0.75 now" in message, message
     assert f"{runs / 'b'}: mf.first_order_coef: 1.0 in the run, 0.75 now" in message
-    assert f"{runs / 'c'}: not a complete checkpoint" in message
+    assert f"{runs / 'c'}: no stored config" in message
     with pytest.raises(ResumeError, match="backbone.nf: 8 in the run, 16 now"):
         resume("mf.first_order_coef=0.5", "backbone.nf=16")
 
@@ -228,7 +228,8 @@ def test_last_skips_a_newer_damaged_checkpoint_and_a_named_one_is_refused(tmp_pa
     assert torch.load(bad, mmap=True, weights_only=True)["hyper_parameters"]  # metadata reads fine
 
     assert resume_checkpoint("last", config=cfg, run_dir=runs / "new") == (good, [])
-    assert str(bad) in caplog.text and str(truncated) in caplog.text  # reported, not resumed
+    assert str(bad) in caplog.text  # the damaged match is reported, not resumed
+    # (the truncated one has no readable config, so it is a mismatch, never read in full)
     for damaged in (bad, truncated):
         with pytest.raises(ResumeError, match=f"ckpt_path={damaged}: .* pass another checkpoint"):
             resume_checkpoint(str(damaged), config=cfg, run_dir=runs / "new")

@@ -44,6 +44,7 @@ from meanflowse.data.audio import PEAK_FLOOR
 from meanflowse.legacy_paths import migrate_targets
 from meanflowse.method.samplers import resolve_sampler
 from meanflowse.method.stft import SpecConfig, spec_to_wav, wav_to_spec
+from meanflowse.training.checkpointing import checkpoint_problem
 from meanflowse.training.lit_module import MeanFlowSEModule
 
 log = logging.getLogger(__name__)
@@ -61,18 +62,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _first_line(err: Exception) -> str:
+    """``Type: first line`` of an error whose own text may run to a page (torch, Hydra)."""
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
+
+
 def _read_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file; pass ckpt_path=<run>/checkpoints/last.ckpt")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes); pass the last.ckpt of a finished run")
+    if zipfile.is_zipfile(path):  # torch.load does not check the members' CRCs: flipped bytes load
+        problem = checkpoint_problem(path)
+        if problem:
+            raise CheckpointError(f"{path}: not a readable MeanFlowSE checkpoint: {problem}")
     try:  # Lightning checkpoints hold tensors and plain containers, so the safe loader suffices
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name
         what = "not a torch checkpoint (no zip archive)" if not zipfile.is_zipfile(path) else "damaged"
-        detail = (str(err).strip().splitlines() or [""])[0][:200]  # torch's own text runs to a page
         raise CheckpointError(
-            f"{path}: not a readable MeanFlowSE checkpoint: {what} ({type(err).__name__}: {detail})"
+            f"{path}: not a readable MeanFlowSE checkpoint: {what} ({_first_line(err)})"
         ) from err
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a train.py checkpoint")
@@ -89,7 +98,10 @@ def load_module(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[MeanFlo
     if config is None:
         raise CheckpointError(f"{path}: has no stored config; was it written by train.py?")
     cfg = OmegaConf.create(migrate_targets(config))  # a checkpoint from before the layout move
-    module = build_module(cfg)
+    try:
+        module = build_module(cfg)
+    except Exception as err:  # noqa: BLE001 - a stored config that builds no model, named
+        raise CheckpointError(f"{path}: its stored config builds no model ({_first_line(err)})") from None
     if not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(
             f"{path}: a stored config but no weights (state_dict); was it written by train.py?"
@@ -105,9 +117,14 @@ def load_module(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[MeanFlo
     ema = (ckpt.get("callbacks") or {}).get("EMA")
     if use_ema and ema:
         params = dict(module.named_parameters())
-        with torch.no_grad():
-            for name, value in ema["shadow"].items():
-                params[name].copy_(value)
+        try:
+            with torch.no_grad():
+                for name, value in ema["shadow"].items():
+                    params[name].copy_(value)
+        except (KeyError, RuntimeError, TypeError) as err:
+            raise CheckpointError(
+                f"{path}: EMA weights that do not fit its model ({_first_line(err)})"
+            ) from None
     module.eval()
     return module, cfg
 

@@ -332,7 +332,8 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
 
         for group in group_items(todo, enhancer):
             shipped = set()
-            for it, noisy, enhanced, sec in _load_and_enhance(enhancer, group, failures, on_batch):
+            long = on_batch if len(group) == 1 else None  # the bar follows one long file, not a batch
+            for it, noisy, enhanced, sec in _load_and_enhance(enhancer, group, failures, long):
                 shipped.add(id(it))
                 worker.submit(ship, it, noisy, enhanced, sec, then=advance)
             for it in group:

@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from meanflowse.inference.audio_io import write_error
 from meanflowse.inference.inputs import EvalError, Item
 
 PROVENANCE_FILE = "eval_provenance.jsonl"
@@ -140,6 +141,7 @@ class ProvenanceLog:
         path = out_dir / PROVENANCE_FILE
         torn = path.is_file() and path.stat().st_size > 0 and not _ends_with_newline(path)
         self.settings = settings
+        self.path = path
         self.fh = open(path, "a", encoding="utf-8")
         if torn:  # end the torn line, or the next record would be glued onto it and lost too
             self._append(None)
@@ -162,8 +164,11 @@ class ProvenanceLog:
         )
 
     def _append(self, record: dict | None) -> None:
-        self.fh.write(("" if record is None else json.dumps(record)) + "\n")
-        self.fh.flush()
+        try:
+            self.fh.write(("" if record is None else json.dumps(record)) + "\n")
+            self.fh.flush()
+        except OSError as err:  # a full disk: say which file
+            raise write_error(self.path, err) from None
 
     def close(self) -> None:
         self.fh.close()

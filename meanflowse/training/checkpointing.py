@@ -200,17 +200,18 @@ def resume_checkpoint(
             )
         return ckpt, diffs
     mismatched = []
+    damaged = set()
     for ckpt in last_checkpoints(run_dir):  # newest first: the newest matching run wins
-        problem = checkpoint_problem(ckpt)
+        diffs = _mismatch(ckpt, config, run_dir)  # the metadata only (mmap): cheap
+        problem = None if diffs and not force else checkpoint_problem(ckpt)  # reads it all
         if problem:  # reported and passed over, never resumed
             log.warning("ckpt_path=last: skipping %s: %s", ckpt, problem)
-            mismatched.append((ckpt, [problem]))
-            continue
-        diffs = _mismatch(ckpt, config, run_dir)
-        if not diffs:
+            damaged.add(ckpt)
+            diffs = [problem]
+        elif not diffs:
             return ckpt, []
         mismatched.append((ckpt, diffs))
-    readable = [(c, d) for c, d in mismatched if checkpoint_problem(c) is None]
+    readable = [(c, d) for c, d in mismatched if c not in damaged]
     if force and readable:  # none matches: the newest readable run, whatever it was trained with
         return readable[0]
     reasons = [f"  {_run_name(ckpt)}: {'; '.join(diffs)}" for ckpt, diffs in mismatched]
