@@ -12,7 +12,9 @@ because an fsync per file slows an evaluation of many short files for nothing.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,3 +69,19 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None, fsync: bo
 def write_text_atomic(path: str | os.PathLike, text: str, *, suffix: str | None = None) -> None:
     with atomic_path(path, suffix=suffix) as tmp:
         tmp.write_text(text)
+
+
+def write_error(path: Path, err: Exception) -> OSError:
+    """An OSError that names ``path`` and the likely cause (a full disk: libsndfile and the OS
+    report it without the file name), for eval.py to print as one line."""
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    cause = f"{type(err).__name__}: {err}"
+    if getattr(err, "errno", None) == errno.ENOSPC or (free is not None and free < 16 * 2**20):
+        hint = "free space and rerun: finished files are kept"
+        out = OSError(f"{path}: could not be written, the disk is full ({cause}); {hint}")
+        out.errno = errno.ENOSPC
+        return out
+    return OSError(f"{path}: could not be written ({cause})")

@@ -126,10 +126,8 @@ def check_numbers(cfg: DictConfig, bounds: list[Bound]) -> None:
     """A one-line ConfigError naming the key, its value and the allowed range, for the first key
     of ``bounds`` that is out of range; absent keys are skipped, null only where ``nullable``."""
     for bound in bounds:
-        if OmegaConf.select(cfg, bound.key, default=_ABSENT) is _ABSENT:
-            continue  # a key this config does not have
-        value = OmegaConf.select(cfg, bound.key)
-        if not bound.holds(value):
+        value = OmegaConf.select(cfg, bound.key, default=_ABSENT)  # a null key is None, not absent
+        if value is not _ABSENT and not bound.holds(value):
             raise ConfigError(f"{bound.key}={value!r}: must be {bound.allowed()}")
 
 

@@ -189,6 +189,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_earlier_outputs_stay(ckpt, 
 
     import soundfile
 
+    from meanflowse import atomic
     from meanflowse.inference import audio_io, reports
 
     src, out = _folder(tmp_path / "in"), tmp_path / "out"
@@ -201,7 +202,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_earlier_outputs_stay(ckpt, 
         return real(file, *args, **kwargs)
 
     monkeypatch.setattr(audio_io.sf, "write", write_then_full)
-    monkeypatch.setattr(audio_io.shutil, "disk_usage", lambda p: SimpleNamespace(free=0))
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: SimpleNamespace(free=0))
     with pytest.raises(OSError) as err:
         evaluate(eval_cfg(ckpt, tmp_path, f"input={src}", f"output={out}", "metrics=false"))
     assert err.value.errno == errno.ENOSPC and "\n" not in str(err.value)

@@ -260,7 +260,7 @@ class PairedSpecDataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.cache_dir = cache_dir
         self.length_tolerance_s = float(length_tolerance_s)
-        self.train_gain_db = tuple(float(x) for x in train_gain_db)
+        self.train_gain_db = tuple(train_gain_db)
         if len(self.train_gain_db) != 2 or not self.train_gain_db[0] <= self.train_gain_db[1] <= 0.0:
             raise ValueError(f"data.train_gain_db={list(train_gain_db)}: [low, high] dB, low <= high <= 0")
         self.seed = int(seed)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from meanflowse.atomic import atomic_path
+from meanflowse.atomic import atomic_path, write_error
 
 
 def write_atomic(
@@ -39,22 +37,6 @@ def write_atomic(
             raise write_error(path, err) from None
         if before_rename is not None:
             before_rename(tmp)
-
-
-def write_error(path: Path, err: Exception) -> OSError:
-    """An OSError that names ``path`` and the likely cause (a full disk: libsndfile and the OS
-    report it without the file name), for eval.py to print as one line."""
-    try:
-        free = shutil.disk_usage(Path(path).parent).free
-    except OSError:
-        free = None
-    cause = f"{type(err).__name__}: {err}"
-    if getattr(err, "errno", None) == errno.ENOSPC or (free is not None and free < 16 * 2**20):
-        hint = "free space and rerun: finished files are kept"
-        out = OSError(f"{path}: could not be written, the disk is full ({cause}); {hint}")
-        out.errno = errno.ENOSPC
-        return out
-    return OSError(f"{path}: could not be written ({cause})")
 
 
 def to_rate(wav: torch.Tensor, sr: int, target: int) -> torch.Tensor:

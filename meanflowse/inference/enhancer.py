@@ -72,14 +72,15 @@ def _read_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file; pass ckpt_path=<run>/checkpoints/last.ckpt")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes); pass the last.ckpt of a finished run")
-    if zipfile.is_zipfile(path):  # torch.load does not check the members' CRCs: flipped bytes load
+    is_zip = zipfile.is_zipfile(path)
+    if is_zip:  # torch.load does not check the members' CRCs: flipped bytes load
         problem = checkpoint_problem(path)
         if problem:
             raise CheckpointError(f"{path}: not a readable MeanFlowSE checkpoint: {problem}")
     try:  # Lightning checkpoints hold tensors and plain containers, so the safe loader suffices
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        what = "not a torch checkpoint (no zip archive)" if not zipfile.is_zipfile(path) else "damaged"
+        what = "damaged" if is_zip else "not a torch checkpoint (no zip archive)"
         raise CheckpointError(
             f"{path}: not a readable MeanFlowSE checkpoint: {what} ({_first_line(err)})"
         ) from err

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from meanflowse.inference.audio_io import write_error
+from meanflowse.atomic import write_error
 from meanflowse.inference.inputs import EvalError, Item
 
 PROVENANCE_FILE = "eval_provenance.jsonl"

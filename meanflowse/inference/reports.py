@@ -10,8 +10,7 @@ from typing import Any
 
 from rich.table import Table
 
-from meanflowse.atomic import atomic_path
-from meanflowse.inference.audio_io import write_error
+from meanflowse.atomic import atomic_path, write_error
 from meanflowse.metrics import scores as M
 
 SUMMARY_KEYS = M.METRIC_KEYS  # pesq, estoi, si_sdr, dnsmos_sig, dnsmos_bak, dnsmos_ovrl

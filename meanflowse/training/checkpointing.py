@@ -199,19 +199,18 @@ def resume_checkpoint(
                 "to resume it anyway"
             )
         return ckpt, diffs
-    mismatched = []
-    damaged = set()
+    mismatched, readable = [], []  # every candidate not resumed; those of them that are whole
     for ckpt in last_checkpoints(run_dir):  # newest first: the newest matching run wins
         diffs = _mismatch(ckpt, config, run_dir)  # the metadata only (mmap): cheap
         problem = None if diffs and not force else checkpoint_problem(ckpt)  # reads it all
         if problem:  # reported and passed over, never resumed
             log.warning("ckpt_path=last: skipping %s: %s", ckpt, problem)
-            damaged.add(ckpt)
-            diffs = [problem]
-        elif not diffs:
+            mismatched.append((ckpt, [problem]))
+            continue
+        if not diffs:
             return ckpt, []
         mismatched.append((ckpt, diffs))
-    readable = [(c, d) for c, d in mismatched if c not in damaged]
+        readable.append((ckpt, diffs))
     if force and readable:  # none matches: the newest readable run, whatever it was trained with
         return readable[0]
     reasons = [f"  {_run_name(ckpt)}: {'; '.join(diffs)}" for ckpt, diffs in mismatched]
