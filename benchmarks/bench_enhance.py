@@ -172,8 +172,10 @@ def speed(ckpt: str, *, seconds: float, nfes: tuple[int, ...], device: str, repe
     paired ratios, so a machine whose speed drifts between minutes (this VM's does, by up to
     10%) shifts both sides of a pair alike."""
     from meanflowse.data.audio import load_audio
+    from meanflowse.inference.audio_io import write_atomic
     from meanflowse.inference.enhancer import Enhancer, padded_frames
-    from meanflowse.inference.evaluation import Item, enhance_group, write_atomic
+    from meanflowse.inference.inputs import Item
+    from meanflowse.inference.measured import enhance_group
 
     with tempfile.TemporaryDirectory() as tmp:
         src = write_noisy(Path(tmp) / "in.wav", seconds)
@@ -239,6 +241,23 @@ def _bare_forward(enh, frames: int, repeats: int) -> float:
 
 
 # ------------------------------------------------------------------------------ (c) quality
+def _quality_keys() -> tuple[str, ...]:
+    """The registry's brief metrics, DNSMOS included (a dash where dnsmos=false)."""
+    from meanflowse.metrics import registry
+
+    return registry.brief_keys(registry.selected(dnsmos=True))
+
+
+def _quality_labels() -> list[str]:
+    from meanflowse.metrics import registry
+
+    return [registry.label(k) for k in _quality_keys()]
+
+
+def _cell(value) -> str:
+    return "—" if value is None or np.isnan(value) else f"{value:.3f}"
+
+
 def quality(ckpt: str, *, device: str, limit: int | None, dnsmos: bool) -> list[list]:
     from meanflowse.inference.evaluation import evaluate
 
@@ -269,20 +288,9 @@ def quality(ckpt: str, *, device: str, limit: int | None, dnsmos: bool) -> list[
                 )
             )
             label = f"{name}, NFE {nfe}" + (", bf16" if precision == "bf16" else "")
-            rows.append(
-                [label, s["num_files"]]
-                + [
-                    "—" if np.isnan(s[k]) else f"{s[k]:.3f}"
-                    for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl", "rtf")
-                ]
-            )
+            rows.append([label, s["num_files"]] + [_cell(s.get(k)) for k in (*_quality_keys(), "rtf")])
         rows.append(
-            ["noisy input", s["num_files"]]
-            + [
-                "—" if np.isnan(s["noisy"][k]) else f"{s['noisy'][k]:.3f}"
-                for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
-            ]
-            + [""]
+            ["noisy input", s["num_files"]] + [_cell(s["noisy"].get(k)) for k in _quality_keys()] + [""]
         )
     return rows
 
@@ -378,12 +386,7 @@ def run(
     if "quality" in only:
         out["quality"] = quality(ckpt, device=dev, limit=2 if quick else None, dnsmos=not quick)
         print("(c) quality on the checkpoint's test split (means over files)\n")
-        print(
-            markdown_table(
-                ["sampler", "files", "PESQ", "ESTOI", "SI-SDR", "DNSMOS OVRL", "RTF"], out["quality"]
-            )
-            + "\n"
-        )
+        print(markdown_table(["sampler", "files", *_quality_labels(), "RTF"], out["quality"]) + "\n")
     if "folder" in only:
         files, seconds = (3, 2.0) if quick else (8, 10.0)
         out["folder"] = folder(ckpt, files=files, seconds=seconds, device=dev)

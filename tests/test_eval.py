@@ -8,6 +8,7 @@ for I/O); tests that need a trained model live in test_train_eval.py.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -436,7 +437,8 @@ def test_metrics_and_summary_keys(ckpt, tmp_path):
     sf.write(split / "noisy" / "a.flac", (clean + 0.05 * torch.randn(clean.shape)).numpy(), SR)
     out = tmp_path / "out"
     summary = evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={out}"))
-    keys = {"pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
+    # the summary holds the metrics the run was set to measure: DNSMOS is off here, so it is absent
+    keys = {"pesq", "estoi", "si_sdr"}
     saved = json.loads((out / "summary.json").read_text())
     assert set(saved) == keys | {
         "rtf",
@@ -451,9 +453,17 @@ def test_metrics_and_summary_keys(ckpt, tmp_path):
     assert set(saved["noisy"]) == keys and set(saved["ci95"]) == keys
     # one file: a mean but no interval; DNSMOS is off, which is no metric error
     assert saved["ci95"]["si_sdr"] is None and saved["files_with_metric_errors"] == 0
-    # how many files each mean is over: DNSMOS is off here, so its means are over none
+    # how many files each mean is over
     assert set(saved["counts"]) == keys and saved["counts"]["si_sdr"] == 1
-    assert saved["counts"]["dnsmos_ovrl"] == 0 and saved["dnsmos_ovrl"] is None
+    header = next(csv.reader(open(out / "metrics.csv")))
+    assert not any(c.startswith(("dnsmos", "noisy_dnsmos")) for c in header)
+    # DNSMOS on: its three keys join the summary and the rows, each over the one file
+    on = tmp_path / "on"
+    evaluate(_eval_cfg(ckpt, tmp_path, f"input={split}", f"output={on}", "dnsmos=true"))
+    with_dnsmos = json.loads((on / "summary.json").read_text())
+    dnsmos = {"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
+    assert set(with_dnsmos["counts"]) == keys | dnsmos and with_dnsmos["counts"]["dnsmos_ovrl"] == 1
+    assert dnsmos <= set(next(csv.reader(open(on / "metrics.csv"))))
     noisy = sf.read(str(split / "noisy" / "a.flac"))[0]  # as stored: 16-bit
     assert saved["noisy"]["si_sdr"] == pytest.approx(M.si_sdr(clean.numpy(), noisy), abs=1e-3)
     enhanced = sf.read(str(out / "a.flac"))[0]

@@ -5,7 +5,8 @@
 
 ``curves`` scores every checkpoint of a run (``checkpoints/curve/step*.ckpt`` and ``last.ckpt``,
 EMA weights, as eval.py uses them) on the test split of the run's own corpus with the project's
-sweep evaluation (the same Enhancer and metrics), and appends the rows to
+one measured path (``meanflowse.inference.measured.enhance_and_score``, as eval.py and
+validation; the float output scored in memory, as validation does), and appends the rows to
 ``experiments/make_it_enhance/curves.csv``. The extra NFEs and DNSMOS are measured on
 ``last.ckpt`` only (they cost more than the rest together). ``plot`` draws PESQ, ESTOI and
 SI-SDR against training steps and wall-clock minutes (``curves_vs_step.png``,
@@ -22,21 +23,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CURVES = HERE / "curves.csv"
-FIELDS = [
-    "run",
-    "sampler",
-    "nfe",
-    "step",
-    "minutes",
-    "pesq",
-    "estoi",
-    "si_sdr",
-    "dnsmos_ovrl",
-    "noisy_pesq",
-    "noisy_estoi",
-    "noisy_si_sdr",
-    "noisy_dnsmos_ovrl",
-]
+
+
+def _shown() -> tuple[str, ...]:
+    """The metrics of curves.csv: the registry's brief keys with DNSMOS on (no speaker model)."""
+    from meanflowse.metrics import registry
+
+    return registry.brief_keys(registry.selected(dnsmos=True))
+
+
+def _fields() -> list[str]:
+    return ["run", "sampler", "nfe", "step", "minutes", *_shown(), *(f"noisy_{k}" for k in _shown())]
 
 
 def _checkpoints(run: Path) -> list[tuple[int, Path]]:
@@ -54,11 +51,14 @@ def _checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 def curves(run: Path, *, sampler: str, nfes: list[int], name: str | None) -> None:
     """Every checkpoint at the first NFE of ``nfes``; the last checkpoint at all of them."""
+    import dataclasses
+
     import torch
     from hydra.utils import instantiate
 
     from meanflowse.inference.enhancer import Enhancer, load_module
-    from meanflowse.sweep.job import evaluate_nfes
+    from meanflowse.inference.measured import enhance_and_score, memory_item
+    from meanflowse.metrics import registry
 
     torch.set_num_threads(os.cpu_count() or 1)
     ckpts = _checkpoints(run)
@@ -72,34 +72,28 @@ def curves(run: Path, *, sampler: str, nfes: list[int], name: str | None) -> Non
     for step, path in ckpts:
         final = path.name == "last.ckpt"
         enhancer = Enhancer.from_checkpoint(path, sampler=sampler, seed=0)
-        results, noisy = evaluate_nfes(enhancer, pairs, nfes=nfes if final else nfes[:1], dnsmos=final)
-        for res in results:
+        for nfe in nfes if final else nfes[:1]:
+            items = [memory_item(p["name"], p["noisy"], p["sample_rate"], p["clean"]) for p in pairs]
+            summary = enhance_and_score(
+                dataclasses.replace(enhancer, nfe=int(nfe)),
+                items,
+                metrics=registry.selected(dnsmos=final),
+            ).summary
             row = {
                 "run": name or run.name,
                 "sampler": sampler,
-                "nfe": res["nfe"],
+                "nfe": summary["nfe"],
                 "step": step,
                 "minutes": round((path.stat().st_mtime - start) / 60, 2),
             }
-            row.update({k: round(res[k], 4) for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl") if k in res})
-            row.update(
-                {
-                    f"noisy_{k}": round(noisy[k], 4)
-                    for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
-                    if k in noisy
-                }
-            )
+            for k in _shown():
+                if k in summary:
+                    row[k], row[f"noisy_{k}"] = round(summary[k], 4), round(summary["noisy"][k], 4)
             rows.append(row)
-            print(
-                {
-                    k: row.get(k)
-                    for k in ("run", "sampler", "nfe", "step", "pesq", "estoi", "si_sdr", "dnsmos_ovrl")
-                },
-                flush=True,
-            )
+            print({k: row.get(k) for k in ("run", "sampler", "nfe", "step", *_shown())}, flush=True)
     new = not CURVES.exists()
     with open(CURVES, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer = csv.DictWriter(f, fieldnames=_fields())
         if new:
             writer.writeheader()
         writer.writerows(rows)
@@ -116,8 +110,12 @@ def _figure(series: dict[str, list[dict]], noisy: dict, xkey: str, xlabel: str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for ax, (key, label) in zip(axes, (("pesq", "PESQ (wb)"), ("estoi", "ESTOI"), ("si_sdr", "SI-SDR (dB)"))):
+    from meanflowse.metrics import registry
+
+    keys = registry.reference_keys()
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.3 * len(keys), 4.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        label = registry.label(key)
         for i, (name, pts) in enumerate(sorted(series.items())):
             pts = sorted(pts, key=lambda r: float(r[xkey]))
             # the colour cycle has 10 entries: runs beyond it get another line and marker style
@@ -127,7 +125,7 @@ def _figure(series: dict[str, list[dict]], noisy: dict, xkey: str, xlabel: str, 
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="lower right")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from meanflowse.data.real_mixes import SCORES, per_snr, write_mixes
+from meanflowse.data.real_mixes import per_snr, write_mixes
+from meanflowse.metrics import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT.parent / "shared" / "data" / "real"
@@ -32,13 +33,14 @@ def run_eval(ckpt: Path, out: Path, *args: str) -> None:
 
 
 def markdown(table: dict) -> str:
+    keys = registry.reference_keys()
     lines = [
-        "| SNR (dB) | files | PESQ noisy -> enh. | ESTOI noisy -> enh. | SI-SDR (dB) noisy -> enh. |",
-        "|---|---|---|---|---|",
+        "| SNR (dB) | files | " + " | ".join(f"{registry.label(k)} noisy -> enh." for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
     ]
     for snr, e in table.items():
-        digits = {"pesq": 3, "estoi": 3, "si_sdr": 1}
-        cells = [f"{e[f'noisy_{k}']:.{digits[k]}f} -> {e[k]:.{digits[k]}f}" for k in SCORES]
+        digits = {k: registry.metric_of(k).decimals for k in keys}
+        cells = [f"{e[f'noisy_{k}']:.{digits[k]}f} -> {e[k]:.{digits[k]}f}" for k in keys]
         lines.append(f"| {snr} | {e['files']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -87,7 +89,7 @@ def fresh_mixes(speech: Path, folder: Path, draws: int) -> Path:
 def per_snr_of_pair(metrics_csv: Path) -> dict:
     with open(metrics_csv, newline="") as fh:
         row = next(csv.DictReader(fh))
-    return {"files": 1, **{c: float(row[c]) for k in SCORES for c in (k, f"noisy_{k}")}}
+    return {"files": 1, **{c: float(row[c]) for k in registry.reference_keys() for c in (k, f"noisy_{k}")}}
 
 
 if __name__ == "__main__":

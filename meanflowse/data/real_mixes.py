@@ -24,9 +24,9 @@ from meanflowse.data import tts
 from meanflowse.data.audio import load_audio
 from meanflowse.data.signals import NOISE_KINDS, make_noise
 from meanflowse.data.synthetic import mix_at_snr
+from meanflowse.metrics import registry
 
 SNRS_DB = (0, 5, 10, 15, 20)
-SCORES = ("pesq", "estoi", "si_sdr")
 _NAME = re.compile(r"snr(\d+)_")
 
 
@@ -86,7 +86,7 @@ def per_snr(metrics_csv: str | os.PathLike) -> dict[int, dict[str, float]]:
     table = {}
     for snr, rows in sorted(groups.items()):
         entry: dict[str, float] = {"files": len(rows)}
-        for key in SCORES:
+        for key in registry.reference_keys():
             for col in (key, f"noisy_{key}"):
                 values = [float(r[col]) for r in rows if r.get(col) not in (None, "")]
                 values = [v for v in values if math.isfinite(v)]

@@ -12,8 +12,8 @@ Inputs and the default output folder: :mod:`meanflowse.inference.inputs`. Output
 (default ``<run>/enhanced/<name>-<hash of the input path>``, or ``<run>/enhanced/<split>``): the
 enhanced files with the inputs' relative paths, rate, length, channels, format and sample
 format; ``metrics.csv`` (a row per file, failures included, with their error); ``summary.json``
-(means over files: :data:`meanflowse.inference.reports.SUMMARY_KEYS` plus ``rtf, nfe, num_files,
-num_failed``, ``ci95`` (95% half-widths), ``counts`` (files per mean),
+(means over files of the metrics measured, as the registry :mod:`meanflowse.metrics.registry`
+names them, plus ``rtf, nfe, num_files, num_failed``, ``ci95`` (95% half-widths), ``counts`` (files per mean),
 ``files_with_metric_errors`` and the noisy input's means under ``noisy``); ``plots/`` with
 ``plots=true``. With ``metrics=false`` the two reports are ``unscored_metrics.csv`` and
 ``unscored_summary.json``, so an earlier run's measured numbers in the folder are never replaced.
@@ -25,10 +25,9 @@ one this run made from a since-changed source (or changed since) is redone; one 
 another run's settings is refused (EvalError), unless ``overwrite=true``, which redoes it. So a
 retrained checkpoint is never reported with a previous model's outputs.
 
-Only a bad input file (:class:`AudioError`: unreadable, corrupt, empty, unsupported) is a
-"failed" row; an error in enhancing or writing (out of memory, a bug, a full disk) stops the run.
-RTF = enhancement wall time (normalisation, STFT, sampler, inverse STFT, resampling; no disk
-I/O and no metrics) / audio duration, after a warm-up call and with device synchronisation.
+Enhancing, scoring and summarising is the package's one measured path,
+:func:`meanflowse.inference.measured.enhance_and_score`, with this module's :class:`FileOutput`:
+it says which errors fail a file and which stop the run, and what the RTF counts.
 
 Overlap (``overlap_io``, default on a GPU): writing, reading back, measuring and plotting file k
 run on one worker thread while the device enhances file k+1, so disk I/O and the CPU-bound
@@ -41,9 +40,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import threading
-from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +50,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from meanflowse.data.audio import AudioError, load_audio
-from meanflowse.inference.audio_io import fit_length, to_rate, write_atomic
-from meanflowse.inference.background import Background
-from meanflowse.inference.enhancer import CheckpointError, Enhancer, padded_frames
+from meanflowse.data.audio import load_audio
+from meanflowse.inference.audio_io import write_atomic
+from meanflowse.inference.enhancer import CheckpointError, Enhancer
 
 # re-exported: inputs' and provenance's names were this module's (tests, benchmarks)
 from meanflowse.inference.inputs import (
@@ -67,6 +64,7 @@ from meanflowse.inference.inputs import (
     resolved,
     split_items,
 )
+from meanflowse.inference.measured import FILE_ERRORS, enhance_and_score, fail
 from meanflowse.inference.provenance import (
     ProvenanceLog,
     foreign_error,
@@ -75,83 +73,36 @@ from meanflowse.inference.provenance import (
     run_settings,
     verdict,
 )
-from meanflowse.inference.reports import results_table, summarize, summary_keys, write_reports
+from meanflowse.inference.reports import results_table, write_reports
+from meanflowse.metrics import registry
 from meanflowse.metrics import scores as M
 from meanflowse.runtime import auto_flag
 
 log = logging.getLogger(__name__)
-# what one bad input file raises (the audio loader's own error, naming the file); anything
-# else (out of memory, a bug, a failed write) stops the run with its message
-FILE_ERRORS = (AudioError,)
 PIECES_BAR_FROM = 4  # files of more pieces than this get a progress bar of their own
 
 
-# ------------------------------------------------------------------------------ enhancing
-def enhance_group(
-    enhancer: Enhancer, items: list[Item], noisy: list[torch.Tensor], on_batch=None
-) -> tuple[list[torch.Tensor], float]:
-    """Enhance a batch of loaded files ``[C, L]`` at their own rates; returns the outputs (same
-    rate, length, channels) and the enhancement wall time. ``on_batch``: see ``enhance_many``."""
-    sr = enhancer.sample_rate
-    with M.Stopwatch(enhancer.device) as sw:
-        outs = enhancer.enhance_many(
-            [to_rate(w, it.sr, sr) for it, w in zip(items, noisy)], on_batch=on_batch
+# ------------------------------------------------------------------------------ output
+@dataclass
+class FileOutput:
+    """eval.py's output folder: each file in its input's format, with its provenance record
+    written before it is in place; what is scored is the file as written, read back."""
+
+    out_dir: Path
+    prov: ProvenanceLog
+
+    def write(self, item: Item, enhanced: torch.Tensor) -> None:
+        write_atomic(
+            self.out_dir / item.rel,
+            enhanced,
+            item.sr,
+            format=item.format,
+            subtype=item.subtype,
+            before_rename=lambda tmp: self.prov.record(item, tmp),
         )
-        outs = [fit_length(to_rate(o, sr, it.sr), w.shape[-1]) for o, it, w in zip(outs, items, noisy)]
-    return outs, sw.seconds
 
-
-def group_items(items: list[Item], enhancer: Enhancer) -> list[list[Item]]:
-    """Files of the same padded size at the model rate, up to ``batch_size`` channels a group;
-    a file longer than a chunk goes alone (its chunks make its batches)."""
-    hop, m, sr = enhancer.spec.hop_length, enhancer.frame_multiple, enhancer.sample_rate
-    key = lambda it: padded_frames(math.ceil(it.frames * sr / it.sr), hop=hop, multiple=m)
-    groups: list[list[Item]] = []
-    for it in sorted(items, key=lambda it: (key(it), str(it.rel))):
-        long = it.frames * sr / it.sr > enhancer.chunk
-        g = groups[-1] if groups else None
-        if (
-            g is None
-            or long
-            or g[0].frames * sr / g[0].sr > enhancer.chunk
-            or key(g[0]) != key(it)
-            or sum(x.channels for x in g) + it.channels > enhancer.batch_size
-        ):
-            groups.append([it])
-        else:
-            g.append(it)
-    return groups
-
-
-# ------------------------------------------------------------------------------ measuring
-def measure(
-    ref_path: Path | None,
-    noisy: torch.Tensor,
-    enhanced: torch.Tensor,
-    sr: int,
-    *,
-    with_dnsmos: bool,
-    with_speaker: bool,
-) -> dict[str, Any]:
-    """Metrics of the enhanced and the noisy signal (channel mean, cropped to the reference),
-    as ``key`` and ``noisy_key``; each metric that fails is NaN plus an ``error_key`` entry."""
-    ref = None
-    if ref_path is not None:
-        ref = load_audio(ref_path, target_sr=sr, mono=True)[0]
-        n = min(ref.shape[-1], enhanced.shape[-1])
-        ref, noisy, enhanced = ref[:n], noisy[..., :n], enhanced[..., :n]
-    row: dict[str, Any] = {}
-    for prefix, sig in (("", enhanced), ("noisy_", noisy)):
-        res = M.compute_all(
-            None if ref is None else ref.numpy(),
-            sig.mean(0).numpy(),
-            sr,
-            with_dnsmos=with_dnsmos,
-            with_speaker=with_speaker and ref is not None,
-        )
-        row.update({prefix + k: v for k, v in res.items() if k != "errors"})
-        row.update({f"{prefix}error_{k}": v for k, v in res["errors"].items()})
-    return row
+    def read(self, item: Item) -> torch.Tensor:
+        return load_audio(self.out_dir / item.rel, mono=False)[0]
 
 
 def _speaker_on(cfg: DictConfig) -> bool:
@@ -208,7 +159,7 @@ def triage(
         try:
             read_info(it)
         except FILE_ERRORS as err:
-            _fail(it, err, failures)
+            fail(it, err, failures)
             continue
         it.source_id, it.ref_id = identity(it.src), identity(it.ref)
         found = verdict(it, dst, settings, history)
@@ -251,47 +202,17 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     settings = run_settings(cfg, enhancer)
     todo, done, failures = triage(items, out_dir, settings, overwrite=cfg.overwrite)
 
-    def finish(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
-        it.row.update(duration_s=round(it.duration, 4), sample_rate=it.sr, channels=it.channels)
-        if cfg.metrics:
-            it.row.update(
-                measure(it.ref, noisy, enhanced, it.sr, with_dnsmos=cfg.dnsmos, with_speaker=with_speaker)
-            )
-        if plots is not None:
-            clean = load_audio(it.ref, target_sr=it.sr)[0] if it.ref is not None else None
-            plots.spectrogram_figure(
-                out_dir / "plots" / it.rel.with_suffix(".png"),
-                noisy=noisy.mean(0),
-                enhanced=enhanced.mean(0),
-                clean=clean,
-                sr=it.sr,
-                title=it.rel.as_posix(),
-            )
-
-    def ship(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor, sec: float) -> tuple[float, float]:
-        """Write, read back, measure; returns what the RTF counts: (enhancement s, audio s).
-        A failed write stops the run; a bad reference fails this file only."""
-        dst = out_dir / it.rel
-        write_atomic(
-            dst,
-            enhanced,
-            it.sr,
-            format=it.format,
-            subtype=it.subtype,
-            before_rename=lambda tmp: prov.record(it, tmp),
+    def draw(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
+        clean = load_audio(it.ref, target_sr=it.sr)[0] if it.ref is not None else None
+        plots.spectrogram_figure(
+            out_dir / "plots" / it.rel.with_suffix(".png"),
+            noisy=noisy.mean(0),
+            enhanced=enhanced.mean(0),
+            clean=clean,
+            sr=it.sr,
+            title=it.rel.as_posix(),
         )
-        try:
-            if cfg.metrics:  # measure what was shipped (quantised to the input's format),
-                enhanced = load_audio(dst, mono=False)[0]  # as a resume does
-            it.row.update(status="enhanced", rtf=M.rtf(sec, it.frames, it.sr))
-            finish(it, noisy, enhanced)
-            return sec, it.duration
-        except FILE_ERRORS as err:
-            _fail(it, err, failures)
-            return 0.0, 0.0
 
-    if todo:  # warm-up, so the RTF is steady-state (lazy init, allocator, kernel selection)
-        enhancer.enhance(torch.zeros(1, enhancer.sample_rate // 4))
     overlap = auto_flag(cfg.overlap_io, "overlap_io", auto=enhancer.device.type == "cuda")
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -300,98 +221,55 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    # the log closes last: the worker, which appends to it, is joined first
+    # the log closes last: the worker, which appends to it, is joined inside enhance_and_score
     with (
         ProvenanceLog(out_dir, settings) as prov,
         Progress(*columns, console=console, disable=not cfg.progress) as bar,
-        Background(enabled=overlap) as worker,
     ):
         if cfg.overwrite:
             prov.claim()
         work = sum(it.duration for it in todo) + len(done)  # seconds of audio, and 1 per resumed file
         task = bar.add_task("enhancing", total=work, files=0, unit="files")
-
         counting = threading.Lock()  # the worker's callbacks and this thread both advance
 
-        def advance(job: Future | None, it: Item) -> None:
+        def advance(it: Item) -> None:
+            step = 1 if it.row.get("status") == "resumed" else it.duration
             with counting:
-                bar.update(task, advance=it.duration, files=bar.tasks[0].fields["files"] + 1)
+                bar.update(task, advance=step, files=bar.tasks[0].fields["files"] + 1)
 
         # a long file is many network calls: a second bar follows its pieces (chunks x channels)
         pieces = bar.add_task("  long file", total=None, visible=False, files=0, unit="pieces")
 
         def on_batch(finished: int, count: int) -> None:
             if count > PIECES_BAR_FROM:
-                bar.update(
-                    pieces,
-                    completed=finished,
-                    total=count,
-                    visible=True,
-                    files=f"{finished}/{count}",
-                )
+                bar.update(pieces, completed=finished, total=count, visible=True, files=f"{finished}/{count}")
 
-        for group in group_items(todo, enhancer):
-            shipped = set()
-            long = on_batch if len(group) == 1 else None  # the bar follows one long file, not a batch
-            for it, noisy, enhanced, sec in _load_and_enhance(enhancer, group, failures, long):
-                shipped.add(id(it))
-                worker.submit(ship, it, noisy, enhanced, sec, then=advance)
-            for it in group:
-                if id(it) not in shipped:  # failed to load: no job to advance
-                    advance(None, it)
-        timings = worker.results()
-        seconds, duration = sum(t[0] for t in timings), sum(t[1] for t in timings)
-        for it in done:
-            try:
-                noisy = load_audio(it.src, mono=False)[0]
-                enhanced = load_audio(out_dir / it.rel, mono=False)[0]
-                it.row.update(status="resumed")
-                finish(it, noisy, enhanced)
-            except FILE_ERRORS as err:
-                _fail(it, err, failures)
-            bar.update(task, advance=1, files=bar.tasks[0].fields["files"] + 1)
-    ok = [it.row for it in items if it not in failures and it.row.get("status")]
-    summary = summarize(
-        ok,
-        len(failures),
-        nfe=enhancer.steps,
-        rtf=seconds / duration if duration else math.nan,
-        with_speaker=with_speaker,
-    )
-    rows = sorted((it.row for it in items), key=lambda r: r["file"])
-    write_reports(out_dir, rows, summary, scored=bool(cfg.metrics))
+        selected = registry.selected(dnsmos=bool(cfg.dnsmos), speaker=with_speaker)
+        result = enhance_and_score(
+            enhancer,
+            todo,
+            metrics=selected,
+            score=bool(cfg.metrics),
+            output=FileOutput(out_dir, prov),
+            resumed=done,
+            failed=failures,
+            overlap=overlap,
+            on_item=draw if plots is not None else None,
+            on_done=advance,
+            on_batch=on_batch,
+        )
+    summary, failures = result.summary, result.failures
+    ok = [r for r in result.rows if r.get("status") in ("enhanced", "resumed")]
+    keys = registry.keys(selected)
+    write_reports(out_dir, result.rows, summary, scored=bool(cfg.metrics))
     if plots is not None and ok:
-        plots.summary_figure(out_dir / "plots" / "summary.png", ok, keys=summary_keys(with_speaker))
+        plots.summary_figure(out_dir / "plots" / "summary.png", ok, keys=keys)
     title = (
         f"{enhancer.sampler_name}, NFE {enhancer.steps}: {len(ok)} files"
         + (f", {len(failures)} failed" if failures else "")
         + f" -> {out_dir}"
     )
-    console.print(results_table(ok, summary, title=title, keys=summary_keys(with_speaker)))
+    console.print(results_table(ok, summary, title=title, keys=keys))
     for it in failures:
         console.print(f"[red]failed[/red] {it.row['file']}: {it.row['error']}")
     return summary
-
-
-def _fail(item: Item, err: Exception, failures: list[Item]) -> None:
-    item.row.update(status="failed", error=f"{type(err).__name__}: {err}")
-    if item not in failures:
-        failures.append(item)
-    log.error("%s: %s", item.src, err)
-
-
-def _load_and_enhance(enhancer: Enhancer, group: list[Item], failures: list[Item], on_batch=None):
-    """Yield ``(item, noisy, enhanced, seconds)``; a file that fails to load is recorded and
-    left out. An error in enhancing is no input's fault (out of memory, a bug): it propagates."""
-    loaded = []
-    for it in group:
-        try:
-            loaded.append((it, load_audio(it.src, mono=False)[0]))
-        except FILE_ERRORS as err:
-            _fail(it, err, failures)
-    if not loaded:
-        return
-    outs, sec = enhance_group(enhancer, [it for it, _ in loaded], [w for _, w in loaded], on_batch)
-    total = sum(it.duration for it, _ in loaded)
-    for (it, noisy), out in zip(loaded, outs):  # a batch's time, shared by duration
-        yield it, noisy, out, sec * it.duration / total

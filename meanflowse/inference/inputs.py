@@ -21,11 +21,14 @@ class EvalError(ValueError):
     """A bad eval.py argument; the message names the key and what to do."""
 
 
-@dataclass
+@dataclass(eq=False)  # an item is itself: rows, failures and tensors are compared by identity
 class Item:
-    """One file to enhance: ``src`` -> ``output/rel``, measured against ``ref`` when given."""
+    """One file to enhance: ``src`` -> ``output/rel``, measured against ``ref`` when given.
 
-    src: Path
+    An item held in memory (validation, the study) has ``audio`` ``[C, L]`` and ``clean``
+    ``[L]`` instead of paths: :func:`meanflowse.inference.measured.memory_item`."""
+
+    src: Path | None
     rel: Path
     ref: Path | None = None
     row: dict[str, Any] = field(default_factory=dict)
@@ -37,6 +40,8 @@ class Item:
     # size and mtime of src and ref when they were read (meanflowse.inference.provenance records them)
     source_id: dict[str, int] | None = None
     ref_id: dict[str, int] | None = None
+    audio: Any = None  # torch.Tensor [C, L] at ``sr``, for an item in memory
+    clean: Any = None  # torch.Tensor [L] at ``sr``
 
     @property
     def duration(self) -> float:

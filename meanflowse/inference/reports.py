@@ -6,29 +6,22 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rich.table import Table
 
 from meanflowse.atomic import atomic_path, write_error
 from meanflowse.metrics import scores as M
 
-SUMMARY_KEYS = M.METRIC_KEYS  # pesq, estoi, si_sdr, dnsmos_sig, dnsmos_bak, dnsmos_ovrl
-SPEAKER_KEY = "spk_sim"
-
-
-def summary_keys(with_speaker: bool) -> tuple[str, ...]:
-    return SUMMARY_KEYS + ((SPEAKER_KEY,) if with_speaker else ())
-
 
 def summarize(
-    rows: list[dict], num_failed: int, *, nfe: int, rtf: float, with_speaker: bool = False
+    rows: list[dict], num_failed: int, *, nfe: int, rtf: float, keys: Sequence[str]
 ) -> dict[str, Any]:
-    """Means over files: the summary.json layout (see meanflowse.inference.evaluation's docstring);
-    ``ci95[key]``: the half-width of the mean's 95% interval; ``counts[key]``: how many files the
-    mean of ``key`` is over (its finite values); ``files_with_metric_errors``: files on which at
-    least one metric of the enhanced output failed."""
-    keys = summary_keys(with_speaker)
+    """Means over files of each of ``keys`` (the measured metrics' registry keys): the
+    summary.json layout (see meanflowse.inference.evaluation's docstring); ``ci95[key]``: the
+    half-width of the mean's 95% interval; ``counts[key]``: how many files the mean of ``key`` is
+    over (its finite values); ``noisy[key]``: the noisy input's mean; ``files_with_metric_errors``:
+    files on which at least one metric of the enhanced output failed."""
 
     def stats(prefix: str) -> dict[str, tuple[float, float]]:
         return {k: M.summarize([r.get(prefix + k, math.nan) for r in rows]) for k in keys}
@@ -74,7 +67,7 @@ def nothing_scored(summary: dict[str, Any], *, metrics: bool) -> str | None:
     return None
 
 
-def results_table(rows: list[dict], summary: dict, title: str, keys: tuple[str, ...] = SUMMARY_KEYS) -> Table:
+def results_table(rows: list[dict], summary: dict, title: str, keys: Sequence[str]) -> Table:
     table = Table(title=title)
     for col in ("metric", "noisy (mean ± 95% CI)", "enhanced (mean ± 95% CI)", "n"):
         table.add_column(col, justify="right" if col != "metric" else "left")

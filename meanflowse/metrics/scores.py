@@ -26,15 +26,16 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from pesq import PesqError
 
+from meanflowse.metrics import registry
 from meanflowse.metrics.base import MetricError, _check_sr, _pair, _resample
 from meanflowse.metrics.dnsmos import dnsmos, dnsmos_available
+from meanflowse.metrics.registry import METRIC_FAILURES
 from meanflowse.metrics.speaker import speaker_similarity, speaker_similarity_available
 
 __all__ = [
     "MetricError",
-    "METRIC_KEYS",
+    "METRIC_FAILURES",
     "pesq_wb",
     "pesq_nb",
     "estoi",
@@ -49,9 +50,6 @@ __all__ = [
     "summarize",
     "summary_table",
 ]
-
-#: Keys of :func:`compute_all`'s result, in display order (``errors`` comes on top of these).
-METRIC_KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
 
 #: SI-SDR never exceeds this: the residual energy is floored at ``10**(-MAX/10)`` times the
 #: target energy, so a perfect (or sign-flipped) estimate gives exactly this finite value.
@@ -182,52 +180,19 @@ def si_sdr(ref: Any, est: Any) -> float:
 # --------------------------------------------------------------------------------------------
 # all at once
 # --------------------------------------------------------------------------------------------
-# What a metric raises when it cannot score a file; compute_all turns these (only) into NaN.
-# PesqError: the PESQ library's own errors (pesq_wb wraps them; this is a second net).
-METRIC_FAILURES: tuple[type[Exception], ...] = (MetricError, PesqError)
-
-
 def compute_all(
     ref: Any | None, deg: Any, sr: int, *, with_dnsmos: bool = True, with_speaker: bool = False
 ) -> dict[str, Any]:
-    """Every metric for one file; a metric that cannot score it becomes ``NaN`` (any error of
+    """Every metric of the registry (:mod:`meanflowse.metrics.registry`) for one file, the
+    optional ones as switched; a metric that cannot score it becomes ``NaN`` (any error of
     :data:`METRIC_FAILURES`); anything else is a bug and propagates.
 
-    Returns ``{"pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "errors"}``
-    (plus ``"spk_sim"`` when ``with_speaker``). ``pesq`` is wideband PESQ. With ``ref=None`` the
-    intrusive metrics are left out (only the DNSMOS keys are present). Each metric that fails is
-    ``NaN`` and ``errors[key] = "message"``; a failing DNSMOS sets all three DNSMOS keys to NaN
-    with one ``errors["dnsmos"]`` entry. With ``with_dnsmos=False`` the DNSMOS keys are absent.
+    Returns ``{key: value, ..., "errors": {metric: message}}``: ``pesq`` (wideband), ``estoi``,
+    ``si_sdr``, the DNSMOS keys with ``with_dnsmos``, ``spk_sim`` with ``with_speaker``. With
+    ``ref=None`` the intrusive metrics are left out. A failing DNSMOS sets all three DNSMOS keys
+    to NaN with one ``errors["dnsmos"]`` entry.
     """
-    out: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-
-    def attempt(key: str, fn, *args) -> None:
-        try:
-            out[key] = float(fn(*args))
-        except METRIC_FAILURES as e:
-            out[key], errors[key] = float("nan"), _message(e)
-
-    if ref is not None:
-        attempt("pesq", pesq_wb, ref, deg, sr)
-        attempt("estoi", estoi, ref, deg, sr)
-        attempt("si_sdr", si_sdr, ref, deg)
-        if with_speaker:
-            attempt("spk_sim", speaker_similarity, ref, deg, sr)
-    if with_dnsmos:
-        try:
-            scores = dnsmos(deg, sr)
-            out.update({f"dnsmos_{k}": scores[k] for k in ("sig", "bak", "ovrl")})
-        except METRIC_FAILURES as e:
-            out.update({f"dnsmos_{k}": float("nan") for k in ("sig", "bak", "ovrl")})
-            errors["dnsmos"] = _message(e)
-    out["errors"] = errors
-    return out
-
-
-def _message(err: Exception) -> str:
-    """Our own messages say what failed; a library's error gets its type in front."""
-    return str(err) if isinstance(err, MetricError) else f"{type(err).__name__}: {err}"
+    return registry.score(ref, deg, sr, registry.selected(dnsmos=with_dnsmos, speaker=with_speaker))
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +289,7 @@ def summary_table(
     """``rich.table.Table`` with one line per metric: mean ± 95% CI, files counted, failures.
 
     ``rows`` are per-file dicts such as :func:`compute_all` returns. Metric columns are ``keys``
-    or, by default, :data:`METRIC_KEYS` in that order followed by any other numeric key seen
+    or, by default, the registry's keys in its order followed by any other numeric key seen
     (``errors`` and non-numeric values are skipped). ``n`` counts finite values; ``failed``
     counts rows where the key is present but not finite.
     """
@@ -338,7 +303,8 @@ def summary_table(
                     continue
                 if isinstance(v, (int, float, np.floating, np.integer)) or v is None:
                     seen.append(k)
-        keys = [k for k in METRIC_KEYS if k in seen] + [k for k in seen if k not in METRIC_KEYS]
+        known = registry.keys()
+        keys = [k for k in known if k in seen] + [k for k in seen if k not in known]
 
     table = Table(title=title)
     table.add_column("metric")

@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from meanflowse.atomic import atomic_path, write_text_atomic
+from meanflowse.metrics import registry
 
 log = logging.getLogger(__name__)
 RECORD = "sweep_job.json"  # one per job folder, written by meanflowse.sweep.job.run_job
@@ -32,32 +33,16 @@ class SweepError(ValueError):
     """A bad sweep setting or folder; the message names the key or path and what to do."""
 
 
-FIRST_COLUMNS = (
-    "job",
-    "status",
-    "c",
-    "jvp_impl",
-    "lr",
-    "gamma_start",
-    "seed",
-    "nfe",
-    "pesq",
-    "estoi",
-    "si_sdr",
-    "dnsmos_ovrl",
-    "rtf",
-    "noisy_pesq",
-    "noisy_estoi",
-    "noisy_si_sdr",
-    "val_one_step_mse",
-    "steps",
-    "step_ms",
-    "mf_step_ms",
-    "step_cfm_ms",
-    "train_s",
-    "error",
-    "dir",
-)
+PARAM_COLUMNS = ("c", "jvp_impl", "lr", "gamma_start", "seed")
+TRAIN_COLUMNS = ("val_one_step_mse", "steps", "step_ms", "mf_step_ms", "step_cfm_ms", "train_s")
+
+
+def first_columns() -> tuple[str, ...]:
+    """The CSV's leading columns: job, parameters, NFE, the registry's brief metrics, RTF, the
+    noisy input's, training numbers; any other column follows in name order."""
+    brief = registry.brief_keys()
+    noisy = tuple(f"noisy_{k}" for k in registry.reference_keys())
+    return ("job", "status", *PARAM_COLUMNS, "nfe", *brief, "rtf", *noisy, *TRAIN_COLUMNS, "error", "dir")
 
 
 def load_records(root: Path) -> list[dict]:
@@ -106,7 +91,8 @@ def result_rows(records: list[dict]) -> list[dict]:
 
 def _columns(rows: list[dict]) -> list[str]:
     seen = {k for r in rows for k in r}
-    return [k for k in FIRST_COLUMNS if k in seen] + sorted(seen - set(FIRST_COLUMNS))
+    first = first_columns()
+    return [k for k in first if k in seen] + sorted(seen - set(first))
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
@@ -133,14 +119,18 @@ def _fmt(value: Any, key: str = "") -> str:
 HEADERS = {
     "jvp_impl": "jvp",
     "gamma_start": "γ₀",
-    "si_sdr": "si-sdr",
-    "dnsmos_ovrl": "dnsmos",
-    "noisy_pesq": "noisy pesq",
-    "noisy_estoi": "noisy estoi",
-    "noisy_si_sdr": "noisy si-sdr",
     "val_one_step_mse": "val mse",
     "mf_step_ms": "ms/step",
 }
+
+
+def header(key: str) -> str:
+    """A short column title: ``si-sdr``, ``noisy pesq``, ``dnsmos-ovrl``."""
+    if key in HEADERS:
+        return HEADERS[key]
+    if key.startswith("noisy_"):
+        return "noisy " + header(key[len("noisy_") :])
+    return key.replace("_", "-")
 
 
 def rich_table(rows: list[dict], title: str):
@@ -151,15 +141,12 @@ def rich_table(rows: list[dict], title: str):
     params = ["c", "jvp_impl"] + [
         k for k in ("lr", "gamma_start", "seed") if len({str(r.get(k)) for r in ok}) > 1
     ]
-    metrics = [
-        k
-        for k in ("pesq", "estoi", "si_sdr", "dnsmos_ovrl", "rtf")
-        if any(isinstance(r.get(k), float) and math.isfinite(r[k]) for r in ok)
-    ]
-    cols = ["job", *params, "nfe", *metrics, "noisy_pesq", "val_one_step_mse", "mf_step_ms"]
+    metrics = registry.present(ok, [*registry.brief_keys(), "rtf"])
+    first_noisy = [f"noisy_{k}" for k in registry.reference_keys()[:1]]
+    cols = ["job", *params, "nfe", *metrics, *first_noisy, "val_one_step_mse", "mf_step_ms"]
     table = Table(title=title)
     for col in cols:
-        table.add_column(HEADERS.get(col, col), justify="left" if col == "jvp_impl" else "right")
+        table.add_column(header(col), justify="left" if col == "jvp_impl" else "right")
     for r in sorted(ok, key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0)):
         table.add_row(*(_fmt(r.get(c), c) for c in cols))
     return table
@@ -172,24 +159,10 @@ def results_markdown(rows: list[dict]) -> str:
         (r for r in rows if r["status"] == "ok"),
         key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0),
     )
-    cols = [
-        c
-        for c in (
-            "c",
-            "jvp_impl",
-            "nfe",
-            "pesq",
-            "estoi",
-            "si_sdr",
-            "rtf",
-            "noisy_pesq",
-            "noisy_estoi",
-            "noisy_si_sdr",
-            "val_one_step_mse",
-        )
-        if any(c in r for r in ok)
-    ]
-    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    brief = registry.brief_keys()
+    wanted = ("c", "jvp_impl", "nfe", *brief, "rtf", *(f"noisy_{k}" for k in brief), "val_one_step_mse")
+    cols = [c for c in wanted if any(c in r for r in ok)]
+    lines = ["| " + " | ".join(header(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in ok]
     per_impl: dict[str, list[dict]] = defaultdict(list)
     for r in {r["job"]: r for r in ok}.values():
@@ -220,7 +193,7 @@ def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r["status"] == "ok" and r.get("nfe") is not None]
-    keys = [k for k in ("pesq", "estoi", "si_sdr") if any(math.isfinite(r.get(k, math.nan)) for r in ok)]
+    keys = registry.present(ok, registry.reference_keys())
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
@@ -241,7 +214,7 @@ def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
         ticks = sorted({r["nfe"] for r in ok})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
-        ax.set(xlabel="NFE", ylabel=key, title=f"{key} against NFE")
+        ax.set(xlabel="NFE", ylabel=registry.label(key), title=f"{registry.label(key)} against NFE")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()

@@ -16,7 +16,6 @@ and a sweep reports for a checkpoint exactly what
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -31,7 +30,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from meanflowse.atomic import write_text_atomic
-from meanflowse.metrics import scores as M
 from meanflowse.sweep.gather import RECORD, SweepError
 from meanflowse.sweep.step_timer import StepTimer
 
@@ -39,7 +37,6 @@ __all__ = [
     "SweepConfig",
     "job_params",
     "sweep_group",
-    "evaluate_nfes",
     "eval_checkpoint",
     "eval_config",
     "evaluate_checkpoint",
@@ -49,7 +46,6 @@ __all__ = [
     "write_json_atomic",
 ]
 log = logging.getLogger(__name__)
-EVAL_KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
 EVAL_YAML = Path(__file__).resolve().parents[2] / "configs" / "eval.yaml"  # eval.py's defaults
 
 
@@ -147,47 +143,6 @@ def _close_wandb() -> None:
         wandb.finish()
 
 
-def _means(rows: list[dict]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in EVAL_KEYS:
-        if any(key in r for r in rows):
-            mean, half = M.summarize([r.get(key, math.nan) for r in rows])
-            out[key], out[f"{key}_ci95"] = mean, half
-    return out
-
-
-def evaluate_nfes(
-    enhancer: Any, pairs: list[dict], *, nfes: list[int], dnsmos: bool
-) -> tuple[list[dict], dict[str, float]]:
-    """Mean metrics of ``enhancer``'s float output at each NFE over in-memory ``pairs``, and
-    those of the noisy input (a quick look for scripts; not what a sweep job reports: that is
-    :func:`evaluate_checkpoint`, which scores the written files as eval.py does)."""
-    sr = enhancer.sample_rate
-    score = lambda ref, deg: M.compute_all(ref.numpy(), deg.numpy(), sr, with_dnsmos=dnsmos)
-    noisy = _means([score(p["clean"], p["noisy"]) for p in pairs])
-    results = []
-    for nfe in nfes:
-        enh = dataclasses.replace(enhancer, nfe=int(nfe))
-        enh.enhance(pairs[0]["noisy"][:sr])  # warm-up, so the RTF is steady-state
-        rows, seconds, samples = [], 0.0, 0
-        for p in pairs:
-            with M.Stopwatch(enh.device) as sw:
-                out = enh.enhance(p["noisy"])
-            seconds, samples = seconds + sw.seconds, samples + p["noisy"].shape[-1]
-            rows.append(score(p["clean"], out))
-        failed = sum(bool(r["errors"]) for r in rows)
-        results.append(
-            {
-                "nfe": int(nfe),
-                **_means(rows),
-                "rtf": M.rtf(seconds, samples, sr),
-                "num_files": len(rows),
-                "files_with_metric_errors": failed,
-            }
-        )
-    return results, noisy
-
-
 def eval_checkpoint(cfg: DictConfig, objects: dict[str, Any]) -> tuple[str, str]:
     """The checkpoint a job is evaluated from, and a note on where its weights came from.
 
@@ -245,7 +200,6 @@ def evaluate_checkpoint(
     from meanflowse.inference.evaluation import evaluate
     from meanflowse.inference.reports import nothing_scored
 
-    keys = [k for k in EVAL_KEYS if cfg.sweep.eval_dnsmos or not k.startswith("dnsmos")]
     results, noisy = [], {}
     for nfe in cfg.sweep.eval_nfe:
         folder = out_dir / f"nfe{int(nfe)}"
@@ -253,6 +207,7 @@ def evaluate_checkpoint(
         problem = nothing_scored(summary, metrics=True)  # where eval.py would exit non-zero
         if problem:
             raise SweepError(f"sweep.eval_split={cfg.sweep.eval_split}, NFE {nfe}: {problem}")
+        keys = list(summary["ci95"])  # the registry's metrics this evaluation measured
         results.append(
             {
                 "nfe": int(summary["nfe"]),

@@ -3,8 +3,10 @@
 method.md section 5: the reference validates with a 5-step sampler and ships a 1-step one, so
 its "best" checkpoint is chosen for the wrong sampler. Here ``val/pesq``, ``val/estoi`` and
 ``val/si_sdr`` measure the configured sampler (``sampler.*``, one step by default) through
-the same path as ``eval.py`` (:class:`meanflowse.inference.enhancer.Enhancer`); ``nfe_extra`` adds
-``val/pesq_nfe{N}`` etc. for other step counts.
+the package's one measured path (:func:`meanflowse.inference.measured.enhance_and_score`, as
+``eval.py``, scoring the float output in memory); ``nfe_extra`` adds ``val/pesq_nfe{N}`` etc.
+for other step counts. The keys are the registry's intrusive metrics that every run measures
+(:func:`meanflowse.metrics.registry.reference_keys`).
 
 Rank 0 enhances; the numbers are broadcast so every rank logs the same values and
 ``ModelCheckpoint(monitor="val/pesq")`` decides the same everywhere. On validation epochs
@@ -25,11 +27,11 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from meanflowse.inference.enhancer import Enhancer
+from meanflowse.inference.measured import enhance_and_score, memory_item
 from meanflowse.method.stft import SpecConfig, stft
-from meanflowse.metrics import scores as M
+from meanflowse.metrics import registry
 
 log = logging.getLogger(__name__)
-METRICS = ("pesq", "estoi", "si_sdr")
 
 
 def eval_indices(num_files: int, num_eval_files: int) -> list[int]:
@@ -109,7 +111,8 @@ class ValidationMetrics(Callback):
         return "ValidationMetrics"
 
     def keys(self) -> list[str]:
-        return [f"val/{m}" for m in METRICS] + [f"val/{m}_nfe{n}" for n in self.nfe_extra for m in METRICS]
+        found = registry.reference_keys()
+        return [f"val/{m}" for m in found] + [f"val/{m}_nfe{n}" for n in self.nfe_extra for m in found]
 
     def should_measure(self, epoch: int) -> bool:
         return not self.last or (epoch + 1) % self.every_n_epochs == 0
@@ -136,8 +139,8 @@ class ValidationMetrics(Callback):
                 "with; set callbacks.val_metrics.num_eval_files=0"
             )
         pairs = [dataset.load_pair(i) for i in eval_indices(len(dataset), self.num_eval_files)]
-        noisy = [p["noisy"][None] for p in pairs]  # [1, L]: Enhancer takes channels first
-        scores: dict[str, list[float]] = {k: [] for k in self.keys()}
+        metrics = registry.reference_metrics()
+        means: dict[str, float] = {}
         for nfe in [None, *self.nfe_extra]:
             suffix = "" if nfe is None else f"_nfe{nfe}"
             enhancer = Enhancer(
@@ -149,21 +152,25 @@ class ValidationMetrics(Callback):
                 seed=self.seed,
                 batch_size=self.batch_size,
             )
-            for k, (pair, enhanced) in enumerate(zip(pairs, enhancer.enhance_many(noisy))):
-                enhanced, clean, sr = enhanced[0], pair["clean"], pair["sample_rate"]
-                found = M.compute_all(clean.numpy(), enhanced.numpy(), sr, with_dnsmos=False)
-                for m in METRICS:
-                    scores[f"val/{m}{suffix}"].append(found[m])
-                if nfe is None and k < self.num_media:
-                    audio = {"noisy": pair["noisy"], "enhanced": enhanced, "clean": clean}
+            items = [memory_item(p["name"], p["noisy"], p["sample_rate"], p["clean"]) for p in pairs]
+            media = {id(it): p for it, p in list(zip(items, pairs))[: self.num_media if nfe is None else 0]}
+
+            def show(item, noisy, enhanced, media=media) -> None:
+                pair = media.get(id(item))
+                if pair is not None:
+                    audio = {"noisy": pair["noisy"], "enhanced": enhanced[0], "clean": pair["clean"]}
                     log_media(
                         trainer,
                         name=pair["name"].replace("/", "_"),
                         audio=audio,
-                        sample_rate=sr,
+                        sample_rate=pair["sample_rate"],
                         image=spectrogram_image(list(audio.values()), dataset.spec),
                     )
-        means = {k: M.summarize(v)[0] for k, v in scores.items()}
+
+            summary = enhance_and_score(
+                enhancer, items, metrics=metrics, score_noisy=False, warm_up=False, on_item=show
+            ).summary
+            means.update({f"val/{k}{suffix}": summary[k] for k in registry.keys(metrics)})
         for k, v in means.items():
             if not math.isfinite(v):
                 log.warning("%s: no file could be measured; logging the previous value", k)
