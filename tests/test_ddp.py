@@ -1,6 +1,7 @@
 """Multi-GPU correctness on CPU: two DDP processes (gloo) compute the same MeanFlow gradients as
-one process on the same global batch, a real two-rank training run agrees across ranks, and a
-NaN on one rank only is skipped by both (mf.nan_policy=skip) instead of hanging the other."""
+one process on the same global batch, a real two-rank training run agrees across ranks (its
+validation metrics scored by both ranks, a disjoint share each), and a NaN on one rank only is
+skipped by both (mf.nan_policy=skip) instead of hanging the other."""
 
 import os
 import signal
@@ -94,6 +95,48 @@ def test_ddp_gradients_match_one_process_on_the_global_batch(tmp_path):
                 )
 
 
+def _level(deg, sr):
+    """A registry-style metric: the RMS of the signal; a silent one cannot be scored."""
+    from meanflowse.metrics.base import MetricError
+
+    rms = float((torch.as_tensor(deg) ** 2).mean().sqrt())
+    if rms == 0:
+        raise MetricError("silent")
+    return rms
+
+
+# file levels per rank: rank 0 has a silent (failed) file, rank 2 has no file at all
+LEVELS = {0: [1.0, 2.0, 0.0], 1: [4.0], 2: []}
+
+
+def _file_metric_worker(rank: int, world: int, store_file: str, out_dir: str) -> None:
+    from meanflowse.metrics import registry
+    from meanflowse.metrics.file_metric import FileMetric
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", store=dist.FileStore(store_file, world), rank=rank, world_size=world)
+    try:
+        state = FileMetric(registry.Metric("level", _level, "level", needs_reference=False))
+        for level in LEVELS[rank]:
+            state.update(torch.full((16,), level, dtype=torch.float64), None, 16000)
+        mean = float(state.compute()["level"])
+        torch.save({"mean": mean, "values": state.values("level")}, os.path.join(out_dir, f"fm{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_file_metric_states_gather_every_rank_s_files(tmp_path):
+    """Three gloo ranks, one with no file and one with a file it cannot score: every rank
+    computes the mean over the finite values of all files, and keeps its own files' values."""
+    world = len(LEVELS)
+    mp.spawn(_file_metric_worker, args=(world, str(tmp_path / "store"), str(tmp_path)), nprocs=world)
+    for rank in range(world):
+        got = torch.load(tmp_path / f"fm{rank}.pt", weights_only=True)
+        assert got["mean"] == pytest.approx((1.0 + 2.0 + 4.0) / 3)
+        values = got["values"].tolist()  # the silent file: NaN, counted in no mean
+        assert [v if v == v else "nan" for v in values] == [v or "nan" for v in LEVELS[rank]]
+
+
 def test_half_batch_gradients_differ_from_the_global_batch():
     """The control for the test above: one rank's shard alone gives other gradients."""
     half = {k: v[:2] for k, v in _batch().items()}
@@ -121,6 +164,46 @@ class RankReport(Callback):
         self.report["ema"] = {k: v.cpu() for k, v in ema.shadow.items()}
         self.report["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         torch.save(self.report, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
+
+
+class ValidationReport(Callback):
+    """Per rank, at each validation end (EMA weights in): the files the rank scored, what the
+    validation callback logged, and the means of one process scoring every evaluation file with
+    the same weights and settings through the same path, with no collective."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir, self.epochs = out_dir, []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        from meanflowse.inference.enhancer import Enhancer
+        from meanflowse.inference.measured import enhance_and_score, memory_item
+        from meanflowse.metrics import registry
+        from meanflowse.training.validation import ValidationMetrics, eval_indices
+
+        if trainer.sanity_checking:
+            return
+        cb = next(c for c in trainer.callbacks if isinstance(c, ValidationMetrics))
+        dataset = trainer.datamodule.dataset("valid")
+        pairs = [dataset.load_pair(i) for i in eval_indices(len(dataset), cb.num_eval_files)]
+        enhancer = Enhancer(
+            module=pl_module,
+            spec=dataset.spec,
+            sample_rate=dataset.sample_rate,
+            device=pl_module.device,
+            seed=cb.seed,
+            batch_size=cb.batch_size,
+        )
+        items = [memory_item(p["name"], p["noisy"], p["sample_rate"], p["clean"]) for p in pairs]
+        alone = enhance_and_score(enhancer, items, metrics=registry.reference_metrics(), score_noisy=False)
+        self.epochs.append(
+            {
+                "scored": list(cb.scored),
+                "logged": dict(cb.last),
+                "all_files": [p["name"] for p in pairs],
+                "one_process": {f"val/{k}": alone.summary[k] for k in registry.reference_keys()},
+            }
+        )
+        torch.save(self.epochs, os.path.join(self.out_dir, f"val_rank{trainer.global_rank}.pt"))
 
 
 def _two_rank_cmd(tmp_path, *extra):
@@ -169,6 +252,10 @@ def test_two_rank_training_run_agrees_across_ranks(tmp_path):
         "trainer.max_steps=2",
         "+callbacks.report._target_=test_ddp.RankReport",
         f"+callbacks.report.out_dir={tmp_path}",
+        "+callbacks.val_report._target_=test_ddp.ValidationReport",
+        f"+callbacks.val_report.out_dir={tmp_path}",
+        "callbacks.val_metrics.batch_size=1",  # a file per network call, on a rank or in one process
+        "callbacks.val_metrics.num_media=0",
     )
     code, out = _run_bounded(cmd, timeout=900)
     assert code == 0, out[-3000:]
@@ -177,8 +264,20 @@ def test_two_rank_training_run_agrees_across_ranks(tmp_path):
     assert r0["seed"] != r1["seed"]  # but each rank draws its own t, r, z
     for k in r0["ema"]:  # the EMA is the same everywhere
         assert torch.equal(r0["ema"][k], r1["ema"][k])
-    for key in ("val/pesq", "val/si_sdr"):  # rank 0 measured, rank 1 logged the same number
+    for key in ("val/pesq", "val/si_sdr"):  # both ranks measured, both logged the same number
         assert r0["metrics"][key] == r1["metrics"][key]
+    v0, v1 = (torch.load(tmp_path / f"val_rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(v0) == len(v1) >= 1
+    for e0, e1 in zip(v0, v1):
+        # each rank scored a share of its own, together every evaluation file
+        assert e0["scored"] and e1["scored"] and not set(e0["scored"]) & set(e1["scored"])
+        assert sorted(e0["scored"] + e1["scored"]) == sorted(e0["all_files"])
+        for key, alone in e0["one_process"].items():
+            # the mean over all files, on both ranks, equal to one process scoring them all
+            assert e0["logged"][key] == e1["logged"][key]
+            # (to round-off: ESTOI's float sums may differ in the last bit between processes)
+            assert e0["logged"][key] == pytest.approx(alone, rel=1e-12), key
+            assert e1["one_process"][key] == pytest.approx(alone, rel=1e-12), key
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 

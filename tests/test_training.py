@@ -121,15 +121,6 @@ def test_ema_updates_once_per_optimizer_step():
     torch.testing.assert_close(ema.shadow["weight"], start["weight"] + 0.5)
 
 
-class _FakeStrategy:
-    def __init__(self):
-        self.broadcasts = 0
-
-    def broadcast(self, obj, src=0):
-        self.broadcasts += 1
-        return obj
-
-
 def test_val_metrics_measure_on_schedule_and_repeat_the_last_values(monkeypatch):
     cb = ValidationMetrics(num_eval_files=2, every_n_epochs=3, nfe_extra=[2])
     calls = []
@@ -140,7 +131,7 @@ def test_val_metrics_measure_on_schedule_and_repeat_the_last_values(monkeypatch)
     )
     logged = []
     module = SimpleNamespace(log=lambda k, v, **kw: logged.append((k, v)))
-    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, strategy=_FakeStrategy())
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True)
     per_epoch = {}
     for epoch in range(6):
         trainer.current_epoch = epoch
@@ -161,17 +152,6 @@ def test_val_metrics_measure_on_schedule_and_repeat_the_last_values(monkeypatch)
     again = ValidationMetrics(num_eval_files=2, every_n_epochs=3, nfe_extra=[2])
     again.load_state_dict(cb.state_dict())
     assert not again.should_measure(6) and again.last["val/pesq"] == 5
-
-
-def test_val_metrics_on_other_ranks_log_what_rank_zero_measured(monkeypatch):
-    cb = ValidationMetrics(num_eval_files=2)
-    monkeypatch.setattr(cb, "measure", lambda *a: pytest.fail("only rank 0 measures"))
-    logged = {}
-    module = SimpleNamespace(log=lambda k, v, **kw: logged.__setitem__(k, v))
-    strategy = SimpleNamespace(broadcast=lambda obj, src=0: {k: 2.5 for k in cb.keys()})
-    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=False, current_epoch=0, strategy=strategy)
-    cb.on_validation_epoch_end(trainer, module)
-    assert logged == {"val/pesq": 2.5, "val/estoi": 2.5, "val/si_sdr": 2.5}
 
 
 def test_resolve_ckpt_path(tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -36,6 +37,7 @@ from meanflowse.inference.inputs import Item
 from meanflowse.inference.reports import summarize
 from meanflowse.metrics import registry
 from meanflowse.metrics import scores as M
+from meanflowse.metrics.file_metric import FileMetric
 
 log = logging.getLogger(__name__)
 # what one bad input file raises (the audio loader's own error, naming the file)
@@ -56,6 +58,7 @@ class Measured:
 
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
+    scorer: Scorer
     failures: list[Item] = field(default_factory=list)
 
 
@@ -87,27 +90,44 @@ def noisy_audio(item: Item) -> torch.Tensor:
     return item.audio if item.audio is not None else load_audio(item.src, mono=False)[0]
 
 
-def score_item(
-    ref: torch.Tensor | None,
-    noisy: torch.Tensor,
-    enhanced: torch.Tensor,
-    sr: int,
-    metrics: Sequence[registry.Metric],
-    *,
-    score_noisy: bool = True,
-) -> dict[str, Any]:
-    """Scores of the enhanced (and the noisy) signal, channel mean, cropped to the reference,
-    as ``key`` (``noisy_key``); each metric that fails is NaN plus an ``error_<metric>`` entry."""
-    if ref is not None:
-        n = min(ref.shape[-1], enhanced.shape[-1])
-        ref, noisy, enhanced = ref[:n], noisy[..., :n], enhanced[..., :n]
-    row: dict[str, Any] = {}
-    signals = (("", enhanced), ("noisy_", noisy)) if score_noisy else (("", enhanced),)
-    for prefix, sig in signals:
-        res = registry.score(None if ref is None else ref.numpy(), sig.mean(0).numpy(), sr, metrics)
-        row.update({prefix + k: v for k, v in res.items() if k != "errors"})
-        row.update({f"{prefix}error_{k}": v for k, v in res["errors"].items()})
-    return row
+class Scorer:
+    """A run's metric states: one :class:`FileMetric` per metric for the enhanced signal (and,
+    with ``score_noisy``, for the noisy input), on ``device`` so DDP can gather them."""
+
+    def __init__(
+        self, metrics: Sequence[registry.Metric], *, score_noisy: bool = True, device: Any = "cpu"
+    ) -> None:
+        self.metrics = tuple(metrics)
+        roles = ("", "noisy_") if score_noisy else ("",)
+        self.states = {role: [FileMetric(m).to(device) for m in self.metrics] for role in roles}
+
+    def row(self, ref: torch.Tensor | None, noisy: torch.Tensor, enhanced: torch.Tensor, sr: int) -> dict:
+        """Scores of the enhanced (and the noisy) signal, channel mean, cropped to the reference,
+        as ``key`` (``noisy_key``); each metric that fails is NaN plus an ``error_<metric>`` entry."""
+        if ref is not None:
+            n = min(ref.shape[-1], enhanced.shape[-1])
+            ref, noisy, enhanced = ref[:n], noisy[..., :n], enhanced[..., :n]
+        target = None if ref is None else ref.numpy()
+        row: dict[str, Any] = {}
+        for prefix, states in self.states.items():
+            signal = (enhanced if prefix == "" else noisy).mean(0).numpy()
+            for state in states:
+                if state.metric.needs_reference and target is None:
+                    continue
+                state.update(signal, target, sr)
+                row.update({prefix + k: v for k, v in state.last.items() if k != "errors"})
+                row.update({f"{prefix}error_{k}": v for k, v in state.last["errors"].items()})
+        return row
+
+    def means(self) -> dict[str, float]:
+        """The enhanced signal's mean per key over every file scored, on every rank (under DDP
+        a collective: each rank must call it)."""
+        out: dict[str, float] = {}
+        with warnings.catch_warnings():  # a rank with no file of its own still takes part
+            warnings.filterwarnings("ignore", message=".*called before the ``update`` method")
+            for state in self.states[""]:
+                out.update({k: float(v) for k, v in state.compute().items()})
+        return out
 
 
 # ------------------------------------------------------------------------------ enhancing
@@ -187,6 +207,7 @@ def enhance_and_score(
     on_item: Callable[[Item, torch.Tensor, torch.Tensor], None] | None = None,
     on_done: Callable[[Item], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    device: Any = "cpu",
 ) -> Measured:
     """Enhance ``items``, score them (see the module docstring) and summarise.
 
@@ -194,16 +215,18 @@ def enhance_and_score(
     score and ``on_item`` run on a worker thread while the device enhances the next group.
     ``on_item(item, noisy, enhanced)`` after an item is scored (plots, media); ``on_done(item)``
     once per item, also a failed one (progress); ``on_batch(done, total)`` per network call of
-    a file enhanced alone (a long file's pieces)."""
+    a file enhanced alone (a long file's pieces). ``device``: where the metric states live
+    (the module's, so DDP can gather them)."""
     resumed, failures = list(resumed), list(failed)
     if resumed and output is None:
         raise ValueError("resumed items are read from an output folder: pass output")
     done_hook = (lambda job, it: on_done(it)) if on_done else None
+    scorer = Scorer(metrics, score_noisy=score_noisy, device=device)
 
     def finish(it: Item, noisy: torch.Tensor, enhanced: torch.Tensor) -> None:
         it.row.update(duration_s=round(it.duration, 4), sample_rate=it.sr, channels=it.channels)
         if score:
-            it.row.update(score_item(reference(it), noisy, enhanced, it.sr, metrics, score_noisy=score_noisy))
+            it.row.update(scorer.row(reference(it), noisy, enhanced, it.sr))
         if on_item is not None:
             on_item(it, noisy, enhanced)
 
@@ -257,4 +280,4 @@ def enhance_and_score(
         keys=registry.keys(metrics),
     )
     rows = sorted((it.row for it in everything), key=lambda r: r["file"])
-    return Measured(rows=rows, summary=summary, failures=failures)
+    return Measured(rows=rows, summary=summary, scorer=scorer, failures=failures)

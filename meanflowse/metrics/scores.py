@@ -26,6 +26,11 @@ import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
+from torchmetrics.functional.audio import (
+    perceptual_evaluation_speech_quality,
+    short_time_objective_intelligibility,
+)
 
 from meanflowse.metrics import registry
 from meanflowse.metrics.base import MetricError, _check_sr, _pair, _resample
@@ -72,12 +77,10 @@ def _pesq(ref: Any, deg: Any, sr: int, mode: str) -> float:
         which = "reference" if not np.any(r) else "degraded signal"
         raise MetricError(f"PESQ ({mode}) undefined: {which} is all zeros (silence)")
     try:
-        from pesq import pesq as _pesq_fn
-    except ImportError as e:  # pragma: no cover - pesq is a hard requirement
-        raise MetricError(f"PESQ unavailable: {e}") from e
-    try:
-        # pesq scales both signals by their common peak itself, so the input level is irrelevant.
-        value = _pesq_fn(sr, r, d, mode)
+        # torchmetrics calls the pesq package on our float64 arrays; its float32 result loses
+        # nothing (the library computes in single precision). pesq scales both signals by their
+        # common peak itself, so the input level is irrelevant.
+        value = perceptual_evaluation_speech_quality(torch.from_numpy(d), torch.from_numpy(r), sr, mode)
     except Exception as e:  # NoUtterancesError, BufferTooShortError, ValueError, ...
         raise MetricError(f"PESQ ({mode}) failed: {type(e).__name__}: {e}") from e
     value = float(value)
@@ -87,7 +90,8 @@ def _pesq(ref: Any, deg: Any, sr: int, mode: str) -> float:
 
 
 def pesq_wb(ref: Any, deg: Any, sr: int) -> float:
-    """Wideband PESQ (ITU-T P.862.2, MOS-LQO in about [1.04, 4.64]) with the ``pesq`` package.
+    """Wideband PESQ (ITU-T P.862.2, MOS-LQO in about [1.04, 4.64]): the ``pesq`` package
+    through ``torchmetrics.functional.audio``.
 
     PESQ is defined at 8/16 kHz only and wideband needs 16 kHz: any other ``sr`` (including
     8 kHz) is resampled to 16 kHz with ``torchaudio.functional.resample`` first. Raises
@@ -110,7 +114,8 @@ def pesq_nb(ref: Any, deg: Any, sr: int) -> float:
 # ESTOI
 # --------------------------------------------------------------------------------------------
 def estoi(ref: Any, deg: Any, sr: int) -> float:
-    """Extended STOI (``pystoi.stoi(..., extended=True)``), roughly in [0, 1].
+    """Extended STOI (``pystoi.stoi(..., extended=True)`` through ``torchmetrics.functional.audio``),
+    roughly in [0, 1].
 
     pystoi resamples to 10 kHz internally, so any ``sr`` works. When fewer than 30 frames remain
     after pystoi's silent-frame removal it warns and returns a placeholder 1e-5; that case is
@@ -120,14 +125,12 @@ def estoi(ref: Any, deg: Any, sr: int) -> float:
     sr = _check_sr(sr)
     if not np.any(r):
         raise MetricError("ESTOI undefined: reference is all zeros (silence)")
-    try:
-        from pystoi import stoi as _stoi
-    except ImportError as e:  # pragma: no cover - pystoi is a hard requirement
-        raise MetricError(f"ESTOI unavailable: {e}") from e
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            value = float(_stoi(r, d, sr, extended=True))
+        try:  # torchmetrics calls pystoi on our float64 arrays and keeps its float64 value
+            value = float(
+                short_time_objective_intelligibility(torch.from_numpy(d), torch.from_numpy(r), sr, True)
+            )
         except Exception as e:
             raise MetricError(f"ESTOI failed: {type(e).__name__}: {e}") from e
     for w in caught:

@@ -8,7 +8,9 @@ the package's one measured path (:func:`meanflowse.inference.measured.enhance_an
 for other step counts. The keys are the registry's intrusive metrics that every run measures
 (:func:`meanflowse.metrics.registry.reference_keys`).
 
-Rank 0 enhances; the numbers are broadcast so every rank logs the same values and
+Every rank enhances its share of the files (every ``world_size``-th, from its rank on); the
+per-file values are ``torchmetrics`` states (:class:`meanflowse.metrics.file_metric.FileMetric`)
+that gather across ranks, so every rank logs the mean over all files and
 ``ModelCheckpoint(monitor="val/pesq")`` decides the same everywhere. On validation epochs
 without a measurement (``every_n_epochs``) the last measured values are logged again: an
 unchanged value is never "better", so monitors stay defined without selecting stale
@@ -105,6 +107,7 @@ class ValidationMetrics(Callback):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.last: dict[str, float] = {}  # the values logged again between measurements
+        self.scored: list[str] = []  # this rank's files at the last measurement
 
     @property
     def state_key(self) -> str:
@@ -121,8 +124,7 @@ class ValidationMetrics(Callback):
         if trainer.sanity_checking or self.num_eval_files <= 0:
             return
         if self.should_measure(trainer.current_epoch):  # same decision on every rank
-            values = self.measure(trainer, pl_module) if trainer.is_global_zero else None
-            values = trainer.strategy.broadcast(values, src=0)
+            values = self.measure(trainer, pl_module)  # every rank: the means gather across ranks
             self.last = {k: v if math.isfinite(v) else self.last.get(k, math.nan) for k, v in values.items()}
         # NaN until a value was measured: FiniteModelCheckpoint never ranks it (a placeholder
         # such as -1 would be ranked, and kept as "best" if nothing better came)
@@ -131,14 +133,17 @@ class ValidationMetrics(Callback):
 
     @torch.no_grad()
     def measure(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
-        """Enhance the evaluation files on this rank; ``{"val/pesq": mean, ...}``."""
+        """Enhance this rank's share of the evaluation files; ``{"val/pesq": mean over the files
+        of every rank, ...}``. Under DDP every rank must call it (the means are a collective)."""
         dataset = trainer.datamodule.dataset("valid")
         if not dataset.has_clean:
             raise ValueError(
                 "callbacks.val_metrics: the valid split has no clean files to compare "
                 "with; set callbacks.val_metrics.num_eval_files=0"
             )
-        pairs = [dataset.load_pair(i) for i in eval_indices(len(dataset), self.num_eval_files)]
+        share = eval_indices(len(dataset), self.num_eval_files)[trainer.global_rank :: trainer.world_size]
+        pairs = [dataset.load_pair(i) for i in share]
+        self.scored = [p["name"] for p in pairs]  # this rank's files at the last measurement
         metrics = registry.reference_metrics()
         means: dict[str, float] = {}
         for nfe in [None, *self.nfe_extra]:
@@ -153,7 +158,8 @@ class ValidationMetrics(Callback):
                 batch_size=self.batch_size,
             )
             items = [memory_item(p["name"], p["noisy"], p["sample_rate"], p["clean"]) for p in pairs]
-            media = {id(it): p for it, p in list(zip(items, pairs))[: self.num_media if nfe is None else 0]}
+            shown = self.num_media if nfe is None and trainer.is_global_zero else 0
+            media = {id(it): p for it, p in list(zip(items, pairs))[:shown]}
 
             def show(item, noisy, enhanced, media=media) -> None:
                 pair = media.get(id(item))
@@ -167,10 +173,16 @@ class ValidationMetrics(Callback):
                         image=spectrogram_image(list(audio.values()), dataset.spec),
                     )
 
-            summary = enhance_and_score(
-                enhancer, items, metrics=metrics, score_noisy=False, warm_up=False, on_item=show
-            ).summary
-            means.update({f"val/{k}{suffix}": summary[k] for k in registry.keys(metrics)})
+            scorer = enhance_and_score(
+                enhancer,
+                items,
+                metrics=metrics,
+                score_noisy=False,
+                warm_up=False,
+                on_item=show,
+                device=pl_module.device,
+            ).scorer
+            means.update({f"val/{k}{suffix}": v for k, v in scorer.means().items()})
         for k, v in means.items():
             if not math.isfinite(v):
                 log.warning("%s: no file could be measured; logging the previous value", k)
