@@ -42,7 +42,7 @@ from torch import Tensor
 from meanflowse.config import spec_config
 from meanflowse.data.audio import PEAK_FLOOR
 from meanflowse.legacy_paths import migrate_targets
-from meanflowse.method.samplers import resolve_sampler
+from meanflowse.method.samplers import check_nfe, resolve_sampler
 from meanflowse.method.stft import SpecConfig, spec_to_wav, wav_to_spec
 from meanflowse.training.checkpointing import checkpoint_problem
 from meanflowse.training.lit_module import MeanFlowSEModule
@@ -198,6 +198,7 @@ class Enhancer:
     sampler: str | None = None
     nfe: int | None = None
     t_end: float | None = None
+    sampler_params: dict | None = None  # the sampler's own keyword arguments (None: the config's)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     chunk_s: float = 10.0
@@ -247,6 +248,9 @@ class Enhancer:
             trained_with_meanflow=self.module.trained_with_meanflow,
         )
         self.steps = self.nfe or self.module.sampler_cfg.nfe
+        check_nfe(self.sampler_name, self.steps)
+        if self.sampler_params is None:
+            self.sampler_params = dict(self.module.sampler_cfg.params or {})
 
     @classmethod
     def from_checkpoint(
@@ -366,7 +370,9 @@ class Enhancer:
         if self.channels_last:
             y, z = (a.contiguous(memory_format=torch.channels_last) for a in (y, z))
         with self.autocast():
-            x = self.module.enhance_spec(y, z=z, name=self.sampler_name, nfe=self.steps, t_end=self.t_end)
+            x = self.module.enhance_spec(
+                y, z=z, name=self.sampler_name, nfe=self.steps, t_end=self.t_end, params=self.sampler_params
+            )
         return [
             spec_to_wav(x[j, ..., :n], self.spec, w.shape[-1])[..., :size].cpu()
             for j, (n, w, size) in enumerate(zip(lengths, wavs, sizes))

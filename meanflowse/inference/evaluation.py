@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -128,6 +128,7 @@ def load_enhancer(cfg: DictConfig) -> Enhancer:
             sampler=s.get("name"),
             nfe=s.get("nfe"),
             t_end=s.get("t_end"),
+            sampler_params=None if s.get("params") is None else OmegaConf.to_container(s.params),
             seed=cfg.seed,
             chunk_s=cfg.chunk_s,
             overlap_s=cfg.overlap_s,

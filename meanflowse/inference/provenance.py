@@ -58,6 +58,8 @@ def run_settings(cfg: DictConfig, enhancer) -> dict[str, Any]:
         "chunk_s": float(cfg.chunk_s),
         "overlap_s": float(cfg.overlap_s),
     }
+    if enhancer.sampler_params:  # only a sampler with parameters adds them (older records compare)
+        settings["sampler_params"] = enhancer.sampler_params
     return json.loads(json.dumps(settings))
 
 

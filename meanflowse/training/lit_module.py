@@ -201,8 +201,10 @@ class MeanFlowSEModule(LightningModule):
         name: str | None = None,
         nfe: int | None = None,
         t_end: float | None = None,
+        params: dict[str, Any] | None = None,
     ) -> Tensor:
-        """Sample the clean spectrogram given the noisy one with the configured sampler."""
+        """Sample the clean spectrogram given the noisy one with the configured sampler (each of
+        ``name``, ``nfe``, ``t_end`` and the sampler's ``params`` overrides the config's)."""
         s = self.sampler_cfg
         name = resolve_sampler(name or s.name, trained_with_meanflow=self.trained_with_meanflow)
         z = complex_noise_like(y) if z is None else z
@@ -214,6 +216,7 @@ class MeanFlowSEModule(LightningModule):
             nfe=nfe or s.nfe,
             t_end=s.t_end if t_end is None else t_end,
             path=self.path,
+            params=dict(s.params or {}) if params is None else params,
         )
 
     def configure_optimizers(self) -> Any:
