@@ -69,7 +69,7 @@ def pipeline(seconds: float) -> None:
         curriculum=CurriculumConfig(),
         sampler=SamplerConfig(name="euler_mf"),
     )
-    enh = Enhancer(module=module.eval(), spec=SpecConfig(), chunk_s=seconds + 1.0)
+    enh = Enhancer(module=module.eval().inference, spec=SpecConfig(), chunk_s=seconds + 1.0)
     wav = torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(0)) * 0.1
     print(
         f"pipeline around a stand-in network, {seconds:g} s file: "

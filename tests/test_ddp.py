@@ -186,7 +186,7 @@ class ValidationReport(Callback):
         dataset = trainer.datamodule.dataset("valid")
         pairs = [dataset.load_pair(i) for i in eval_indices(len(dataset), cb.num_eval_files)]
         enhancer = Enhancer(
-            module=pl_module,
+            module=pl_module.inference,
             spec=dataset.spec,
             sample_rate=dataset.sample_rate,
             device=pl_module.device,

@@ -28,6 +28,7 @@ from eval_helpers import rows as _rows
 from eval_helpers import signal as _signal
 from meanflowse.inference.enhancer import Enhancer, chunk_starts, chunk_weight, load_module
 from meanflowse.inference.evaluation import EvalError, evaluate
+from meanflowse.inference.model import InferenceModel
 from meanflowse.method.curriculum import CurriculumConfig
 from meanflowse.method.objective import MeanFlowConfig
 from meanflowse.method.path import PathConfig
@@ -64,7 +65,7 @@ def _enhancer(backbone: nn.Module, **kw) -> Enhancer:
         curriculum=CurriculumConfig(),
         sampler=SamplerConfig(name="euler_mf"),
     )
-    return Enhancer(module=module.eval(), spec=SpecConfig(), sample_rate=SR, **kw)
+    return Enhancer(module=module.eval().inference, spec=SpecConfig(), sample_rate=SR, **kw)
 
 
 def _snr_db(ref: torch.Tensor, est: torch.Tensor) -> float:
@@ -212,8 +213,8 @@ def test_sampler_comes_from_the_checkpoint_and_nfe_is_overridable(ckpt, tmp_path
     assert enh.sampler_name == "euler_mf" and enh.steps == 1  # auto, MeanFlow-trained
     assert enh.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     calls = []
-    hook = MeanFlowSEModule.net_fn
-    MeanFlowSEModule.net_fn = lambda self, *a: calls.append(1) or hook(self, *a)
+    hook = InferenceModel.net_fn  # what eval.py's Enhancer calls (no LightningModule there)
+    InferenceModel.net_fn = lambda self, *a: calls.append(1) or hook(self, *a)
     try:
         summary = evaluate(
             _eval_cfg(
@@ -221,7 +222,7 @@ def test_sampler_comes_from_the_checkpoint_and_nfe_is_overridable(ckpt, tmp_path
             )
         )
     finally:
-        MeanFlowSEModule.net_fn = hook
+        InferenceModel.net_fn = hook
     assert summary["nfe"] == 3 and len(calls) == 2 * 3  # warm-up + one file, 3 steps each
 
 

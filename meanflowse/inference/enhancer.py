@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,93 +40,22 @@ from torch import Tensor
 
 from meanflowse.config import spec_config
 from meanflowse.data.audio import PEAK_FLOOR
-from meanflowse.legacy_paths import migrate_targets
+
+# re-exported: the checkpoint names were this module's (tests, the study, benchmarks)
+from meanflowse.inference.checkpoint import CheckpointError, load_model, load_module  # noqa: F401
+from meanflowse.inference.model import InferenceModel
 from meanflowse.method.samplers import check_nfe, resolve_sampler
 from meanflowse.method.stft import SpecConfig, spec_to_wav, wav_to_spec
-from meanflowse.training.checkpointing import checkpoint_problem
-from meanflowse.training.lit_module import MeanFlowSEModule
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and what to do."""
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _first_line(err: Exception) -> str:
-    """``Type: first line`` of an error whose own text may run to a page (torch, Hydra)."""
-    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
-
-
-def _read_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; pass ckpt_path=<run>/checkpoints/last.ckpt")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file (0 bytes); pass the last.ckpt of a finished run")
-    is_zip = zipfile.is_zipfile(path)
-    if is_zip:  # torch.load does not check the members' CRCs: flipped bytes load
-        problem = checkpoint_problem(path)
-        if problem:
-            raise CheckpointError(f"{path}: not a readable MeanFlowSE checkpoint: {problem}")
-    try:  # Lightning checkpoints hold tensors and plain containers, so the safe loader suffices
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        what = "damaged" if is_zip else "not a torch checkpoint (no zip archive)"
-        raise CheckpointError(
-            f"{path}: not a readable MeanFlowSE checkpoint: {what} ({_first_line(err)})"
-        ) from err
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a train.py checkpoint")
-    return ckpt
-
-
-def load_module(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[MeanFlowSEModule, DictConfig]:
-    """Rebuild the model from the config stored in the checkpoint, with EMA weights by default."""
-    from meanflowse.training.fit import build_module  # training imports Lightning's Trainer stack
-
-    path = Path(ckpt_path)
-    ckpt = _read_checkpoint(path)
-    config = (ckpt.get("hyper_parameters") or {}).get("config")
-    if config is None:
-        raise CheckpointError(f"{path}: has no stored config; was it written by train.py?")
-    cfg = OmegaConf.create(migrate_targets(config))  # a checkpoint from before the layout move
-    try:
-        module = build_module(cfg)
-    except Exception as err:  # noqa: BLE001 - a stored config that builds no model, named
-        raise CheckpointError(f"{path}: its stored config builds no model ({_first_line(err)})") from None
-    if not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(
-            f"{path}: a stored config but no weights (state_dict); was it written by train.py?"
-        )
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:  # missing, unexpected or misshapen tensors
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = (lines[1] if len(lines) > 1 else lines[0])[:300]  # lines[0] is only a heading
-        raise CheckpointError(
-            f"{path}: weights that do not fit its stored config's model ({detail})"
-        ) from None
-    ema = (ckpt.get("callbacks") or {}).get("EMA")
-    if use_ema and ema:
-        params = dict(module.named_parameters())
-        try:
-            with torch.no_grad():
-                for name, value in ema["shadow"].items():
-                    params[name].copy_(value)
-        except (KeyError, RuntimeError, TypeError) as err:
-            raise CheckpointError(
-                f"{path}: EMA weights that do not fit its model ({_first_line(err)})"
-            ) from None
-    module.eval()
-    return module, cfg
 
 
 # ------------------------------------------------------------------------------ chunking
@@ -192,7 +120,7 @@ class Enhancer:
     around a module that is still training leaves it off).
     """
 
-    module: MeanFlowSEModule
+    module: InferenceModel  # (a LightningModule's ``.inference`` while it trains)
     spec: SpecConfig
     sample_rate: int = 16000
     sampler: str | None = None
@@ -263,7 +191,7 @@ class Enhancer:
         **kw,
     ) -> "Enhancer":
         """``channels_last=None``: on a CPU (oneDNN's own layout), off on a GPU."""
-        module, cfg = load_module(ckpt_path, use_ema=use_ema)
+        module, cfg = load_model(ckpt_path, use_ema=use_ema)
         dev = resolve_device(device)
         cl = dev.type == "cpu" if channels_last is None else channels_last
         return cls(
@@ -282,7 +210,7 @@ class Enhancer:
     @property
     def config(self) -> DictConfig:
         """The training config stored in the checkpoint."""
-        return OmegaConf.create(self.module.hparams["config"] or {})
+        return OmegaConf.create(self.module.config or {})
 
     def enhance(self, wav: Tensor) -> Tensor:
         """``wav [C, L]`` (or ``[L]``) at ``sample_rate`` -> enhanced waveform of the same shape."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from meanflowse.atomic import atomic_path
+from meanflowse.inference.checkpoint import checkpoint_problem
 from meanflowse.legacy_paths import migrate_targets
 
 LAST = "last.ckpt"
@@ -73,18 +73,6 @@ def resolve_ckpt_path(
     if not path.is_file():
         raise ResumeError(f"ckpt_path={path}: no such checkpoint file or run folder")
     return path
-
-
-def checkpoint_problem(ckpt: Path) -> str | None:
-    """Why ``ckpt`` cannot be resumed from as a whole, or None. A torch checkpoint is a zip
-    archive whose members carry CRCs; reading every member finds a truncated or damaged file
-    that the metadata alone (all that ``stored_config`` reads) would pass."""
-    try:
-        with zipfile.ZipFile(ckpt) as archive:
-            bad = archive.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        return f"not a complete checkpoint ({err})"
-    return f"damaged: member {bad} fails its CRC check" if bad is not None else None
 
 
 def run_dir_of(ckpt: Path) -> Path | None:

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from meanflowse.config import ConfigError
+from meanflowse.inference.model import InferenceModel
 from meanflowse.method.curriculum import (
     CurriculumConfig,
     gamma_at,
@@ -29,9 +30,8 @@ from meanflowse.method.objective import (
     single_pass_loss,
     two_pass_loss,
 )
-from meanflowse.method.parametrization import average_velocity
 from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
-from meanflowse.method.samplers import SamplerConfig, resolve_sampler, sample
+from meanflowse.method.samplers import SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,22 @@ class MeanFlowSEModule(LightningModule):
         self._skip_step = False  # set by training_step when every rank skips a non-finite step
 
     # -- the network as a function of (x_t, y, t, r) -------------------------------------------
+    @property
+    def inference(self) -> InferenceModel:
+        """This model as inference sees it (a view over ``backbone``, no copy): what validation
+        and the ``Enhancer`` of a module that is still training enhance with."""
+        return InferenceModel(
+            backbone=self.backbone,
+            path=self.path,
+            parametrization=self.mf.parametrization,
+            sampler_cfg=self.sampler_cfg,
+            trained_with_meanflow=self.trained_with_meanflow,
+            config=self.hparams.get("config") or {},
+        )
+
     def net_fn(self, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor) -> Tensor:
         """The average velocity; training, validation, the JVP and the samplers all call this."""
-        out = self.backbone(x_t, y, t, t - r)
-        return average_velocity(out, x_t=x_t, y=y, t=t, kind=self.mf.parametrization)
+        return self.inference.net_fn(x_t, y, t, r)
 
     def step_budget(self) -> float | None:
         """Total optimizer steps of this fit, or None when there is no finite budget (yet)."""
@@ -192,32 +204,9 @@ class MeanFlowSEModule(LightningModule):
         err = 0.5 * (x_hat - x).pow(2).flatten(1).sum(1).mean()
         self.log("val/one_step_mse", err, prog_bar=True, sync_dist=True)
 
-    @torch.no_grad()
-    def enhance_spec(
-        self,
-        y: Tensor,
-        *,
-        z: Tensor | None = None,
-        name: str | None = None,
-        nfe: int | None = None,
-        t_end: float | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> Tensor:
-        """Sample the clean spectrogram given the noisy one with the configured sampler (each of
-        ``name``, ``nfe``, ``t_end`` and the sampler's ``params`` overrides the config's)."""
-        s = self.sampler_cfg
-        name = resolve_sampler(name or s.name, trained_with_meanflow=self.trained_with_meanflow)
-        z = complex_noise_like(y) if z is None else z
-        return sample(
-            self.net_fn,
-            y=y,
-            z=z,
-            name=name,
-            nfe=nfe or s.nfe,
-            t_end=s.t_end if t_end is None else t_end,
-            path=self.path,
-            params=dict(s.params or {}) if params is None else params,
-        )
+    def enhance_spec(self, y: Tensor, **kwargs: Any) -> Tensor:
+        """Sample the clean spectrogram given the noisy one (:meth:`InferenceModel.enhance_spec`)."""
+        return self.inference.enhance_spec(y, **kwargs)
 
     def configure_optimizers(self) -> Any:
         opt = self.optimizer_factory(params=self.parameters())

@@ -149,7 +149,7 @@ class ValidationMetrics(Callback):
         for nfe in [None, *self.nfe_extra]:
             suffix = "" if nfe is None else f"_nfe{nfe}"
             enhancer = Enhancer(
-                module=pl_module,
+                module=pl_module.inference,
                 spec=dataset.spec,
                 sample_rate=dataset.sample_rate,
                 nfe=nfe,

@@ -1,0 +1,81 @@
+"""Inference without Lightning: a checkpoint enhances through the plain InferenceModel, with the
+same weights (EMA or raw) and the same output as through the LightningModule that wrote it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from eval_helpers import SR, signal, write_tiny_checkpoint
+from helpers import ROOT
+from meanflowse.config import spec_config
+from meanflowse.inference.checkpoint import CheckpointError, load_model, load_module
+from meanflowse.inference.enhancer import Enhancer
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def test_enhancing_a_file_from_a_checkpoint_never_imports_lightning(ckpt, tmp_path):
+    import soundfile as sf
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, signal(0.5)[0].numpy(), SR)
+    code = f"""
+import sys
+from meanflowse.data.audio import load_audio
+from meanflowse.inference.enhancer import Enhancer
+enhancer = Enhancer.from_checkpoint({str(ckpt)!r})
+noisy, sr = load_audio({str(wav)!r}, mono=False)
+out = enhancer.enhance(noisy)
+assert out.shape == noisy.shape and bool(out.isfinite().all())
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning"))
+print(loaded[:5])
+sys.exit(1 if loaded else 0)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_old_and_new_loaders_give_equal_weights_and_outputs(ckpt, use_ema):
+    model, cfg = load_model(ckpt, use_ema=use_ema)
+    module, _ = load_module(ckpt, use_ema=use_ema)  # the LightningModule, as before this change
+    new = dict(model.named_parameters())
+    old = dict(module.named_parameters())
+    assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in new)
+    x = signal(1.2, channels=2, seed=3)
+    through_model = Enhancer.from_checkpoint(ckpt, use_ema=use_ema, seed=5).enhance(x)
+    through_module = Enhancer(
+        module=module.inference,
+        spec=spec_config(cfg),
+        sample_rate=int(cfg.data.sample_rate),
+        seed=5,
+        channels_last=True,  # as from_checkpoint sets it on a CPU
+    ).enhance(x)
+    assert torch.equal(through_model, through_module)
+
+
+def test_ema_and_raw_weights_differ(ckpt):
+    ema, _ = load_model(ckpt)
+    raw, _ = load_model(ckpt, use_ema=False)
+    a, b = dict(ema.named_parameters()), dict(raw.named_parameters())
+    assert all(torch.allclose(a[k], b[k] + 0.01) for k in a)  # the fixture's shadow is raw + 0.01
+
+
+def test_weights_of_another_model_are_named(ckpt, tmp_path):
+    bad = torch.load(ckpt, weights_only=True)
+    bad["state_dict"] = {"backbone.nope": torch.zeros(1), **bad["state_dict"]}
+    path = tmp_path / "bad.ckpt"
+    torch.save(bad, path)
+    with pytest.raises(CheckpointError, match="weights that do not fit"):
+        load_model(path)
+    bad["state_dict"] = {"not_backbone.x": torch.zeros(1)}
+    torch.save(bad, path)
+    with pytest.raises(CheckpointError, match="weights that do not fit"):
+        load_model(path)
