@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from hydra.utils import instantiate
@@ -110,29 +110,24 @@ def build_model(cfg: DictConfig) -> InferenceModel:
     )
 
 
-def load_model(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[InferenceModel, DictConfig]:
-    """The inference model of a checkpoint, with EMA weights by default; no Lightning import."""
-    path = Path(ckpt_path)
+def _load(path: Path, build: Callable[[DictConfig], Any], *, use_ema: bool) -> tuple[Any, DictConfig]:
     ckpt = read_checkpoint(path)
     cfg = _stored_config(path, ckpt)
     try:
-        model = build_model(cfg)
+        model = build(cfg)
     except Exception as err:  # noqa: BLE001 - a stored config that builds no model, named
         raise CheckpointError(f"{path}: its stored config builds no model ({_first_line(err)})") from None
     _load_weights(path, ckpt, model, use_ema=use_ema)
     return model, cfg
 
 
+def load_model(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[InferenceModel, DictConfig]:
+    """The inference model of a checkpoint, with EMA weights by default; no Lightning import."""
+    return _load(Path(ckpt_path), build_model, use_ema=use_ema)
+
+
 def load_module(ckpt_path: str | Path, *, use_ema: bool = True) -> tuple[Any, DictConfig]:
     """The LightningModule of a checkpoint, with EMA weights by default (imports Lightning)."""
     from meanflowse.training.fit import build_module
 
-    path = Path(ckpt_path)
-    ckpt = read_checkpoint(path)
-    cfg = _stored_config(path, ckpt)
-    try:
-        module = build_module(cfg)
-    except Exception as err:  # noqa: BLE001 - a stored config that builds no model, named
-        raise CheckpointError(f"{path}: its stored config builds no model ({_first_line(err)})") from None
-    _load_weights(path, ckpt, module, use_ema=use_ema)
-    return module, cfg
+    return _load(Path(ckpt_path), build_module, use_ema=use_ema)
