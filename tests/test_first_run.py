@@ -72,6 +72,14 @@ def test_an_unknown_mf_choice(tmp_path):
     assert "mf.nan_policy='maybe'" in _message(tmp_path, [*TINY, "mf.nan_policy=maybe"])
 
 
+def test_a_sampler_choice_refused_at_start(tmp_path):
+    assert "sampler.nfe=3: heun evaluates the network 2" in _message(
+        tmp_path, [*TINY, "sampler=heun", "sampler.nfe=3"]
+    )
+    assert "sampler.name='rk4'" in _message(tmp_path, [*TINY, "sampler.name=rk4"])
+    assert not (tmp_path / "data").exists()  # before the corpus is generated
+
+
 def test_resume_last_with_nothing_to_resume(tmp_path):
     message = _message(tmp_path, [*TINY, "ckpt_path=last", f"paths.output_dir={tmp_path}/runs/x"])
     assert "ckpt_path=last: no last.ckpt" in message

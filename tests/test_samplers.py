@@ -160,3 +160,37 @@ def test_a_registered_sampler_runs_through_eval_py_with_its_params_recorded(tmp_
     record = json.loads((out / PROVENANCE_FILE).read_text().splitlines()[-1])
     assert record["settings"]["sampler"] == "damped"
     assert record["settings"]["sampler_params"] == {"damping": 0.25}
+
+
+def test_validation_takes_a_registered_sampler_by_name(tmp_path, monkeypatch):
+    """train.py with sampler=heun: validation's val/* come from heun steps (counted)."""
+    import math
+
+    from helpers import TINY, compose_cfg
+    from meanflowse.method import samplers
+    from meanflowse.training.fit import train
+
+    steps = []
+
+    def counted(*args, **kwargs):
+        steps.append(1)
+        return samplers.heun_step(*args, **kwargs)
+
+    monkeypatch.setitem(samplers.SAMPLERS, "heun", samplers.Sampler(counted, evals_per_step=2))
+    cfg = compose_cfg(
+        "train",
+        [
+            *TINY,
+            "sampler=heun",
+            "sampler.nfe=2",
+            "trainer.max_steps=2",
+            "trainer.max_epochs=-1",
+            "trainer.num_sanity_val_steps=0",
+            "callbacks.progress=null",
+            "callbacks.val_metrics.num_media=0",
+        ],
+        tmp_path,
+    )
+    metrics, _ = train(cfg)
+    assert math.isfinite(metrics["val/si_sdr"]) and math.isfinite(metrics["val/one_step_mse"])
+    assert steps  # validation (its one-step MSE and the enhanced files) ran heun

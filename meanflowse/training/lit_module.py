@@ -31,7 +31,7 @@ from meanflowse.method.objective import (
     two_pass_loss,
 )
 from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
-from meanflowse.method.samplers import SamplerConfig
+from meanflowse.method.samplers import SamplerConfig, check_nfe, resolve_sampler
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,10 @@ class MeanFlowSEModule(LightningModule):
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        try:  # an unknown mf.* choice fails here, before data or training
+        try:  # an unknown mf.* or sampler choice fails here, before data or training
             check_mf_config(mf)
+            name = resolve_sampler(sampler.name, trained_with_meanflow=mf.weight_final > 0)
+            check_nfe(name, sampler.nfe)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.backbone = backbone
