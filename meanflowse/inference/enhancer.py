@@ -40,6 +40,7 @@ from torch import Tensor
 
 from meanflowse.config import spec_config
 from meanflowse.data.audio import PEAK_FLOOR
+from meanflowse.inference.audio_io import fit_length, to_rate
 
 # re-exported: the checkpoint names were this module's (tests, the study, benchmarks)
 from meanflowse.inference.checkpoint import CheckpointError, load_model, load_module  # noqa: F401
@@ -212,10 +213,18 @@ class Enhancer:
         """The training config stored in the checkpoint."""
         return OmegaConf.create(self.module.config or {})
 
-    def enhance(self, wav: Tensor) -> Tensor:
-        """``wav [C, L]`` (or ``[L]``) at ``sample_rate`` -> enhanced waveform of the same shape."""
+    def enhance(self, wav: Tensor, sample_rate: int | None = None) -> Tensor:
+        """``wav [C, L]`` (or ``[L]``) -> the enhanced waveform, same shape, rate and length.
+
+        ``sample_rate``: the rate of ``wav``; another rate than the model's is resampled in and
+        the output back out. ``None`` means the model's rate (:attr:`sample_rate`), unchecked."""
         squeeze = wav.dim() == 1
-        out = self.enhance_many([wav[None] if squeeze else wav])[0]
+        wav = wav[None] if squeeze else wav
+        sr = self.sample_rate if sample_rate is None else int(sample_rate)
+        if sr <= 0:
+            raise ValueError(f"sample_rate={sample_rate}: must be a positive number of samples per second")
+        x = to_rate(wav.float(), sr, self.sample_rate)
+        out = fit_length(to_rate(self.enhance_many([x])[0], self.sample_rate, sr), wav.shape[-1])
         return out[0] if squeeze else out
 
     @torch.no_grad()
