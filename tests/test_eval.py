@@ -530,3 +530,25 @@ def test_eval_without_a_checkpoint_says_what_to_pass_in_one_line(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and "MissingMandatoryValue" not in proc.stderr
     assert "ckpt_path=" in proc.stderr and "outputs/demo/checkpoints/last.ckpt" in proc.stderr
+
+
+def test_reference_may_be_one_file_for_one_input_file(ckpt, tmp_path):
+    clean = _signal(1.0)[0] * 0.5
+    sf.write(tmp_path / "take1_noisy.wav", (clean + 0.05 * torch.randn(clean.shape)).numpy(), SR)
+    sf.write(tmp_path / "take1_clean.wav", clean.numpy(), SR)
+    out = tmp_path / "out"
+    summary = evaluate(
+        _eval_cfg(
+            ckpt,
+            tmp_path,
+            f"input={tmp_path / 'take1_noisy.wav'}",
+            f"reference={tmp_path / 'take1_clean.wav'}",
+            f"output={out}",
+        )
+    )
+    assert summary["counts"]["si_sdr"] == 1
+    enhanced = sf.read(str(out / "take1_noisy.wav"))[0]
+    assert summary["si_sdr"] == pytest.approx(M.si_sdr(clean.numpy(), enhanced), abs=1e-3)
+    # a clean file for a folder of inputs says what to pass instead
+    with pytest.raises(EvalError, match="goes with a single input file"):
+        evaluate(_eval_cfg(ckpt, tmp_path, f"input={tmp_path}", f"reference={tmp_path / 'take1_clean.wav'}"))

@@ -146,8 +146,16 @@ def input_items(cfg: DictConfig) -> tuple[list[Item], Path]:
     if not src.exists():
         raise EvalError(f"input={src}: no such file or folder")
     ref_dir = Path(str(cfg.reference)).expanduser() if cfg.get("reference") else None
-    if ref_dir is not None and not ref_dir.is_dir():
-        raise EvalError(f"reference={ref_dir}: no such folder")
+    ref_file = None
+    if ref_dir is not None and ref_dir.is_file():
+        if not src.is_file():
+            raise EvalError(
+                f"reference={ref_dir} is a file: it goes with a single input file; for input={src} "
+                "pass a folder of clean files with the same relative names"
+            )
+        ref_file, ref_dir = ref_dir, None  # one clean file for the one noisy file
+    elif ref_dir is not None and not ref_dir.is_dir():
+        raise EvalError(f"reference={ref_dir}: no such file or folder")
     name = src.stem if src.is_file() else src.resolve().name
     out = output_dir(cfg, f"{name}-{path_tag(src)}")
     if src.is_dir() and (src / "noisy").is_dir():  # a split folder
@@ -155,6 +163,8 @@ def input_items(cfg: DictConfig) -> tuple[list[Item], Path]:
         src = src / "noisy"
     root = src.parent if src.is_file() else src
     _check_output(out, [root] + ([ref_dir] if ref_dir is not None else []))
+    if ref_file is not None:
+        return [Item(src=src, rel=src.relative_to(root), ref=ref_file)], out
     files = [src] if src.is_file() else _scan(src, skip=out.resolve())
     if not files:
         raise EvalError(f"input={src}: no audio files ({', '.join(sorted(AUDIO_EXTS))}) in this folder")
