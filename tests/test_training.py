@@ -420,3 +420,36 @@ def test_finite_model_checkpoint_skips_nan_and_ranks_numbers():
     assert not cb.check_monitor_top_k(None, torch.tensor(float("nan")))
     assert not cb.check_monitor_top_k(None, torch.tensor(float("-inf")))
     assert cb.check_monitor_top_k(None, torch.tensor(1.0))  # fewer than top-k saved yet
+
+
+def test_a_training_run_drops_the_known_noise_and_nothing_else(tmp_path, caplog):
+    """Lightning's LeafSpec FutureWarning and its cloud-logger tip are gone; other warnings and
+    log lines of the same kinds still show."""
+    import logging
+    import warnings
+
+    from meanflowse.training.fit import train
+    from meanflowse.training.quiet import TIP_LOGGER
+
+    cfg = compose_cfg(
+        "train",
+        [
+            *TINY,
+            "trainer.max_steps=2",
+            "trainer.max_epochs=-1",
+            "trainer.num_sanity_val_steps=0",
+            "callbacks.progress=null",
+            "callbacks.val_metrics.num_media=0",
+        ],
+        tmp_path,
+    )
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        train(cfg)
+        warnings.warn("some other deprecation", FutureWarning, stacklevel=1)
+        logging.getLogger(TIP_LOGGER).info("another message from Lightning")
+    texts = [str(w.message) for w in seen]
+    assert not any("LeafSpec" in t for t in texts) and "some other deprecation" in texts
+    assert "seamless cloud logging" not in caplog.text
+    assert "another message from Lightning" in caplog.text

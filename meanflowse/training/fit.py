@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from meanflowse.config import TRAIN_NUMBERS, ConfigError, check_numbers, to_dataclass
 from meanflowse.training.checkpointing import AtomicCheckpointIO, resume_checkpoint, run_dir_of
 from meanflowse.training.lit_module import MeanFlowSEModule
+from meanflowse.training.quiet import silence_known_noise
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ def _build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     os.environ.setdefault("WANDB_SILENT", "true")  # offline W&B: no banners, never a prompt
+    silence_known_noise()
     check_config(cfg)
     ckpt = _resume_target(cfg)
     L.seed_everything(cfg.seed, workers=True)  # same on every rank: identical initial weights
