@@ -60,8 +60,28 @@ def help_groups() -> str:
     return "\n".join(lines)
 
 
+def config_file_text(name: str) -> str:
+    """``configs/<name>.yaml`` as written, comments included, without its ``defaults:`` list and
+    ``hydra:`` block (the keys an entry point's ``--help`` shows: Hydra's dump drops comments)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    lines, skipping = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith(("defaults:", "hydra:")):
+            skipping = True
+            continue
+        if skipping and (line.startswith((" ", "-", "#")) or not line.strip()):
+            continue
+        skipping = False
+        lines.append(line)
+    return "\n".join(lines)
+
+
 if not OmegaConf.has_resolver("meanflowse.help_groups"):
     OmegaConf.register_new_resolver("meanflowse.help_groups", help_groups)
+if not OmegaConf.has_resolver("meanflowse.config_file"):
+    OmegaConf.register_new_resolver("meanflowse.config_file", config_file_text)
 
 
 # -- numbers a user can get wrong, checked before any data or model is built -------------------

@@ -163,3 +163,21 @@ def test_train_py_cli_help_and_typo():
     assert "schema" not in listed and "default" not in listed["sampler"], listed
     typo = run("mf.first_order_cof=0.5")
     assert typo.returncode != 0 and "first_order_cof" in typo.stderr
+
+
+@pytest.mark.parametrize("entry", ["eval", "train", "sweep"])
+def test_each_entry_point_s_help_starts_with_its_own_usage(entry):
+    helped = subprocess.run(
+        [sys.executable, f"{entry}.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    lines = helped.stdout.splitlines()
+    assert lines[0].startswith(f"{entry}.py: ")
+    assert any(f"python {entry}.py" in line for line in lines[:12])
+    if entry == "eval":  # eval's own keys with their comments, none of train's groups
+        assert any(line.startswith("sampler:") and "#" in line for line in lines)
+        trains = ("backbone:", "trainer:", "== Configuration groups")
+        assert not any(line.startswith(trains) for line in lines)
+        assert len(lines) < 80
+    else:  # usage and groups fit a screen before the composed config
+        assert lines.index("== Config ==") < 60
