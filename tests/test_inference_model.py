@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +118,34 @@ def test_enhance_resamples_in_and_out():
     assert torch.allclose(enhancer.enhance(high), high, atol=1e-4)  # taken at the model's rate
     with pytest.raises(ValueError, match="sample_rate=0"):
         enhancer.enhance(x, sample_rate=0)
+
+
+def test_the_console_entry_point_enhances_from_outside_the_repository(ckpt, tmp_path):
+    """``meanflowse-enhance`` (installed by ``make install``: ``pip install -e .`` creates it) and
+    ``python -m meanflowse.enhance`` run in a folder that is not the repository: a 22.05 kHz
+    stereo 24-bit FLAC comes back at its rate, length, channels and sample format."""
+    import shutil
+
+    import soundfile as sf
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    x = signal(0.6, channels=2, seed=4).T.numpy() * 0.3
+    sf.write(work / "take.flac", x, 22050, subtype="PCM_24")
+    script = shutil.which("meanflowse-enhance", path=str(Path(sys.executable).parent))
+    assert script is not None, "meanflowse-enhance is missing: run `make install` (pyproject changed)"
+    for cmd, out in (
+        ([script, "take.flac", "--ckpt", str(ckpt)], work / "take_enhanced.flac"),
+        (
+            [sys.executable, "-m", "meanflowse.enhance", "take.flac", "b.flac", "--ckpt", str(ckpt)],
+            work / "b.flac",
+        ),
+    ):
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        info = sf.info(str(out))
+        assert (info.samplerate, info.frames, info.channels, info.subtype) == (22050, len(x), 2, "PCM_24")
+    bad = subprocess.run(
+        [script, "nope.wav", "--ckpt", str(ckpt)], cwd=work, capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("meanflowse-enhance: ") and "nope.wav" in bad.stderr
