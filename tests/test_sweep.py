@@ -178,12 +178,13 @@ def _record(num, c, impl, *, status="ok", pesq=(1.5, 1.8, 2.0), step_s=0.5):
             "step_time_s": step_s,
             "step_time_mf_s": step_s * 2,
             "step_time_cfm_s": step_s / 2,
+            "steps_timed_mf": 3 if num == 0 else 20,
             "metrics": {"val/one_step_mse": 3.0},
         },
     }
     if status == "ok":
         rec["eval"] = [
-            {"nfe": n, "pesq": p, "estoi": 0.7, "si_sdr": 10.0 + n, "rtf": 0.1 * n}
+            {"nfe": n, "pesq": p, "pesq_ci95": 0.05, "estoi": 0.7, "si_sdr": 10.0 + n, "rtf": 0.1 * n}
             for n, p in zip((1, 2, 5), pesq)
         ]
         rec["noisy"] = {"pesq": 1.2, "estoi": 0.6, "si_sdr": 5.0}
@@ -217,6 +218,8 @@ def test_gather_of_a_synthetic_folder(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     screen = capsys.readouterr().out
     assert "boom" in screen and "2/5 jobs ok" in screen
+    assert "1.500 ± 0.050" in screen  # the table carries the 95% intervals
+    assert "job(s) 0 rest on fewer than 10 timed" in " ".join(screen.split())  # 3 steps: warned
     # re-gather from the command line; an empty folder is a clear error
     assert G.main(["gather", str(tmp_path), "--no-plots"]) == 0
     (tmp_path / "empty").mkdir()

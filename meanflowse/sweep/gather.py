@@ -34,7 +34,16 @@ class SweepError(ValueError):
 
 
 PARAM_COLUMNS = ("c", "jvp_impl", "lr", "gamma_start", "seed")
-TRAIN_COLUMNS = ("val_one_step_mse", "steps", "step_ms", "mf_step_ms", "step_cfm_ms", "train_s")
+TRAIN_COLUMNS = (
+    "val_one_step_mse",
+    "steps",
+    "step_ms",
+    "mf_step_ms",
+    "steps_timed",
+    "step_cfm_ms",
+    "train_s",
+)
+MIN_TIMED_STEPS = 10  # fewer timed steps than this make a step time a rough figure: gather warns
 
 
 def first_columns() -> tuple[str, ...]:
@@ -76,6 +85,7 @@ def result_rows(records: list[dict]) -> list[dict]:
             "step_ms": _ms(train.get("step_time_s")),
             "mf_step_ms": _ms(train.get("step_time_mf_s")),
             "step_cfm_ms": _ms(train.get("step_time_cfm_s")),
+            "steps_timed": train.get("steps_timed_mf"),
             "train_s": train.get("seconds"),
             "error": rec.get("error", ""),
             "dir": rec["job"]["dir"],
@@ -121,6 +131,7 @@ HEADERS = {
     "gamma_start": "γ₀",
     "val_one_step_mse": "val mse",
     "mf_step_ms": "ms/step",
+    "steps_timed": "timed",
 }
 
 
@@ -143,13 +154,27 @@ def rich_table(rows: list[dict], title: str):
     ]
     metrics = registry.present(ok, [*registry.brief_keys(), "rtf"])
     first_noisy = [f"noisy_{k}" for k in registry.reference_keys()[:1]]
-    cols = ["job", *params, "nfe", *metrics, *first_noisy, "val_one_step_mse", "mf_step_ms"]
-    table = Table(title=title)
+    cols = ["job", *params, "nfe", *metrics, *first_noisy, "val_one_step_mse", "mf_step_ms", "steps_timed"]
+    table = Table(title=title, caption="± : 95% interval over the evaluated files")
     for col in cols:
         table.add_column(header(col), justify="left" if col == "jvp_impl" else "right")
     for r in sorted(ok, key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0)):
-        table.add_row(*(_fmt(r.get(c), c) for c in cols))
+        table.add_row(*(_cell(r, c) for c in cols))
     return table
+
+
+def _cell(row: dict, key: str) -> str:
+    """A value, with its 95% half-width where the record has one (``<key>_ci95``)."""
+    half = row.get(f"{key}_ci95")
+    if isinstance(half, float) and math.isfinite(half):
+        return f"{_fmt(row.get(key), key)} ± {_fmt(half, key)}"
+    return _fmt(row.get(key), key)
+
+
+def few_timed_steps(rows: list[dict]) -> list:
+    """Jobs whose MeanFlow step time rests on fewer than :data:`MIN_TIMED_STEPS` steps."""
+    jobs = {r["job"]: r.get("steps_timed") for r in rows if r["status"] == "ok"}
+    return [job for job, n in jobs.items() if n is not None and n < MIN_TIMED_STEPS]
 
 
 def results_markdown(rows: list[dict]) -> str:
@@ -184,9 +209,13 @@ def _save_figure(fig: Any, path: Path) -> Path:
     return path
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
-    """One panel per metric: the mean over JVP implementations against NFE, a line per c, each
-    job as a faint dot, the noisy input dashed."""
+    """One panel per metric: the mean over JVP implementations against NFE, a line and marker per
+    c with bars of the jobs' mean 95% interval over files, each job a faint dot, the noisy input
+    dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,15 +227,24 @@ def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        by_c: dict[float, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for r in ok:
+        by_c: dict[float, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+        for r in ok:  # (the job's mean, its 95% half-width over files)
             if math.isfinite(r.get(key, math.nan)):
-                by_c[r["c"]][r["nfe"]].append(r[key])
-        for c, by_nfe in sorted(by_c.items()):
+                by_c[r["c"]][r["nfe"]].append((r[key], r.get(f"{key}_ci95", math.nan)))
+        for i, (c, by_nfe) in enumerate(sorted(by_c.items())):
             nfes = sorted(by_nfe)
-            (line,) = ax.plot(nfes, [mean_or_nan(by_nfe[n]) for n in nfes], marker="o", label=f"c = {c:g}")
-            for n in nfes:
-                ax.scatter([n] * len(by_nfe[n]), by_nfe[n], color=line.get_color(), alpha=0.3, s=12)
+            # lines of equal values would hide each other: each c gets its marker and a small
+            # shift along the (log) NFE axis
+            xs = [n * 1.04**i for n in nfes]
+            means = [mean_or_nan([v for v, _ in by_nfe[n]]) for n in nfes]
+            bars = [mean_or_nan([h for _, h in by_nfe[n] if math.isfinite(h)]) for n in nfes]
+            line = ax.errorbar(
+                xs, means, yerr=bars, marker=MARKERS[i % len(MARKERS)], capsize=3, label=f"c = {c:g}"
+            )[0]
+            for x, n in zip(xs, nfes):
+                ax.scatter(
+                    [x] * len(by_nfe[n]), [v for v, _ in by_nfe[n]], color=line.get_color(), alpha=0.3, s=12
+                )
         noisy = [r[f"noisy_{key}"] for r in ok if math.isfinite(r.get(f"noisy_{key}", math.nan))]
         if noisy:
             ax.axhline(mean_or_nan(noisy), color="gray", linestyle="--", linewidth=1, label="noisy input")
@@ -215,6 +253,7 @@ def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.minorticks_off()
         ax.set(xlabel="NFE", ylabel=registry.label(key), title=f"{registry.label(key)} against NFE")
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=6))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -290,6 +329,13 @@ def gather(root: str | Path, *, plots: bool = True, console: Any = None) -> dict
         console.width = max(console.width, 140)
     n_ok = len(records) - len(out["failed"])
     console.print(rich_table(rows, title=f"sweep {root.name}: {n_ok}/{len(records)} jobs ok"))
+    few = few_timed_steps(rows)
+    if few:
+        console.print(
+            f"[yellow]step times of job(s) {', '.join(map(str, few))} rest on fewer than "
+            f"{MIN_TIMED_STEPS} timed MeanFlow steps[/yellow] "
+            "(raise trainer.max_steps or lower sweep.timer_skip)"
+        )
     for r in out["failed"]:
         console.print(f"[red]job {r['job']} {r['status']}[/red] ({r['dir']}): {r['error']}")
     console.print(f"table: {out['csv']}" + "".join(f"\nplot: {p}" for p in out["plots"]))
