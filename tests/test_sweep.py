@@ -364,3 +364,73 @@ def test_sweep_py_multirun_as_a_process(multirun, tmp_path):
     assert [(r["job"], float(r["c"]), r["nfe"]) for r in rows] == [("0", 0.5, "1"), ("1", 1.0, "1")]
     assert [float(r["si_sdr"]) for r in rows] == [r["eval"][0]["si_sdr"] for r in records]
     assert all(math.isfinite(float(r["si_sdr"])) for r in rows)
+
+
+# -- what a sweep job's W&B run holds (offline) ----------------------------------------------------
+def _wandb_records(run_dir: Path):
+    """The protobuf records of an offline run's ``run-*.wandb`` file. It is a LevelDB-style log:
+    a 7-byte header, then 32 KiB blocks of chunks (crc32, length, type: full/first/middle/last)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # full, or the last piece of a split record
+            record = pb.Record()
+            record.ParseFromString(pending + chunk)
+            pending = b""
+            yield record
+        elif kind in (2, 3):
+            pending += chunk
+        else:
+            break
+
+
+def test_a_sweep_job_s_wandb_run_holds_flat_keys_tags_and_step_time(tmp_path):
+    """One tiny job with logger=wandb (offline): the run's config has top-level dotted keys
+    (group by ``mf.first_order_coef``), its tags and job_type say the task, and the job's step
+    time and peak memory are logged beside the eval numbers."""
+    import json as json_
+
+    cfg = compose_cfg(
+        "sweep",
+        [
+            *TINY,
+            "logger=wandb",
+            "trainer.max_steps=3",
+            "trainer.max_epochs=-1",
+            "callbacks.progress=null",
+            "callbacks.val_metrics=null",
+            "callbacks.best_si_sdr=null",
+            "callbacks.model_checkpoint.monitor=val/one_step_mse",
+            "callbacks.model_checkpoint.mode=min",
+            "trainer.enable_progress_bar=false",
+            "sweep.eval_nfe=[1]",
+            "sweep.timer_skip=0",
+            "sweep.group=wb",
+        ],
+        tmp_path,
+    )
+    S.run_job(cfg, reraise=True)
+    run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
+    config, logged, run = {}, set(), None
+    for record in _wandb_records(run_dir):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run = record.run
+            config.update({i.key: i.value_json for i in record.run.config.update})
+        elif kind == "config":
+            config.update({i.key: i.value_json for i in record.config.update})
+        elif kind == "history":
+            logged.update(i.key or "/".join(i.nested_key) for i in record.history.item)
+    assert run is not None and "sweep" in list(run.tags) and run.job_type == "sweep" and run.run_group == "wb"
+    assert json_.loads(config["mf.first_order_coef"]) == 0.5 and json_.loads(config["mf.jvp_impl"]) == "func"
+    assert {"train/step_time_mf_s", "train/peak_memory_mb", "eval/nfe1/pesq"} <= logged

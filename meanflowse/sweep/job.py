@@ -232,7 +232,7 @@ def flat_metrics(record: dict) -> dict[str, float]:
     out.update(
         {
             f"train/{k}": float(train[k])
-            for k in ("step_time_s", "step_time_mf_s", "step_time_cfm_s")
+            for k in ("step_time_s", "step_time_mf_s", "step_time_cfm_s", "steps_timed_mf", "peak_memory_mb")
             if k in train
         }
     )
@@ -273,8 +273,10 @@ def train_and_evaluate(cfg: DictConfig) -> dict[str, Any]:
         eval_checkpoint=ckpt,
         eval_seconds=time.perf_counter() - start,
     )
-    scalars = {k: v for k, v in flat_metrics(part).items() if k.startswith("eval/")}
-    for lg in trainer.loggers:  # the eval numbers join the job's run (one W&B group per sweep)
+    # the eval numbers, step times and peak memory join the job's run (one W&B group per sweep)
+    scalars = {k: v for k, v in flat_metrics(part).items() if k.startswith(("eval/", "train/"))}
+    scalars = {k: v for k, v in scalars.items() if math.isfinite(v)}
+    for lg in trainer.loggers:
         lg.log_metrics(scalars, step=trainer.global_step)
         lg.save()
     return part

@@ -1,7 +1,11 @@
-"""``StepTimer``: the wall time of each training step, split by whether the JVP ran."""
+"""``StepTimer``: the wall time of each training step, split by whether the JVP ran, and the
+job's peak memory."""
 
 from __future__ import annotations
 
+import resource
+
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from meanflowse.method.curriculum import mf_weight
@@ -22,6 +26,7 @@ class StepTimer(Callback):
         self.laps: dict[str, list[float]] = {"mf": [], "cfm": []}
         self._watch: M.Stopwatch | None = None
         self._kind = "cfm"
+        self.peak_memory_mb = float("nan")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         cur = pl_module.curriculum
@@ -34,6 +39,14 @@ class StepTimer(Callback):
             self.laps[self._kind].append(self._watch.stop())
             self._watch = None
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Peak memory of the training: the GPU's allocations on CUDA, else the process's
+        resident peak (``ru_maxrss``, which covers the whole process up to now)."""
+        if pl_module.device.type == "cuda":
+            self.peak_memory_mb = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+        else:
+            self.peak_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
     def summary(self) -> dict[str, float]:
         mf, cfm = self.laps["mf"][self.skip :], self.laps["cfm"][self.skip :]
         return {
@@ -41,4 +54,5 @@ class StepTimer(Callback):
             "step_time_mf_s": mean_or_nan(mf),
             "step_time_cfm_s": mean_or_nan(cfm),
             "steps_timed_mf": len(mf),
+            "peak_memory_mb": self.peak_memory_mb,
         }

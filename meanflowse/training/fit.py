@@ -38,6 +38,31 @@ def build_module(cfg: DictConfig) -> MeanFlowSEModule:
     )
 
 
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as ``{"mf.first_order_coef": 0.5, ...}``: W&B groups and filters runs
+    by top-level keys, which a nested ``config`` key would hide one level down."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def log_flat_config(loggers: list, cfg: DictConfig) -> None:
+    """The flat config into each W&B run (rank 0's; other ranks' loggers ignore it)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.config.update(flat_config(cfg), allow_val_change=True)
+
+
 def rank_seed(seed: int, rank: int, step: int) -> int:
     """A seed for the training noise (t, r, z) of one rank from one step on."""
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
@@ -157,6 +182,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer = _build_trainer(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
+    log_flat_config(loggers, cfg)
     log.info(
         "backbone %s: %.2fM parameters",
         cfg.backbone._target_.rsplit(".", 1)[-1],
