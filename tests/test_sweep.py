@@ -19,6 +19,19 @@ from helpers import CONFIGS, TINY, compose_cfg
 from meanflowse.method.curriculum import CurriculumConfig
 from meanflowse.sweep import step_timer
 
+# a tiny job without validation metrics or progress bars; checkpoints ranked by the one-step MSE
+QUIET_JOB = [
+    *TINY,
+    "trainer.max_epochs=-1",
+    "callbacks.progress=null",
+    "callbacks.val_metrics=null",
+    "callbacks.best_si_sdr=null",
+    "callbacks.model_checkpoint.monitor=val/one_step_mse",
+    "callbacks.model_checkpoint.mode=min",
+    "trainer.enable_progress_bar=false",
+    "sweep.timer_skip=0",
+]
+
 
 def _compose_sweep(overrides):
     GlobalHydra.instance().clear()
@@ -98,18 +111,10 @@ def multirun(tmp_path_factory):
     root = tmp_path_factory.mktemp("multirun")
     data = tmp_path_factory.mktemp("data")
     common = [
-        *TINY,
+        *QUIET_JOB,
         "trainer.max_steps=3",
-        "trainer.max_epochs=-1",
-        "callbacks.progress=null",
-        "callbacks.val_metrics=null",
-        "callbacks.best_si_sdr=null",
         "callbacks.last_checkpoint=null",
-        "callbacks.model_checkpoint.monitor=val/one_step_mse",
-        "callbacks.model_checkpoint.mode=min",
-        "trainer.enable_progress_bar=false",
         "sweep.eval_nfe=[1,2]",
-        "sweep.timer_skip=0",
         "sweep.group=test",
     ]
     returns = []
@@ -334,17 +339,9 @@ def test_sweep_py_multirun_as_a_process(multirun, tmp_path):
     _, _, data = multirun  # the corpus the other jobs generated
     multi = tmp_path / "multi"
     overrides = [
-        *TINY,
+        *QUIET_JOB,
         "trainer.max_steps=2",
-        "trainer.max_epochs=-1",
-        "callbacks.progress=null",
-        "callbacks.val_metrics=null",
-        "callbacks.best_si_sdr=null",
-        "callbacks.model_checkpoint.monitor=val/one_step_mse",
-        "callbacks.model_checkpoint.mode=min",
-        "trainer.enable_progress_bar=false",
         "sweep.eval_nfe=[1]",
-        "sweep.timer_skip=0",
         "sweep.group=test",
         "mf.first_order_coef=0.5,1.0",
         "mf.jvp_impl=func",
@@ -402,21 +399,7 @@ def test_a_sweep_job_s_wandb_run_holds_flat_keys_tags_and_step_time(tmp_path):
 
     cfg = compose_cfg(
         "sweep",
-        [
-            *TINY,
-            "logger=wandb",
-            "trainer.max_steps=3",
-            "trainer.max_epochs=-1",
-            "callbacks.progress=null",
-            "callbacks.val_metrics=null",
-            "callbacks.best_si_sdr=null",
-            "callbacks.model_checkpoint.monitor=val/one_step_mse",
-            "callbacks.model_checkpoint.mode=min",
-            "trainer.enable_progress_bar=false",
-            "sweep.eval_nfe=[1]",
-            "sweep.timer_skip=0",
-            "sweep.group=wb",
-        ],
+        [*QUIET_JOB, "logger=wandb", "trainer.max_steps=3", "sweep.eval_nfe=[1]", "sweep.group=wb"],
         tmp_path,
     )
     S.run_job(cfg, reraise=True)
