@@ -77,6 +77,9 @@ def test_a_sampler_choice_refused_at_start(tmp_path):
         tmp_path, [*TINY, "sampler=heun", "sampler.nfe=3"]
     )
     assert "sampler.name='rk4'" in _message(tmp_path, [*TINY, "sampler.name=rk4"])
+    heun = [*TINY, "sampler=heun", "sampler.nfe=2"]
+    extra = _message(tmp_path, [*heun, "callbacks.val_metrics.nfe_extra=[3]"])
+    assert "callbacks.val_metrics.nfe_extra: sampler.nfe=3: heun evaluates the network 2" in extra
     assert not (tmp_path / "data").exists()  # before the corpus is generated
 
 

@@ -149,6 +149,23 @@ def check_config(cfg: DictConfig) -> None:
             "trainer.max_epochs=0 with trainer.max_steps=-1: nothing would be "
             "trained; set trainer.max_steps or a positive trainer.max_epochs"
         )
+    _check_validation_nfes(cfg)
+
+
+def _check_validation_nfes(cfg: DictConfig) -> None:
+    """Each ``callbacks.val_metrics.nfe_extra`` step count must suit the model's sampler (heun
+    takes an even nfe), or the first validation, minutes in, would fail."""
+    from meanflowse.method.samplers import check_nfe, resolve_sampler
+
+    extra = ((cfg.get("callbacks") or {}).get("val_metrics") or {}).get("nfe_extra") or []
+    if not extra:
+        return
+    name = resolve_sampler(cfg.sampler.name, trained_with_meanflow=cfg.mf.weight_final > 0)
+    for nfe in extra:
+        try:
+            check_nfe(name, int(nfe))
+        except ValueError as err:
+            raise ConfigError(f"callbacks.val_metrics.nfe_extra: {err}") from None
 
 
 def _build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
