@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -19,6 +20,8 @@ from meanflowse.method.objective import MeanFlowConfig
 from meanflowse.method.path import PathConfig
 from meanflowse.method.samplers import SamplerConfig
 from meanflowse.method.stft import SpecConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the YAML groups, beside the package
 
 SCHEMAS = {  # config key -> dataclass; stored as `schema/<key>` (out of sight of --help)
     "path": PathConfig,
@@ -63,9 +66,7 @@ def help_groups() -> str:
 def config_file_text(name: str) -> str:
     """``configs/<name>.yaml`` as written, comments included, without its ``defaults:`` list and
     ``hydra:`` block (the keys an entry point's ``--help`` shows: Hydra's dump drops comments)."""
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    path = CONFIG_DIR / f"{name}.yaml"
     lines, skipping = [], False
     for line in path.read_text().splitlines():
         if line.startswith(("defaults:", "hydra:")):

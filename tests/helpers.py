@@ -33,6 +33,17 @@ TINY = [
 ]
 
 
+# TINY trained for two steps, validated once with metrics and no media, quietly
+SHORT_TRAIN = [
+    *TINY,
+    "trainer.max_steps=2",
+    "trainer.max_epochs=-1",
+    "trainer.num_sanity_val_steps=0",
+    "callbacks.progress=null",
+    "callbacks.val_metrics.num_media=0",
+]
+
+
 def compose_cfg(
     name: str, overrides: list[str], tmp_path: Path, *, shared_data: Path | None = None
 ) -> DictConfig:

@@ -22,7 +22,7 @@ import torch
 
 import meanflowse.sweep.job as S
 from eval_helpers import SR, eval_cfg, rows, signal, write_tiny_checkpoint
-from helpers import ROOT, TINY, compose_cfg
+from helpers import ROOT, SHORT_TRAIN, compose_cfg
 from meanflowse.inference.evaluation import evaluate, load_enhancer
 from meanflowse.inference.measured import enhance_and_score, memory_item
 from meanflowse.metrics import registry
@@ -117,13 +117,8 @@ def test_a_registered_metric_reaches_val_logs_and_the_sweep_record(dummy_metric,
     cfg = compose_cfg(
         "sweep",
         [
-            *TINY,
-            "trainer.max_steps=2",
-            "trainer.max_epochs=-1",
-            "trainer.num_sanity_val_steps=0",
+            *SHORT_TRAIN,
             "trainer.enable_progress_bar=false",
-            "callbacks.progress=null",
-            "callbacks.val_metrics.num_media=0",
             "callbacks.val_metrics.num_eval_files=2",
             "sweep.eval_nfe=[1]",
             "sweep.timer_skip=0",

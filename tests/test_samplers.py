@@ -166,7 +166,7 @@ def test_validation_takes_a_registered_sampler_by_name(tmp_path, monkeypatch):
     """train.py with sampler=heun: validation's val/* come from heun steps (counted)."""
     import math
 
-    from helpers import TINY, compose_cfg
+    from helpers import SHORT_TRAIN, compose_cfg
     from meanflowse.method import samplers
     from meanflowse.training.fit import train
 
@@ -177,20 +177,7 @@ def test_validation_takes_a_registered_sampler_by_name(tmp_path, monkeypatch):
         return samplers.heun_step(*args, **kwargs)
 
     monkeypatch.setitem(samplers.SAMPLERS, "heun", samplers.Sampler(counted, evals_per_step=2))
-    cfg = compose_cfg(
-        "train",
-        [
-            *TINY,
-            "sampler=heun",
-            "sampler.nfe=2",
-            "trainer.max_steps=2",
-            "trainer.max_epochs=-1",
-            "trainer.num_sanity_val_steps=0",
-            "callbacks.progress=null",
-            "callbacks.val_metrics.num_media=0",
-        ],
-        tmp_path,
-    )
+    cfg = compose_cfg("train", [*SHORT_TRAIN, "sampler=heun", "sampler.nfe=2"], tmp_path)
     metrics, _ = train(cfg)
     assert math.isfinite(metrics["val/si_sdr"]) and math.isfinite(metrics["val/one_step_mse"])
     assert steps  # validation (its one-step MSE and the enhanced files) ran heun

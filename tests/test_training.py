@@ -428,21 +428,11 @@ def test_a_training_run_drops_the_known_noise_and_nothing_else(tmp_path, caplog)
     import logging
     import warnings
 
+    from helpers import SHORT_TRAIN
     from meanflowse.training.fit import train
     from meanflowse.training.quiet import TIP_LOGGER
 
-    cfg = compose_cfg(
-        "train",
-        [
-            *TINY,
-            "trainer.max_steps=2",
-            "trainer.max_epochs=-1",
-            "trainer.num_sanity_val_steps=0",
-            "callbacks.progress=null",
-            "callbacks.val_metrics.num_media=0",
-        ],
-        tmp_path,
-    )
+    cfg = compose_cfg("train", SHORT_TRAIN, tmp_path)
     caplog.set_level(logging.INFO)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")

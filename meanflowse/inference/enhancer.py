@@ -219,20 +219,34 @@ class Enhancer:
         ``sample_rate``: the rate of ``wav``; another rate than the model's is resampled in and
         the output back out. ``None`` means the model's rate (:attr:`sample_rate`), unchecked."""
         squeeze = wav.dim() == 1
-        wav = wav[None] if squeeze else wav
-        sr = self.sample_rate if sample_rate is None else int(sample_rate)
-        if sr <= 0:
-            raise ValueError(f"sample_rate={sample_rate}: must be a positive number of samples per second")
-        x = to_rate(wav.float(), sr, self.sample_rate)
-        out = fit_length(to_rate(self.enhance_many([x])[0], self.sample_rate, sr), wav.shape[-1])
+        rates = None if sample_rate is None else [sample_rate]
+        out = self.enhance_many([wav[None] if squeeze else wav], sample_rates=rates)[0]
         return out[0] if squeeze else out
 
     @torch.no_grad()
     def enhance_many(
-        self, wavs: list[Tensor], *, on_batch: Callable[[int, int], None] | None = None
+        self,
+        wavs: list[Tensor],
+        *,
+        sample_rates: list[int] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> list[Tensor]:
         """Enhance several ``[C, L]`` signals, batching pieces of equal padded size together;
-        ``on_batch(done, total)`` after each network call, in pieces (chunks x channels)."""
+        ``on_batch(done, total)`` after each network call, in pieces (chunks x channels).
+
+        ``sample_rates``: each signal's rate; a signal at another rate than the model's is
+        resampled in and its output back out, to its own length (None: all at the model's)."""
+        if sample_rates is not None:
+            for rate in sample_rates:
+                if int(rate) <= 0:
+                    raise ValueError(f"sample_rate={rate}: must be a positive number of samples per second")
+            sr = self.sample_rate
+            outs = self.enhance_many(
+                [to_rate(w.float(), int(r), sr) for w, r in zip(wavs, sample_rates)], on_batch=on_batch
+            )
+            return [
+                fit_length(to_rate(o, sr, int(r)), w.shape[-1]) for o, w, r in zip(outs, wavs, sample_rates)
+            ]
         wavs = [w.float().cpu() for w in wavs]
         peaks = [w.abs().amax(dim=-1).clamp_min(PEAK_FLOOR) for w in wavs]  # per file, per channel
         outs = [torch.zeros_like(w) for w in wavs]

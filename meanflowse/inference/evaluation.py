@@ -260,7 +260,7 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
             on_batch=on_batch,
         )
     summary, failures = result.summary, result.failures
-    ok = [r for r in result.rows if r.get("status") in ("enhanced", "resumed")]
+    ok = result.ok
     keys = registry.keys(selected)
     write_reports(out_dir, result.rows, summary, scored=bool(cfg.metrics))
     if plots is not None and ok:

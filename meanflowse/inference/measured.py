@@ -30,7 +30,6 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import torch
 
 from meanflowse.data.audio import AudioError, load_audio
-from meanflowse.inference.audio_io import fit_length, to_rate
 from meanflowse.inference.background import Background
 from meanflowse.inference.enhancer import Enhancer, padded_frames
 from meanflowse.inference.inputs import Item
@@ -60,6 +59,16 @@ class Measured:
     summary: dict[str, Any]
     scorer: Scorer
     failures: list[Item] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        """The rows of the items enhanced or resumed (what the summary is over), by name."""
+        return [r for r in self.rows if scored(r)]
+
+
+def scored(row: dict[str, Any]) -> bool:
+    """An item that was enhanced now or resumed, not one that failed."""
+    return row.get("status") in ("enhanced", "resumed")
 
 
 def memory_item(name: str, noisy: torch.Tensor, sr: int, clean: torch.Tensor | None = None) -> Item:
@@ -136,12 +145,8 @@ def enhance_group(
 ) -> tuple[list[torch.Tensor], float]:
     """Enhance a batch of loaded files ``[C, L]`` at their own rates; returns the outputs (same
     rate, length, channels) and the enhancement wall time. ``on_batch``: see ``enhance_many``."""
-    sr = enhancer.sample_rate
     with M.Stopwatch(enhancer.device) as sw:
-        outs = enhancer.enhance_many(
-            [to_rate(w, it.sr, sr) for it, w in zip(items, noisy)], on_batch=on_batch
-        )
-        outs = [fit_length(to_rate(o, sr, it.sr), w.shape[-1]) for o, it, w in zip(outs, items, noisy)]
+        outs = enhancer.enhance_many(noisy, sample_rates=[it.sr for it in items], on_batch=on_batch)
     return outs, sw.seconds
 
 
@@ -270,10 +275,10 @@ def enhance_and_score(
         if on_done:
             on_done(it)
     seconds, duration = sum(t[0] for t in timings), sum(t[1] for t in timings)
-    everything = [*items, *resumed, *(it for it in failures if it not in items and it not in resumed)]
-    ok = [it.row for it in everything if it not in failures and it.row.get("status")]
+    given = {id(it) for it in (*items, *resumed)}
+    everything = [*items, *resumed, *(it for it in failures if id(it) not in given)]
     summary = summarize(
-        ok,
+        [it.row for it in everything if scored(it.row)],
         len(failures),
         nfe=enhancer.steps,
         rtf=seconds / duration if duration else math.nan,

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from rich.table import Table
 
 from meanflowse.atomic import atomic_path, write_error
+from meanflowse.metrics import registry
 from meanflowse.metrics import scores as M
 
 
@@ -35,18 +36,10 @@ def summarize(
         num_failed=int(num_failed),
         noisy={k: mean for k, (mean, _) in stats("noisy_").items()},
         ci95={k: half for k, (_, half) in enhanced.items()},
-        counts={k: sum(_finite(r.get(k)) for r in rows) for k in keys},
+        counts={k: sum(registry.is_finite(r.get(k)) for r in rows) for k in keys},
         files_with_metric_errors=sum(any(v for c, v in r.items() if c.startswith("error_")) for r in rows),
     )
     return summary
-
-
-def _finite(value: Any) -> bool:
-    """A measured value (a missing key or an error's NaN is not one)."""
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def nothing_scored(summary: dict[str, Any], *, metrics: bool) -> str | None:

@@ -160,10 +160,11 @@ def _message(err: Exception) -> str:
 def present(rows: Iterable[Mapping[str, Any]], candidates: Iterable[str]) -> list[str]:
     """The ``candidates`` that have a finite value in at least one row, in their order."""
     rows = list(rows)
-    return [k for k in candidates if any(_finite(r.get(k)) for r in rows)]
+    return [k for k in candidates if any(is_finite(r.get(k)) for r in rows)]
 
 
-def _finite(value: Any) -> bool:
+def is_finite(value: Any) -> bool:
+    """A measured value (a missing key, None, an error's NaN or text that is no number is not one)."""
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):

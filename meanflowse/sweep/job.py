@@ -30,6 +30,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from meanflowse.atomic import write_text_atomic
+from meanflowse.config import CONFIG_DIR
 from meanflowse.sweep.gather import RECORD, SweepError
 from meanflowse.sweep.step_timer import StepTimer
 
@@ -46,7 +47,7 @@ __all__ = [
     "write_json_atomic",
 ]
 log = logging.getLogger(__name__)
-EVAL_YAML = Path(__file__).resolve().parents[2] / "configs" / "eval.yaml"  # eval.py's defaults
+EVAL_YAML = CONFIG_DIR / "eval.yaml"  # eval.py's defaults
 
 
 @dataclass
