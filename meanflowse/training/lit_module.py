@@ -57,9 +57,10 @@ class MeanFlowSEModule(LightningModule):
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.trained_with_meanflow = mf.weight_final > 0
         try:  # an unknown mf.* or sampler choice fails here, before data or training
             check_mf_config(mf)
-            name = resolve_sampler(sampler.name, trained_with_meanflow=mf.weight_final > 0)
+            name = resolve_sampler(sampler.name, trained_with_meanflow=self.trained_with_meanflow)
             check_nfe(name, sampler.nfe)
         except ValueError as err:
             raise ConfigError(str(err)) from None
@@ -68,15 +69,9 @@ class MeanFlowSEModule(LightningModule):
         self.optimizer_factory = optimizer
         self.auto_jvp = AutoJvp()
         self.save_hyperparameters({"config": config})
-        self.trained_with_meanflow = mf.weight_final > 0
         self._skip_step = False  # set by training_step when every rank skips a non-finite step
-
-    # -- the network as a function of (x_t, y, t, r) -------------------------------------------
-    @property
-    def inference(self) -> InferenceModel:
-        """This model as inference sees it (a view over ``backbone``, no copy): what validation
-        and the ``Enhancer`` of a module that is still training enhance with."""
-        return InferenceModel(
+        # built once: net_fn runs several times a training step (and inside the JVP)
+        self._inference = InferenceModel(
             backbone=self.backbone,
             path=self.path,
             parametrization=self.mf.parametrization,
@@ -84,6 +79,13 @@ class MeanFlowSEModule(LightningModule):
             trained_with_meanflow=self.trained_with_meanflow,
             config=self.hparams.get("config") or {},
         )
+
+    # -- the network as a function of (x_t, y, t, r) -------------------------------------------
+    @property
+    def inference(self) -> InferenceModel:
+        """This model as inference sees it (a view over ``backbone``, no copy): what validation
+        and the ``Enhancer`` of a module that is still training enhance with."""
+        return self._inference
 
     def net_fn(self, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor) -> Tensor:
         """The average velocity; training, validation, the JVP and the samplers all call this."""
