@@ -56,7 +56,7 @@ class _StandIn(torch.nn.Module):
 def pipeline(seconds: float) -> None:
     from meanflowse.inference.enhancer import Enhancer
     from meanflowse.method.curriculum import CurriculumConfig
-    from meanflowse.method.objective import MeanFlowConfig
+    from meanflowse.method.objectives import MeanFlowObjective
     from meanflowse.method.path import PathConfig
     from meanflowse.method.samplers import SamplerConfig
     from meanflowse.method.stft import SpecConfig
@@ -65,7 +65,7 @@ def pipeline(seconds: float) -> None:
     module = MeanFlowSEModule(
         backbone=_StandIn(),
         path=PathConfig(),
-        mf=MeanFlowConfig(),
+        objective=MeanFlowObjective(),
         curriculum=CurriculumConfig(),
         sampler=SamplerConfig(name="euler_mf"),
     )

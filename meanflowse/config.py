@@ -1,33 +1,48 @@
-"""Structured-config schemas, registered with Hydra's ConfigStore.
+"""Structured-config schemas, registered with Hydra's ConfigStore, and the model's parts.
 
-Each group's YAML lists its schema first in its defaults, so Hydra merges the YAML into a typed
-dataclass: a mistyped key (``mf.first_order_cof``) or a wrong type fails at start, naming the key.
-The same dataclasses are what the pure functions take, so there is one definition of every key.
+The model config is a graph of ``_target_`` nodes (:data:`MODEL_PARTS`): the backbone, the path,
+the objective (at ``mf``), the curriculum and the sampler. Each dataclass part's YAML lists its
+schema first in its defaults, so Hydra merges the YAML into a typed dataclass that carries the
+``_target_``: a mistyped key (``mf.first_order_cof``) or a wrong type fails at start, naming the
+key. The same dataclasses are what the pure functions take, so there is one definition of every
+key; :func:`build_part` builds a part from its node (a stored config too, defaults filled in).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from meanflowse.method.curriculum import CurriculumConfig
-from meanflowse.method.objective import MeanFlowConfig
+from meanflowse.method.objectives import OBJECTIVES
 from meanflowse.method.path import PathConfig
 from meanflowse.method.samplers import SamplerConfig
 from meanflowse.method.stft import SpecConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the YAML groups, beside the package
 
-SCHEMAS = {  # config key -> dataclass; stored as `schema/<key>` (out of sight of --help)
+# The model's graph: the LightningModule's argument -> the config key of its `_target_` node, in
+# the order they are built (the backbone first: its weights are the seeded random draw).
+MODEL_PARTS = {
+    "backbone": "backbone",
+    "path": "path",
+    "objective": "mf",
+    "curriculum": "curriculum",
+    "sampler": "sampler",
+}
+
+SCHEMAS = {  # schema name -> dataclass; stored as `schema/<name>` (out of sight of --help)
     "path": PathConfig,
-    "mf": MeanFlowConfig,
     "curriculum": CurriculumConfig,
     "sampler": SamplerConfig,
+    **{f"objective/{name}": cls for name, cls in OBJECTIVES.items()},
 }
 
 
@@ -36,10 +51,22 @@ class ConfigError(ValueError):
     the entry points print it as one line rather than a traceback."""
 
 
+def target_of(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def node_schema(cls: type) -> type:
+    """``cls``'s fields plus ``_target_`` naming it: the schema a YAML node of ``cls`` merges into."""
+    return dataclasses.make_dataclass(
+        f"{cls.__name__}Node", [("_target_", str, dataclasses.field(default=target_of(cls)))], bases=(cls,)
+    )
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
-    for key, node in SCHEMAS.items():
-        cs.store(group="schema", name=key, node=node)
+    for name, cls in SCHEMAS.items():
+        group, _, leaf = f"schema/{name}".rpartition("/")
+        cs.store(group=group, name=leaf, node=node_schema(cls))
 
 
 # -- --help: the user's groups only ---------------------------------------------------------------
@@ -152,10 +179,17 @@ def check_numbers(cfg: DictConfig, bounds: list[Bound]) -> None:
             raise ConfigError(f"{bound.key}={value!r}: must be {bound.allowed()}")
 
 
-def to_dataclass(cfg: DictConfig, key: str) -> Any:
-    """``cfg[key]`` as its dataclass (validated again, so a hand-built config is checked too)."""
-    cls = SCHEMAS[key]
+def build_part(cfg: DictConfig, key: str) -> Any:
+    """The part ``cfg[key]`` describes, built from its ``_target_``. A dataclass part is merged
+    into its class first, so a hand-built or stored config is type-checked too and a key it lacks
+    (stored before the option existed) takes the class's default."""
     values = OmegaConf.to_container(cfg[key], resolve=True)  # resolve in the full config first
+    target = values.pop("_target_", None)
+    if target is None:
+        raise ConfigError(f"{key}: no _target_ naming the class to build (a config from before the graph?)")
+    cls = get_class(target)
+    if not dataclasses.is_dataclass(cls):
+        return instantiate(cfg[key])
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
 
 

@@ -8,19 +8,23 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from helpers import CONFIGS, ROOT, TINY, compose_cfg
-from meanflowse.config import SCHEMAS, to_dataclass
+from meanflowse.config import MODEL_PARTS, build_part
+from meanflowse.method.objectives import OBJECTIVES
 
 
 def options(group):
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("key", sorted(SCHEMAS))
-def test_schema_groups_give_their_dataclass(tmp_path, key):
+@pytest.mark.parametrize("key", sorted(set(MODEL_PARTS.values()) - {"backbone"}))
+def test_model_part_groups_build_the_class_their_target_names(tmp_path, key):
     group = {"mf": "mf_objective"}.get(key, key)
     for option in options(group):
         cfg = compose_cfg("train", [*TINY, f"{group}={option}"], tmp_path)
-        assert isinstance(to_dataclass(cfg, key), SCHEMAS[key])
+        part = build_part(cfg, key)
+        assert f"{type(part).__module__}.{type(part).__qualname__}" == cfg[key]._target_
+        if key == "mf":  # each objective YAML is the objective of its name
+            assert type(part) is OBJECTIVES[option]
 
 
 @pytest.mark.parametrize("option", options("backbone"))
@@ -112,16 +116,18 @@ def test_eval_config_composes(tmp_path):
 
 
 def test_mf_objective_lives_at_mf(tmp_path):
-    cfg = compose_cfg("train", ["mf_objective=cfm", "mf.first_order_coef=1.0"], tmp_path)
-    assert cfg.mf.weight_final == 0.0 and cfg.mf.first_order_coef == 1.0
+    cfg = compose_cfg("train", ["mf_objective=cfm", "mf.loss=mae"], tmp_path)
+    assert cfg.mf._target_.endswith("CFMObjective") and cfg.mf.loss == "mae"
     assert "mf_objective" not in cfg
+    with pytest.raises(Exception, match="first_order_coef"):  # CFM has no c: a key it would ignore
+        compose_cfg("train", ["mf_objective=cfm", "mf.first_order_coef=1.0"], tmp_path)
 
 
 @pytest.mark.parametrize(
     "override, words",
     [
         ("mf.first_order_cof=0.5", ["first_order_cof"]),
-        ("+mf.first_order_cof=0.5", ["first_order_cof", "MeanFlowConfig"]),
+        ("+mf.first_order_cof=0.5", ["first_order_cof", "MeanFlowObjective"]),
         ("path.sigma_max=abc", ["sigma_max", "abc"]),
     ],
 )
@@ -130,7 +136,7 @@ def test_typos_fail_at_start_naming_the_key(tmp_path, override, words):
     check that builds the dataclasses (before any training) refuses it."""
     with pytest.raises(Exception) as err:
         cfg = compose_cfg("train", [override], tmp_path)
-        to_dataclass(cfg, "mf")
+        build_part(cfg, "mf")
     text = str(err.value) + str(err.value.__cause__)
     assert all(w in text for w in words), text
 

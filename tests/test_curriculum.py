@@ -107,7 +107,7 @@ def test_curriculum_follows_max_epochs_when_there_is_no_max_steps(tmp_path, monk
     (4 synthetic training files, batch 2: 2 steps an epoch, 6 steps), progress runs 0, 1/6, ...,
     5/6 over the steps and reaches 1 at the end, and w_mf and gamma reach their end values
     (w_mf ramps over half the budget, gamma over 70%)."""
-    import meanflowse.training.lit_module as lit
+    import meanflowse.method.objectives as lit
     from helpers import TINY, compose_cfg
     from meanflowse.training.fit import train
 

@@ -30,7 +30,7 @@ from meanflowse.inference.enhancer import Enhancer, chunk_starts, chunk_weight, 
 from meanflowse.inference.evaluation import EvalError, evaluate
 from meanflowse.inference.model import InferenceModel
 from meanflowse.method.curriculum import CurriculumConfig
-from meanflowse.method.objective import MeanFlowConfig
+from meanflowse.method.objectives import MeanFlowObjective
 from meanflowse.method.path import PathConfig
 from meanflowse.method.samplers import SamplerConfig
 from meanflowse.method.stft import SpecConfig
@@ -61,7 +61,7 @@ def _enhancer(backbone: nn.Module, **kw) -> Enhancer:
     module = MeanFlowSEModule(
         backbone=backbone,
         path=PathConfig(),
-        mf=MeanFlowConfig(),
+        objective=MeanFlowObjective(),
         curriculum=CurriculumConfig(),
         sampler=SamplerConfig(name="euler_mf"),
     )

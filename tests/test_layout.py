@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from eval_helpers import SR, signal, write_tiny_checkpoint
 from meanflowse.inference.enhancer import load_module
-from meanflowse.legacy_paths import MOVED_MODULES, MOVED_NAMES, migrate_targets, new_path
+from meanflowse.legacy_config import MOVED_MODULES, MOVED_NAMES, migrate_targets, new_path
 from meanflowse.training.checkpointing import stored_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,8 @@ def test_a_checkpoint_with_old_paths_evaluates_through_eval_py(tmp_path):
     module, cfg = load_module(old_ckpt)
     for name in targets(OmegaConf.to_container(cfg)) + targets(module.hparams["config"]):
         assert get_object(name) is not None, name
-    assert targets(stored_config(old_ckpt)) == targets(data["hyper_parameters"]["config"])
+    stored = OmegaConf.to_container(stored_config(old_ckpt))
+    assert targets(stored) == targets(data["hyper_parameters"]["config"])
     assert migrate_targets(old_config) == data["hyper_parameters"]["config"]
 
     sf.write(tmp_path / "noisy.wav", signal(1.0)[0].numpy(), SR)

@@ -13,6 +13,7 @@ from meanflowse.method.objective import (
     single_pass_loss,
     two_pass_loss,
 )
+from meanflowse.method.objectives import PathBatch
 from meanflowse.method.path import PathConfig, conditional_velocity, sample_xt
 
 
@@ -420,8 +421,9 @@ class PolyBackbone(PolyField):
 
 
 def _draws(module, b, n, seed, *, wrong_p=False):
-    """Loss and parameter gradient of ``module._loss`` (the training step's objective, r drawn
-    inside) on a fixed batch, for ``n`` seeds; ``wrong_p`` draws the single pass's r = t with
+    """Loss and parameter gradient of ``module.objective`` (the training step's objective, r
+    drawn inside; w_mf 0.5 and gamma 1 by the curriculum of ``module_of``) on a fixed batch,
+    for ``n`` seeds; ``wrong_p`` draws the single pass's r = t with
     probability p_r_equals_t alone instead of ``(1 - w) + w p`` (the mistake to catch)."""
     losses, grads = [], []
     for k in range(n):
@@ -431,9 +433,10 @@ def _draws(module, b, n, seed, *, wrong_p=False):
             from meanflowse.method.curriculum import sample_r
 
             r = sample_r(b["t"], gamma=1.0, p_equal=module.curriculum.p_r_equals_t, r_min=0.03)
-            loss = single_pass_loss(module.net_fn, r=r, cfg=module.mf, **b).loss
+            loss = single_pass_loss(module.net_fn, r=r, cfg=module.objective, **b).loss
         else:
-            loss = module._loss(**b, w_mf=0.5, gamma=1.0).loss
+            batch = PathBatch(**b, progress=1.0)
+            loss = module.objective(module.net_fn, batch, module.curriculum).loss
         loss.backward()
         losses.append(loss.detach())
         grads.append(torch.stack([q.grad.clone() for q in module.parameters()]))
@@ -446,6 +449,7 @@ def test_single_pass_equals_two_pass_in_expectation():
     from the draws), while single draws differ; drawing the single pass's r = t with the wrong
     probability is caught by the same statistic."""
     from meanflowse.method.curriculum import CurriculumConfig
+    from meanflowse.method.objectives import MeanFlowObjective
     from meanflowse.method.samplers import SamplerConfig
     from meanflowse.training.lit_module import MeanFlowSEModule
 
@@ -456,8 +460,10 @@ def test_single_pass_equals_two_pass_in_expectation():
         return MeanFlowSEModule(
             backbone=PolyBackbone(),
             path=PathConfig(),
-            mf=MeanFlowConfig(formulation=form, first_order_coef=1.0, jvp_clip=None),
-            curriculum=CurriculumConfig(r_min=0.03),
+            objective=MeanFlowObjective(
+                formulation=form, first_order_coef=1.0, jvp_clip=None, weight_final=0.5
+            ),
+            curriculum=CurriculumConfig(r_min=0.03, mf_warmup_frac=0.0, gamma_start=1.0, gamma_end=1.0),
             sampler=SamplerConfig(),
         )
 

@@ -17,6 +17,7 @@ from meanflowse.method.objective import (
     per_sample_loss,
     single_pass_loss,
 )
+from meanflowse.method.objectives import MeanFlowObjective
 from meanflowse.method.parametrization import average_velocity
 from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
 from meanflowse.method.samplers import SamplerConfig, sample
@@ -42,7 +43,7 @@ def module_of(backbone, **mf):
     return MeanFlowSEModule(
         backbone=backbone,
         path=PathConfig(),
-        mf=MeanFlowConfig(**mf),
+        objective=MeanFlowObjective(**mf),
         curriculum=CurriculumConfig(),
         sampler=SamplerConfig(),
     )
@@ -171,7 +172,7 @@ def test_the_options_reach_the_module(tmp_path):
 
     cfg = compose_cfg("train", [*TINY, "mf.parametrization=data", "mf.jvp_clip_mode=rms"], tmp_path)
     module = build_module(cfg)
-    assert module.mf.parametrization == "data" and module.mf.jvp_clip_mode == "rms"
+    assert module.objective.parametrization == "data" and module.objective.jvp_clip_mode == "rms"
 
 
 def test_a_checkpoint_from_before_the_options_loads_with_the_defaults(tmp_path):
@@ -187,9 +188,9 @@ def test_a_checkpoint_from_before_the_options_loads_with_the_defaults(tmp_path):
     path = tmp_path / "old.ckpt"
     torch.save({"hyper_parameters": {"config": old}, "state_dict": module.state_dict()}, path)
     loaded, _ = load_module(path)
-    assert loaded.mf.parametrization == "velocity" and loaded.mf.jvp_clip_mode == "norm"
+    assert loaded.objective.parametrization == "velocity" and loaded.objective.jvp_clip_mode == "norm"
 
     new = OmegaConf.to_container(cfg, resolve=True)
     new["mf"]["parametrization"] = "data"
     torch.save({"hyper_parameters": {"config": new}, "state_dict": module.state_dict()}, path)
-    assert load_module(path)[0].mf.parametrization == "data"
+    assert load_module(path)[0].objective.parametrization == "data"

@@ -17,6 +17,7 @@ import meanflowse.sweep.gather as G
 import meanflowse.sweep.job as S
 from helpers import CONFIGS, TINY, compose_cfg
 from meanflowse.method.curriculum import CurriculumConfig
+from meanflowse.method.objectives import MeanFlowObjective
 from meanflowse.sweep import step_timer
 
 # a tiny job without validation metrics or progress bars; checkpoints ranked by the one-step MSE
@@ -91,7 +92,7 @@ def test_step_timer_counts_meanflow_steps_apart():
     timer = step_timer.StepTimer(skip=0)
     module = SimpleNamespace(
         curriculum=CurriculumConfig(),
-        mf=SimpleNamespace(weight_final=0.25),
+        objective=MeanFlowObjective(weight_final=0.25),
         device="cpu",
         progress=lambda: 0.0,
     )

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from meanflowse.config import to_dataclass
+from meanflowse.config import build_part
 from meanflowse.inference.model import InferenceModel
-from meanflowse.legacy_paths import migrate_targets
+from meanflowse.legacy_config import migrate_config
 
 
 class CheckpointError(ValueError):
@@ -65,7 +64,7 @@ def _stored_config(path: Path, ckpt: dict) -> DictConfig:
     config = (ckpt.get("hyper_parameters") or {}).get("config")
     if config is None:
         raise CheckpointError(f"{path}: has no stored config; was it written by train.py?")
-    return OmegaConf.create(migrate_targets(config))  # a checkpoint from before the layout move
+    return migrate_config(config)  # a checkpoint from before the layout move or the model graph
 
 
 def _load_weights(path: Path, ckpt: dict, model: Any, *, use_ema: bool) -> None:
@@ -99,13 +98,14 @@ def _load_weights(path: Path, ckpt: dict, model: Any, *, use_ema: bool) -> None:
 
 def build_model(cfg: DictConfig) -> InferenceModel:
     """The inference model ``cfg`` describes (fresh weights), as the LightningModule builds it."""
-    mf = to_dataclass(cfg, "mf")
+    backbone = build_part(cfg, "backbone")
+    objective = build_part(cfg, "mf")
     return InferenceModel(
-        backbone=instantiate(cfg.backbone),
-        path=to_dataclass(cfg, "path"),
-        parametrization=mf.parametrization,
-        sampler_cfg=to_dataclass(cfg, "sampler"),
-        trained_with_meanflow=mf.weight_final > 0,
+        backbone=backbone,
+        path=build_part(cfg, "path"),
+        parametrization=objective.parametrization,
+        sampler_cfg=build_part(cfg, "sampler"),
+        trained_with_meanflow=objective.learns_average_velocity,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
 

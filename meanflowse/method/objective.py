@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor
@@ -32,7 +32,34 @@ NAN_POLICIES = ("raise", "skip")
 
 
 @dataclass
-class MeanFlowConfig:
+class ObjectiveConfig:
+    """The settings every objective has: how a per-sample error becomes the loss, what a NaN
+    does, and what the network outputs."""
+
+    loss: str = "mse"  # mse: 0.5 sum |err|^2 per sample; mae: sum |err|
+    adaptive_p: float = 0.0  # adaptive weighting loss / sg(loss + eps)**p (0 = off)
+    adaptive_eps: float = 1e-3
+    nan_policy: str = "raise"  # raise | skip: what a NaN/Inf in the loss or JVP does
+    parametrization: str = "velocity"  # velocity: the backbone outputs u (ref); data: it outputs
+    #                                    F, x0_hat = y + F, u = (x_t - x0_hat) / t, and the loss
+    #                                    is weighted to the x0 scale (mse x t^2, mae x t)
+
+    # key -> allowed values, checked by check() (subclasses add theirs)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "loss": LOSSES,
+        "nan_policy": NAN_POLICIES,
+        "parametrization": PARAMETRIZATIONS,
+    }
+
+    def check(self) -> None:
+        """Refuse an unknown choice before any training, naming the key and the allowed values."""
+        for key, allowed in self.CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"mf.{key}={getattr(self, key)!r}; use one of {allowed}")
+
+
+@dataclass
+class MeanFlowConfig(ObjectiveConfig):
     first_order_coef: float = 0.5  # c: 0.5 trapezoid-like (reference), 1.0 the pure identity
     weight_final: float = 0.25  # final MeanFlow weight w_mf; 0 gives plain CFM
     jvp_impl: str = "func"  # func | autograd | fd | auto
@@ -43,28 +70,14 @@ class MeanFlowConfig:
     #                                   per element (the same bound at any crop size)
     jvp_reuse_primal: bool = False  # func/auto: take the prediction from the JVP's primal output
     #                                   (no extra forward, several times the activation memory)
-    loss: str = "mse"  # mse: 0.5 sum |err|^2 per sample; mae: sum |err|
-    adaptive_p: float = 0.0  # adaptive weighting loss / sg(loss + eps)**p (0 = off)
-    adaptive_eps: float = 1e-3
     formulation: str = "single_pass"  # single_pass (r=t samples are the CFM term) | two_pass (ref)
-    nan_policy: str = "raise"  # raise | skip: what a NaN/Inf in the loss or JVP does
-    parametrization: str = "velocity"  # velocity: the backbone outputs u (ref); data: it outputs
-    #                                    F, x0_hat = y + F, u = (x_t - x0_hat) / t, and the loss
-    #                                    is weighted to the x0 scale (mse x t^2, mae x t)
 
-
-def check_mf_config(cfg: MeanFlowConfig) -> None:
-    """Refuse an unknown choice before any training, naming the key and the allowed values."""
-    for key, allowed in (
-        ("jvp_impl", JVP_IMPLS),
-        ("jvp_clip_mode", JVP_CLIP_MODES),
-        ("loss", LOSSES),
-        ("formulation", FORMULATIONS),
-        ("nan_policy", NAN_POLICIES),
-        ("parametrization", PARAMETRIZATIONS),
-    ):
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"mf.{key}={getattr(cfg, key)!r}; use one of {allowed}")
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        **ObjectiveConfig.CHOICES,
+        "jvp_impl": JVP_IMPLS,
+        "jvp_clip_mode": JVP_CLIP_MODES,
+        "formulation": FORMULATIONS,
+    }
 
 
 class NonFiniteError(FloatingPointError):
@@ -145,7 +158,7 @@ def mean_flow_target(
     return u, target.detach(), logs
 
 
-def _reduce(pred: Tensor, target: Tensor, t: Tensor, cfg: MeanFlowConfig) -> Tensor:
+def _reduce(pred: Tensor, target: Tensor, t: Tensor, cfg: ObjectiveConfig) -> Tensor:
     """Per-sample loss, times the parametrization's time weight (data: t^2 mse, t mae), then
     adaptive weighting."""
     per = per_sample_loss(pred, target, cfg.loss)
@@ -155,7 +168,7 @@ def _reduce(pred: Tensor, target: Tensor, t: Tensor, cfg: MeanFlowConfig) -> Ten
     return adaptive_weighting(per, p=cfg.adaptive_p, eps=cfg.adaptive_eps)
 
 
-def cfm_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor, cfg: MeanFlowConfig) -> Tensor:
+def cfm_loss(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor, cfg: ObjectiveConfig) -> Tensor:
     """Conditional flow matching: ``loss(u(x_t, t, t | y), v)``, batch mean."""
     loss = _reduce(net_fn(x_t, y, t, t), v, t, cfg).mean()
     _check_finite("the CFM loss", loss)

@@ -97,8 +97,9 @@ def _hydra_config() -> Any | None:
 def job_params(cfg: DictConfig) -> dict[str, Any]:
     """The knobs a sweep varies (the default grid and the Optuna space), resolved."""
     return {
-        "c": float(cfg.mf.first_order_coef),
-        "jvp_impl": str(cfg.mf.jvp_impl),
+        # mf_objective=cfm has neither c nor a JVP: None in the record, "none" in names
+        "c": None if cfg.mf.get("first_order_coef") is None else float(cfg.mf.first_order_coef),
+        "jvp_impl": str(cfg.mf.get("jvp_impl", "none")),
         "lr": float(cfg.optim.lr),
         "gamma_start": float(cfg.curriculum.gamma_start),
         "seed": int(cfg.seed),
@@ -134,7 +135,8 @@ def _set_logging_group(cfg: DictConfig, params: dict[str, Any], num: int) -> Non
     with open_dict(cfg):
         cfg.logger.wandb.group = sweep_group(cfg)
         if cfg.logger.wandb.get("name") is None:
-            cfg.logger.wandb.name = f"{num}-c{params['c']:g}-{params['jvp_impl']}"
+            c = "cfm" if params["c"] is None else f"c{params['c']:g}"
+            cfg.logger.wandb.name = f"{num}-{c}-{params['jvp_impl']}"
 
 
 def _close_wandb() -> None:

@@ -8,7 +8,6 @@ import resource
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from meanflowse.method.curriculum import mf_weight
 from meanflowse.metrics import scores as M
 from meanflowse.sweep.gather import mean_or_nan
 
@@ -29,9 +28,9 @@ class StepTimer(Callback):
         self.peak_memory_mb = float("nan")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        cur = pl_module.curriculum
-        w = mf_weight(pl_module.progress(), weight_final=pl_module.mf.weight_final, cfg=cur)
-        self._kind = "mf" if w > 0 and w >= cur.mf_skip_below else "cfm"
+        weight_at = getattr(pl_module.objective, "weight_at", None)  # objectives with a JVP term
+        w = weight_at(pl_module.progress(), pl_module.curriculum) if weight_at else 0.0
+        self._kind = "mf" if w > 0 else "cfm"
         self._watch = M.Stopwatch(pl_module.device).start()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

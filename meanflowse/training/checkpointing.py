@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from meanflowse.atomic import atomic_path
 from meanflowse.inference.checkpoint import checkpoint_problem
-from meanflowse.legacy_paths import migrate_targets
+from meanflowse.legacy_config import migrate_config
 
 LAST = "last.ckpt"
 log = logging.getLogger(__name__)
@@ -138,11 +138,11 @@ def stored_config(ckpt: Path, *, this_run: str | os.PathLike | None = None) -> A
         data = None
     config = (data.get("hyper_parameters") or {}).get("config") if isinstance(data, dict) else None
     if config is not None:
-        return migrate_targets(config)
+        return migrate_config(config)
     run = run_dir_of(ckpt)
     saved = run / ".hydra" / "config.yaml" if run is not None else None
     if saved is not None and saved.is_file() and (this_run is None or run != Path(this_run)):
-        return migrate_targets(OmegaConf.load(saved))
+        return migrate_config(OmegaConf.load(saved))
     return None
 
 

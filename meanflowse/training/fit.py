@@ -17,7 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from meanflowse.config import TRAIN_NUMBERS, ConfigError, check_numbers, to_dataclass
+from meanflowse.config import MODEL_PARTS, TRAIN_NUMBERS, ConfigError, build_part, check_numbers
 from meanflowse.training.checkpointing import AtomicCheckpointIO, resume_checkpoint, run_dir_of
 from meanflowse.training.lit_module import MeanFlowSEModule
 from meanflowse.training.quiet import silence_known_noise
@@ -26,15 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def build_module(cfg: DictConfig) -> MeanFlowSEModule:
-    """The LightningModule described by ``cfg`` (fresh weights)."""
+    """The LightningModule described by ``cfg`` (fresh weights): each part of
+    :data:`~meanflowse.config.MODEL_PARTS` instantiated from its ``_target_`` node, in order."""
+    parts = {arg: build_part(cfg, key) for arg, key in MODEL_PARTS.items()}
     return MeanFlowSEModule(
-        backbone=instantiate(cfg.backbone),
-        path=to_dataclass(cfg, "path"),
-        mf=to_dataclass(cfg, "mf"),
-        curriculum=to_dataclass(cfg, "curriculum"),
-        sampler=to_dataclass(cfg, "sampler"),
-        optimizer=instantiate(cfg.optim),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        **parts, optimizer=instantiate(cfg.optim), config=OmegaConf.to_container(cfg, resolve=True)
     )
 
 
@@ -160,7 +156,8 @@ def _check_validation_nfes(cfg: DictConfig) -> None:
     extra = ((cfg.get("callbacks") or {}).get("val_metrics") or {}).get("nfe_extra") or []
     if not extra:
         return
-    name = resolve_sampler(cfg.sampler.name, trained_with_meanflow=cfg.mf.weight_final > 0)
+    objective = build_part(cfg, "mf")
+    name = resolve_sampler(cfg.sampler.name, trained_with_meanflow=objective.learns_average_velocity)
     for nfe in extra:
         try:
             check_nfe(name, int(nfe))

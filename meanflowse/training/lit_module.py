@@ -12,24 +12,9 @@ from torch import Tensor, nn
 
 from meanflowse.config import ConfigError
 from meanflowse.inference.model import InferenceModel
-from meanflowse.method.curriculum import (
-    CurriculumConfig,
-    gamma_at,
-    lr_factor,
-    mf_weight,
-    sample_r,
-    sample_t,
-    single_pass_p_equal,
-)
-from meanflowse.method.jvp import AutoJvp
-from meanflowse.method.objective import (
-    MeanFlowConfig,
-    NonFiniteError,
-    cfm_loss,
-    check_mf_config,
-    single_pass_loss,
-    two_pass_loss,
-)
+from meanflowse.method.curriculum import CurriculumConfig, lr_factor, sample_t
+from meanflowse.method.objective import NonFiniteError, ObjectiveConfig, cfm_loss
+from meanflowse.method.objectives import PathBatch
 from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
 from meanflowse.method.samplers import SamplerConfig, check_nfe, resolve_sampler
 
@@ -40,6 +25,9 @@ class MeanFlowSEModule(LightningModule):
     """Trains ``backbone`` to give the average velocity ``u(x_t, r, t | y)``, directly or through
     the ``data`` parametrization (``mf.parametrization``, see ``net_fn``).
 
+    It receives built parts (``training.fit.build_module`` instantiates them from the config's
+    ``_target_`` nodes): the backbone, the path, the ``objective`` (batch on the path in, loss and
+    logs out; :mod:`meanflowse.method.objectives`), the curriculum and the sampler settings.
     Batches are ``{"clean": [B,2,F,T], "noisy": [B,2,F,T]}`` compressed spectrograms.
     ``config`` (the composed Hydra config) is stored in every checkpoint so that evaluation can
     rebuild the model from the checkpoint alone.
@@ -50,31 +38,30 @@ class MeanFlowSEModule(LightningModule):
         *,
         backbone: nn.Module,
         path: PathConfig,
-        mf: MeanFlowConfig,
+        objective: ObjectiveConfig,
         curriculum: CurriculumConfig,
         sampler: SamplerConfig,
         optimizer: Callable[..., torch.optim.Optimizer] = partial(torch.optim.Adam, lr=1e-4),
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.trained_with_meanflow = mf.weight_final > 0
+        self.trained_with_meanflow = bool(objective.learns_average_velocity)
         try:  # an unknown mf.* or sampler choice fails here, before data or training
-            check_mf_config(mf)
+            objective.check()
             name = resolve_sampler(sampler.name, trained_with_meanflow=self.trained_with_meanflow)
             check_nfe(name, sampler.nfe)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         self.backbone = backbone
-        self.path, self.mf, self.curriculum, self.sampler_cfg = path, mf, curriculum, sampler
+        self.path, self.objective, self.curriculum, self.sampler_cfg = path, objective, curriculum, sampler
         self.optimizer_factory = optimizer
-        self.auto_jvp = AutoJvp()
         self.save_hyperparameters({"config": config})
         self._skip_step = False  # set by training_step when every rank skips a non-finite step
         # built once: net_fn runs several times a training step (and inside the JVP)
         self._inference = InferenceModel(
             backbone=self.backbone,
             path=self.path,
-            parametrization=self.mf.parametrization,
+            parametrization=self.objective.parametrization,
             sampler_cfg=self.sampler_cfg,
             trained_with_meanflow=self.trained_with_meanflow,
             config=self.hparams.get("config") or {},
@@ -105,33 +92,33 @@ class MeanFlowSEModule(LightningModule):
         # The curriculum follows progress = step / total steps; with no total, progress stays 0,
         # w_mf stays 0 and the run would be plain CFM while sampler=auto ships the MeanFlow jump.
         if self.trained_with_meanflow and self.step_budget() is None:
+            weight = getattr(self.objective, "weight_final", None)
+            what = type(self.objective).__name__ if weight is None else f"mf.weight_final={weight}"
             raise ConfigError(
-                f"mf.weight_final={self.mf.weight_final} needs a finite step budget: the MeanFlow "
-                "curriculum follows step / total steps, so with trainer.max_steps=-1 and "
+                f"{what} needs a finite step budget: the MeanFlow curriculum "
+                "follows step / total steps, so with trainer.max_steps=-1 and "
                 "trainer.max_epochs=-1 it would never switch the MeanFlow term on. Set "
-                "trainer.max_steps (or max_epochs), or mf.weight_final=0 for plain CFM"
+                "trainer.max_steps (or max_epochs), or mf_objective=cfm for plain CFM"
             )
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, y = batch["clean"], batch["noisy"]
         self._skip_step = False
         progress = self.progress()
-        w_mf = mf_weight(progress, weight_final=self.mf.weight_final, cfg=self.curriculum)
-        gamma = gamma_at(progress, self.curriculum)
-        use_mf = w_mf > 0 and w_mf >= self.curriculum.mf_skip_below
         t = sample_t(x.shape[0], cfg=self.curriculum, path=self.path, device=x.device)
         z = complex_noise_like(x)
         x_t = sample_xt(x=x, y=y, z=z, t=t, cfg=self.path)
         v = conditional_velocity(x=x, y=y, z=z, cfg=self.path)
+        on_path = PathBatch(x_t=x_t, y=y, t=t, v=v, progress=progress)
         out, failure = None, None
         try:
-            out = self._loss(x_t=x_t, y=y, t=t, v=v, w_mf=w_mf if use_mf else 0.0, gamma=gamma)
+            out = self.objective(self.net_fn, on_path, self.curriculum)
         except NonFiniteError as err:
             failure = err
         if self._on_any_rank(failure is not None):
             return self._nonfinite_step(failure)
         self.log("train/loss", out.loss, prog_bar=True)
-        self.log_dict({"train/w_mf": w_mf, "train/gamma": gamma, "train/progress": progress})
+        self.log("train/progress", progress)
         self.log_dict({f"train/{k}": v for k, v in out.logs.items()})
         return out.loss
 
@@ -150,7 +137,7 @@ class MeanFlowSEModule(LightningModule):
         parameter, so the backward runs DDP's all-reduce like any step, while
         :meth:`optimizer_step` leaves the weights and the optimizer state as they were."""
         msg = f"step {self.global_step}: {failure or 'a NaN or Inf on another rank'}"
-        if self.mf.nan_policy != "skip":
+        if self.objective.nan_policy != "skip":
             raise NonFiniteError(
                 f"{msg}. Training stopped (set mf.nan_policy=skip to skip such "
                 "steps, or lower optim.lr / enable mf.jvp_clip)"
@@ -170,18 +157,6 @@ class MeanFlowSEModule(LightningModule):
         loss = optimizer_closure()
         if not self._skip_step:
             optimizer.step(closure=lambda: loss)
-
-    def _loss(self, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor, w_mf: float, gamma: float):
-        cur, kw = self.curriculum, dict(x_t=x_t, y=y, t=t, v=v, cfg=self.mf)
-        if self.mf.formulation == "two_pass":
-            r = sample_r(t, gamma=gamma, p_equal=cur.p_r_equals_t, r_min=cur.r_min)
-            return two_pass_loss(self.net_fn, r=r, w_mf=w_mf, auto=self.auto_jvp, **kw)
-        if self.mf.formulation != "single_pass":
-            raise ValueError(f"mf.formulation={self.mf.formulation!r}; use single_pass or two_pass")
-        p_equal = single_pass_p_equal(w_mf, cur.p_r_equals_t)
-        r = sample_r(t, gamma=gamma, p_equal=p_equal, r_min=cur.r_min)
-        with_jvp = w_mf > 0 and bool((r < t).any())
-        return single_pass_loss(self.net_fn, r=r, with_jvp=with_jvp, auto=self.auto_jvp, **kw)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Before Lightning clips (trainer.gradient_clip_val): how often the clip actually bites.
@@ -203,7 +178,8 @@ class MeanFlowSEModule(LightningModule):
         z = complex_noise_like(x, generator=gen)
         x_t = sample_xt(x=x, y=y, z=z, t=t, cfg=self.path)
         v = conditional_velocity(x=x, y=y, z=z, cfg=self.path)
-        self.log("val/loss_cfm", cfm_loss(self.net_fn, x_t=x_t, y=y, t=t, v=v, cfg=self.mf), sync_dist=True)
+        loss_cfm = cfm_loss(self.net_fn, x_t=x_t, y=y, t=t, v=v, cfg=self.objective)
+        self.log("val/loss_cfm", loss_cfm, sync_dist=True)
         x_hat = self.enhance_spec(y, z=complex_noise_like(y, generator=gen))
         err = 0.5 * (x_hat - x).pow(2).flatten(1).sum(1).mean()
         self.log("val/one_step_mse", err, prog_bar=True, sync_dist=True)

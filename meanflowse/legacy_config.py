@@ -1,10 +1,15 @@
-"""Old -> new import paths, for configs stored before the package layout of December 2026.
+"""Stored configs of older checkpoints, mapped to today's: :func:`migrate_config`.
 
-A checkpoint stores the config it was trained with, ``_target_`` strings included
-(``meanflowse.validation.ValidationMetrics``, ``meanflowse.ema.EMA``, ...). When the modules moved
-into subpackages, those strings went stale; :func:`migrate_targets` rewrites them wherever a stored
-config is read (eval's loader and resume's check), so every checkpoint written before the move
-still evaluates and resumes. New paths pass through unchanged.
+A checkpoint stores the config it was trained with. Two changes made old ones stale:
+- the package layout of December 2026 moved modules into subpackages, so stored ``_target_``
+  strings (``meanflowse.validation.ValidationMetrics``, ``meanflowse.ema.EMA``, ...) name modules
+  that are gone (:func:`migrate_targets`);
+- the model graph ("House 5") gave the path, objective, curriculum and sampler nodes a
+  ``_target_``; before it, ``mf`` was always the MeanFlow objective (CFM was ``weight_final=0``
+  of it, which is what such a run trained with, so that is what it maps to).
+Every reader of a stored config (eval's loader, resume's check) goes through
+:func:`migrate_config`, so every checkpoint written before still evaluates and resumes. Today's
+configs pass through unchanged, but for the defaults of keys they lack.
 """
 
 from __future__ import annotations
@@ -73,3 +78,33 @@ def migrate_targets(config: Any) -> Any:
     if isinstance(config, list):
         return [migrate_targets(v) for v in config]
     return config
+
+
+# the class every config before the model graph meant at these keys
+GRAPH_TARGETS = {
+    "path": "meanflowse.method.path.PathConfig",
+    "mf": "meanflowse.method.objectives.MeanFlowObjective",
+    "curriculum": "meanflowse.method.curriculum.CurriculumConfig",
+    "sampler": "meanflowse.method.samplers.SamplerConfig",
+}
+
+
+def migrate_config(config: Any) -> DictConfig:
+    """A stored config as today's graph: targets at today's paths, a ``_target_`` on each model
+    part that lacks one, and the class's default for each key a dataclass part lacks (a key
+    added after the run; its default is what the run trained with)."""
+    from hydra.utils import get_class
+
+    from meanflowse.config import node_schema
+
+    plain = migrate_targets(OmegaConf.to_container(config) if OmegaConf.is_config(config) else config)
+    for key, target in GRAPH_TARGETS.items():
+        node = plain.get(key)
+        if isinstance(node, dict):
+            node.setdefault("_target_", target)
+            try:
+                schema = OmegaConf.structured(node_schema(get_class(node["_target_"])))
+                plain[key] = OmegaConf.to_container(OmegaConf.merge(schema, node))
+            except Exception:  # noqa: BLE001 - left as stored: building it names what is wrong
+                pass
+    return OmegaConf.create(plain)
