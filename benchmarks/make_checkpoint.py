@@ -21,15 +21,14 @@ def make_checkpoint(out: Path, overrides: list[str]) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from helpers import compose_cfg  # the tests' Hydra composition with outputs under a folder
     from meanflowse.atomic import atomic_path
+    from meanflowse.checkpoint_contents import inference_checkpoint
     from meanflowse.training.fit import build_module
 
     cfg = compose_cfg("train", overrides, out.parent)
     torch.manual_seed(0)
     module = build_module(cfg)
     with atomic_path(out) as tmp:
-        torch.save(
-            {"state_dict": module.state_dict(), "hyper_parameters": {"config": module.hparams["config"]}}, tmp
-        )
+        torch.save(inference_checkpoint(module.hparams["config"], module.state_dict()), tmp)
     print(
         f"{out}: untrained {cfg.backbone._target_.rsplit('.', 1)[-1]}, "
         f"{sum(p.numel() for p in module.parameters()):,} parameters"

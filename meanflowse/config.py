@@ -38,12 +38,13 @@ MODEL_PARTS = {
     "sampler": "sampler",
 }
 
-SCHEMAS = {  # schema name -> dataclass; stored as `schema/<name>` (out of sight of --help)
-    "path": PathConfig,
-    "curriculum": CurriculumConfig,
-    "sampler": SamplerConfig,
-    **{f"objective/{name}": cls for name, cls in OBJECTIVES.items()},
-}
+FIXED_SCHEMAS = {"path": PathConfig, "curriculum": CurriculumConfig, "sampler": SamplerConfig}
+
+
+def schemas() -> dict[str, type]:
+    """Schema name -> dataclass, stored as ``schema/<name>`` (out of sight of --help): the fixed
+    parts, and ``objective/<name>`` for each entry of :data:`OBJECTIVES` as it is now."""
+    return {**FIXED_SCHEMAS, **{f"objective/{name}": cls for name, cls in OBJECTIVES.items()}}
 
 
 class ConfigError(ValueError):
@@ -64,7 +65,7 @@ def node_schema(cls: type) -> type:
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
-    for name, cls in SCHEMAS.items():
+    for name, cls in schemas().items():
         group, _, leaf = f"schema/{name}".rpartition("/")
         cs.store(group=group, name=leaf, node=node_schema(cls))
 

@@ -45,12 +45,18 @@ SHORT_TRAIN = [
 
 
 def compose_cfg(
-    name: str, overrides: list[str], tmp_path: Path, *, shared_data: Path | None = None
+    name: str,
+    overrides: list[str],
+    tmp_path: Path,
+    *,
+    shared_data: Path | None = None,
+    config_dir: Path = CONFIGS,
 ) -> DictConfig:
-    """Compose ``configs/<name>.yaml`` as Hydra would, with outputs under ``tmp_path``."""
+    """Compose ``<config_dir>/<name>.yaml`` (the project's ``configs/``) as Hydra would, with
+    outputs under ``tmp_path``."""
     GlobalHydra.instance().clear()
     data_dir = shared_data or tmp_path / "data"
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         cfg = compose(
             name,
             overrides=[

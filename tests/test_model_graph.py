@@ -5,6 +5,7 @@ the last commit before the graph (``data/house4/make_fixture.py`` says how).
 """
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -12,12 +13,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from helpers import SHORT_TRAIN, compose_cfg
+from helpers import CONFIGS, SHORT_TRAIN, compose_cfg
 from meanflowse import checkpoint_contents as contents
-from meanflowse.config import MODEL_PARTS, build_part
+from meanflowse.config import MODEL_PARTS, build_part, register_schemas
 from meanflowse.inference.checkpoint import load_model, read_checkpoint
 from meanflowse.legacy_config import migrate_config
-from meanflowse.method.objectives import CFMObjective, MeanFlowObjective
+from meanflowse.method.objective import LossOutput, cfm_loss
+from meanflowse.method.objectives import OBJECTIVES, CFMObjective, MeanFlowObjective
 from meanflowse.training.checkpointing import ResumeError, config_differences, stored_config
 from meanflowse.training.fit import build_module, train
 
@@ -117,3 +119,35 @@ def test_every_declared_part_is_where_the_contents_module_says():
         "loader_position": False,
         "schedule": False,
     }
+
+
+@dataclass
+class ScaledCFM(CFMObjective):
+    """A new objective, as a user would add one: its settings and its one method."""
+
+    scale: float = 2.0
+
+    def __call__(self, net_fn, batch, curriculum):
+        loss = self.scale * cfm_loss(net_fn, x_t=batch.x_t, y=batch.y, t=batch.t, v=batch.v, cfg=self)
+        return LossOutput(loss, {"scaled_by": self.scale})
+
+
+def test_a_new_objective_is_one_class_and_one_yaml(tmp_path, monkeypatch):
+    """The class (listed in OBJECTIVES) and configs/mf_objective/<name>.yaml: nothing else."""
+    monkeypatch.setitem(OBJECTIVES, "scaled", ScaledCFM)
+    register_schemas()
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS, configs)
+    (configs / "mf_objective" / "scaled.yaml").write_text(
+        "# @package mf\n"
+        "defaults:\n  - /schema/objective/scaled@_here_\n  - _self_\n"
+        f"_target_: {ScaledCFM.__module__}.ScaledCFM\n"
+        "scale: 3.0\n"
+    )
+    overrides = [*SHORT_TRAIN, "mf_objective=scaled"]
+    cfg = compose_cfg("train", overrides, tmp_path / "run", config_dir=configs)
+    metrics, objects = train(cfg)
+    assert type(objects["module"].objective) is ScaledCFM and metrics["train/scaled_by"] == 3.0
+    assert not objects["module"].trained_with_meanflow  # so sampler=auto gave euler
+    with pytest.raises(Exception, match="scale"):  # its keys are typed like any objective's
+        compose_cfg("train", [*overrides, "mf.scale=abc"], tmp_path / "typo", config_dir=configs)

@@ -200,7 +200,8 @@ class EpochDataLoader(DataLoader):
                 yield batch
 
     # Lightning saves these with the fit loop (a loader with state_dict is "resumable"), so
-    # ckpt_path=... continues mid-epoch from the next batch instead of the epoch's first.
+    # ckpt_path=... continues mid-epoch from the next batch instead of the epoch's first
+    # (the "loader position" of meanflowse.checkpoint_contents).
     def state_dict(self) -> dict[str, int]:
         return dict(self._position)
 

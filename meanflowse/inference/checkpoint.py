@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from meanflowse import checkpoint_contents as contents
 from meanflowse.config import build_part
 from meanflowse.inference.model import InferenceModel
 from meanflowse.legacy_config import migrate_config
@@ -61,7 +62,7 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def _stored_config(path: Path, ckpt: dict) -> DictConfig:
-    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    config = contents.config_of(ckpt)
     if config is None:
         raise CheckpointError(f"{path}: has no stored config; was it written by train.py?")
     return migrate_config(config)  # a checkpoint from before the layout move or the model graph
@@ -70,19 +71,20 @@ def _stored_config(path: Path, ckpt: dict) -> DictConfig:
 def _load_weights(path: Path, ckpt: dict, model: Any, *, use_ema: bool) -> None:
     """The checkpoint's weights into ``model`` (anything with ``load_state_dict`` and
     ``named_parameters`` under the LightningModule's names), then its EMA shadow."""
-    if not isinstance(ckpt.get("state_dict"), dict):
+    weights = contents.weights_of(ckpt)
+    if weights is None:
         raise CheckpointError(
             f"{path}: a stored config but no weights (state_dict); was it written by train.py?"
         )
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(weights)
     except RuntimeError as err:  # missing, unexpected or misshapen tensors
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = (lines[1] if len(lines) > 1 else lines[0])[:300]  # lines[0] is only a heading
         raise CheckpointError(
             f"{path}: weights that do not fit its stored config's model ({detail})"
         ) from None
-    ema = (ckpt.get("callbacks") or {}).get("EMA")
+    ema = contents.ema_state_of(ckpt)
     if use_ema and ema:
         params = dict(model.named_parameters())
         try:

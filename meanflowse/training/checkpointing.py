@@ -14,6 +14,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from meanflowse.atomic import atomic_path
+from meanflowse.checkpoint_contents import config_of
 from meanflowse.inference.checkpoint import checkpoint_problem
 from meanflowse.legacy_config import migrate_config
 
@@ -136,7 +137,7 @@ def stored_config(ckpt: Path, *, this_run: str | os.PathLike | None = None) -> A
         data = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - any unreadable file is "no stored config" here
         data = None
-    config = (data.get("hyper_parameters") or {}).get("config") if isinstance(data, dict) else None
+    config = config_of(data) if isinstance(data, dict) else None
     if config is not None:
         return migrate_config(config)
     run = run_dir_of(ckpt)

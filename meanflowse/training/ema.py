@@ -1,9 +1,25 @@
 """Exponential moving average of the weights, as a Lightning callback.
 
-The EMA weights are saved in every checkpoint (under ``callbacks["EMA"]["shadow"]``, the
-format :func:`meanflowse.inference.enhancer.load_module` reads), restored on resume, swapped in for
+The EMA weights are saved in every checkpoint (its state under ``callbacks["EMA"]``; where and
+who reads it: :mod:`meanflowse.checkpoint_contents`), restored on resume, swapped in for
 validation, and used by evaluation by default. Under DDP every rank holds the same parameters
 after each step, so every rank's average is the same too.
+
+Why our own rather than Lightning's ``EMAWeightAveraging`` (checked against the installed
+Lightning 2.6 source, ``lightning/pytorch/callbacks/weight_averaging.py``, and torch's
+``swa_utils``):
+- its average is ``get_ema_avg_fn(decay)``, a fixed decay: no warm-up ``min(decay, (1+n)/(10+n))``,
+  so a short run (the demo, tests) averages mostly the random initial weights;
+- its first update copies the weights (``AveragedModel`` with ``n_averaged == 0``) rather than
+  starting from the initial ones;
+- ``on_save_checkpoint`` writes the *average* as the checkpoint's ``state_dict`` and moves the
+  training weights to ``current_model_state``: every reader of ``state_dict`` (evaluation with
+  ``use_ema=false``, resume) would change meaning;
+- ``on_train_end`` copies the average into the model, so the module in memory after ``fit`` no
+  longer holds the training weights;
+- resuming needs ``current_model_state`` and ``averaging_state`` (and ``latest_update_step`` in
+  its callback state), which no checkpoint written so far has: it would warn and restart the
+  average from the training weights, dropping the stored one.
 """
 
 from __future__ import annotations
@@ -12,6 +28,8 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+from meanflowse.checkpoint_contents import EMA_KEY
 
 
 class EMA(Callback):
@@ -29,7 +47,7 @@ class EMA(Callback):
 
     @property
     def state_key(self) -> str:
-        return "EMA"
+        return EMA_KEY
 
     def _params(self, pl_module: LightningModule) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in pl_module.named_parameters() if p.requires_grad}

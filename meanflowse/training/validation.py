@@ -28,6 +28,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from meanflowse.checkpoint_contents import VALIDATION_KEY
 from meanflowse.inference.enhancer import Enhancer
 from meanflowse.inference.measured import enhance_and_score, memory_item
 from meanflowse.method.stft import SpecConfig, stft
@@ -111,7 +112,7 @@ class ValidationMetrics(Callback):
 
     @property
     def state_key(self) -> str:
-        return "ValidationMetrics"
+        return VALIDATION_KEY
 
     def keys(self) -> list[str]:
         found = registry.reference_keys()
