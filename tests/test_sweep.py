@@ -79,6 +79,27 @@ def test_presets_compose_and_typos_fail():
         _compose_sweep(["sweep.eval_nfes=[1]"])
 
 
+@pytest.mark.parametrize(
+    "objective, params, name",
+    [
+        ("meanflow", {"c": 0.5, "jvp_impl": "func"}, "3-c0.5-func"),
+        ("imf", {"c": 1.0, "jvp_impl": "func"}, "3-imf-c1-func"),
+        ("split", {"c": None, "jvp_impl": "none"}, "3-split"),
+        ("cfm", {"c": None, "jvp_impl": "none"}, "3-cfm"),
+    ],
+)
+def test_a_sweep_can_vary_the_objective(tmp_path, objective, params, name):
+    """`sweep.py -m mf_objective=meanflow,imf,split,cfm`: each job's record and W&B run name
+    says its objective; the gathered tables sort and label by it."""
+    cfg = compose_cfg("sweep", ["logger=wandb", f"mf_objective={objective}"], tmp_path / objective)
+    got = S.job_params(cfg)
+    assert got["objective"] == objective and {k: got[k] for k in params} == params
+    S._set_logging_group(cfg, got, 3)
+    assert cfg.logger.wandb.name == name
+    rows = [{"status": "ok", "job": "0", "objective": objective, "c": got["c"], "jvp_impl": "x", "nfe": 1}]
+    assert G._line_label(rows[0], objectives_vary=True).startswith(objective)
+
+
 def test_wandb_group_is_set_from_the_sweep_config(tmp_path):
     cfg = compose_cfg("sweep", ["logger=wandb", "sweep.group=study-7"], tmp_path)
     S._set_logging_group(cfg, S.job_params(cfg), 3)

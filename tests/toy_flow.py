@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from meanflowse.method.curriculum import CurriculumConfig, sample_r, sample_t
-from meanflowse.method.objective import MeanFlowConfig, single_pass_loss
+from meanflowse.method.objective import MeanFlowConfig, single_pass_loss, split_loss
 from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
 from meanflowse.method.samplers import sample
 
@@ -93,6 +93,8 @@ def net_fn_of(net: nn.Module):
 @dataclass(frozen=True)
 class ToyTrainConfig:
     meanflow: bool = True  # False: plain CFM (r = t, no JVP)
+    tangent_mix: float = 1.0  # the JVP tangent's share of v (0: iMF's predicted velocity)
+    split: bool = False  # SplitMeanFlow's target for the spans instead of the JVP's
     first_order_coef: float = 1.0  # c of the MeanFlow target
     jvp_clip: float | None = 5.0
     steps: int = 2000
@@ -122,16 +124,12 @@ def train(cfg: ToyTrainConfig, seed: int) -> tuple[nn.Module, dict[str, float]]:
             r = sample_r(t, gamma=cfg.gamma, p_equal=cfg.p_equal, r_min=cur.r_min, generator=g)
         else:
             r = t
-        out = single_pass_loss(
-            fn,
-            x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=PATH),
-            y=y,
-            t=t,
-            r=r,
-            v=conditional_velocity(x=x, y=y, z=z, cfg=PATH),
-            cfg=mf_cfg,
-            with_jvp=cfg.meanflow,
-        )
+        kw = dict(x_t=sample_xt(x=x, y=y, z=z, t=t, cfg=PATH), y=y, t=t, r=r, cfg=mf_cfg)
+        v = conditional_velocity(x=x, y=y, z=z, cfg=PATH)
+        if cfg.split:
+            out = split_loss(fn, **kw, v=v, generator=g)
+        else:
+            out = single_pass_loss(fn, **kw, v=v, with_jvp=cfg.meanflow, tangent_mix=cfg.tangent_mix)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()

@@ -122,13 +122,27 @@ def mean_flow_target(
     v: Tensor,
     cfg: MeanFlowConfig,
     auto: AutoJvp | None = None,
+    tangent_mix: float = 1.0,
 ) -> tuple[Tensor | None, Tensor, dict[str, float]]:
     """The MeanFlow target ``v - c (t - r) clip(du/dt)`` (no gradient).
+
+    ``du/dt`` is the derivative along the tangent ``(w, 1)`` in ``(x_t, t)``, with
+    ``w = beta v + (1 - beta) u(x_t, t, t)`` for ``beta = tangent_mix``: 1 is MeanFlow's
+    conditional velocity, 0 the network's own predicted velocity (no gradient; Improved
+    MeanFlow, Geng et al. 2025), which removes the prior's noise from the tangent.
 
     Returns ``(u, target, logs)``; ``u`` is the prediction with its graph when the JVP produced
     it on the way (``func``), else ``None`` and the caller runs an ordinary forward.
     """
-    kw = dict(x_t=x_t, y=y, t=t, r=r, v=v)
+    logs: dict[str, float] = {}
+    tangent = v
+    if tangent_mix != 1.0:
+        tangent = predicted_tangent(net_fn, x_t=x_t, y=y, t=t, v=v, mix=tangent_mix)
+        with torch.no_grad():
+            logs["tangent_cos"] = (
+                torch.nn.functional.cosine_similarity(tangent.flatten(1), v.flatten(1), dim=1).mean().item()
+            )
+    kw = dict(x_t=x_t, y=y, t=t, r=r, v=tangent)
     u = None
     # The JVP is computed in fp32 whatever the surrounding autocast says.
     with torch.autocast(x_t.device.type, enabled=False):
@@ -148,14 +162,35 @@ def mean_flow_target(
     _check_finite("the JVP du/dt", dudt)
     # Logged before the clip, so that a bound can be chosen from them (norm and rms modes).
     norms = dudt.flatten(1).norm(dim=1)
-    logs = {
-        "jvp_norm": norms.mean().item(),
-        "jvp_rms": (norms / dudt.flatten(1).shape[1] ** 0.5).mean().item(),
-    }
+    logs["jvp_norm"] = norms.mean().item()
+    logs["jvp_rms"] = (norms / dudt.flatten(1).shape[1] ** 0.5).mean().item()
     dudt, clipped = clip_per_sample(dudt, cfg.jvp_clip, mode=cfg.jvp_clip_mode)
     target = v - cfg.first_order_coef * expand_time(t - r, v) * dudt
     logs["jvp_clip_rate"] = clipped.float().mean().item()
     return u, target.detach(), logs
+
+
+@torch.no_grad()
+def predicted_tangent(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, v: Tensor, mix: float) -> Tensor:
+    """``mix v + (1 - mix) u(x_t, t, t | y)``: the conditional velocity blended with the network's
+    own instantaneous velocity (one forward, no gradient; the blend is skipped at ``mix = 1``)."""
+    if mix == 1.0:
+        return v
+    predicted = net_fn(x_t, y, t, t).to(v.dtype)
+    return predicted if mix == 0.0 else mix * v + (1.0 - mix) * predicted
+
+
+@torch.no_grad()
+def split_target(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor, s: Tensor) -> Tensor:
+    """SplitMeanFlow's target for ``u(x_t, r, t)``, with ``r < s < t`` (Guo et al. 2025): the
+    interval split at ``s``, ``(t - r) u(x_t, r, t) = (s - r) u(z_s, r, s) + (t - s) u(x_t, s, t)``
+    with ``z_s = x_t - (t - s) u(x_t, s, t)``, the right-hand side taken without gradient. Two
+    network passes and no JVP."""
+    u_late = net_fn(x_t, y, t, s)
+    z_s = x_t - expand_time(t - s, x_t) * u_late
+    u_early = net_fn(z_s, y, s, r)
+    late_share = expand_time((t - s) / (t - r), x_t)
+    return (1.0 - late_share) * u_early + late_share * u_late
 
 
 def _reduce(pred: Tensor, target: Tensor, t: Tensor, cfg: ObjectiveConfig) -> Tensor:
@@ -186,6 +221,7 @@ def single_pass_loss(
     cfg: MeanFlowConfig,
     with_jvp: bool = True,
     auto: AutoJvp | None = None,
+    tangent_mix: float = 1.0,
 ) -> LossOutput:
     """One network pass per sample: ``r = t`` samples regress ``v`` (the CFM term), the others
     the MeanFlow target. ``with_jvp=False`` is plain CFM without the JVP.
@@ -199,7 +235,15 @@ def single_pass_loss(
     if with_jvp and bool(needs_jvp.any()):
         idx = needs_jvp.nonzero(as_tuple=True)[0]
         u_mf, target_mf, logs = mean_flow_target(
-            net_fn, x_t=x_t[idx], y=y[idx], t=t[idx], r=r[idx], v=v[idx], cfg=cfg, auto=auto
+            net_fn,
+            x_t=x_t[idx],
+            y=y[idx],
+            t=t[idx],
+            r=r[idx],
+            v=v[idx],
+            cfg=cfg,
+            auto=auto,
+            tangent_mix=tangent_mix,
         )
         target = v.index_put((idx,), target_mf)
         if u_mf is not None:  # the JVP's primal output (jvp_reuse_primal): forward the rest only
@@ -209,9 +253,14 @@ def single_pass_loss(
                 u = u.index_put((rest,), net_fn(x_t[rest], y[rest], t[rest], r[rest]))
     if u is None:
         u = net_fn(x_t, y, t, r)
-    per = _reduce(u, target, t, cfg)
+    return _span_loss(_reduce(u, target, t, cfg), r=r, t=t, name="the MeanFlow loss", logs=logs)
+
+
+def _span_loss(per: Tensor, *, r: Tensor, t: Tensor, name: str, logs: dict[str, float]) -> LossOutput:
+    """The batch mean of per-sample losses, with the ``r = t`` (CFM) and span samples' means
+    logged apart."""
     loss = per.mean()
-    _check_finite("the MeanFlow loss", loss)
+    _check_finite(name, loss)
     equal = r == t
     logs["frac_r_eq_t"] = equal.float().mean().item()
     with torch.no_grad():
@@ -220,6 +269,33 @@ def single_pass_loss(
         if (~equal).any():
             logs["loss_mf"] = per[~equal].mean().item()
     return LossOutput(loss, logs)
+
+
+def split_loss(
+    net_fn: NetFn,
+    *,
+    x_t: Tensor,
+    y: Tensor,
+    t: Tensor,
+    r: Tensor,
+    v: Tensor,
+    cfg: ObjectiveConfig,
+    generator: torch.Generator | None = None,
+) -> LossOutput:
+    """SplitMeanFlow with one graded pass per sample: ``r = t`` samples regress ``v`` (the
+    flow-matching boundary), the others :func:`split_target` at ``s = t - lam (t - r)``,
+    ``lam ~ U(0, 1)``. No JVP: two passes without gradient on the span samples instead."""
+    target = v
+    span = (r < t).nonzero(as_tuple=True)[0]
+    if len(span):
+        t_s, r_s = t[span], r[span]
+        lam = torch.rand(len(span), device=t.device, dtype=t.dtype, generator=generator)
+        s = t_s - lam * (t_s - r_s)
+        split = split_target(net_fn, x_t=x_t[span], y=y[span], t=t_s, r=r_s, s=s)
+        _check_finite("the SplitMeanFlow target", split)
+        target = v.index_put((span,), split.to(v.dtype))
+    u = net_fn(x_t, y, t, r)
+    return _span_loss(_reduce(u, target, t, cfg), r=r, t=t, name="the SplitMeanFlow loss", logs={})
 
 
 def two_pass_loss(
@@ -233,11 +309,12 @@ def two_pass_loss(
     w_mf: float,
     cfg: MeanFlowConfig,
     auto: AutoJvp | None = None,
+    tangent_mix: float = 1.0,
 ) -> LossOutput:
     """The reference form: ``(1 - w) L_cfm + w L_mf``, a CFM pass plus a MeanFlow pass."""
     l_cfm = cfm_loss(net_fn, x_t=x_t, y=y, t=t, v=v, cfg=cfg)
     if w_mf <= 0:
         return LossOutput(l_cfm, {"loss_cfm": l_cfm.item()})
-    mf = single_pass_loss(net_fn, x_t=x_t, y=y, t=t, r=r, v=v, cfg=cfg, auto=auto)
+    mf = single_pass_loss(net_fn, x_t=x_t, y=y, t=t, r=r, v=v, cfg=cfg, auto=auto, tangent_mix=tangent_mix)
     logs = dict(mf.logs, loss_cfm=l_cfm.item(), loss_mf=mf.loss.item())
     return LossOutput((1 - w_mf) * l_cfm + w_mf * mf.loss, logs)

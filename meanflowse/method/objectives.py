@@ -21,6 +21,7 @@ from meanflowse.method.objective import (
     ObjectiveConfig,
     cfm_loss,
     single_pass_loss,
+    split_loss,
     two_pass_loss,
 )
 
@@ -56,6 +57,29 @@ def _switched(w_mf: float, curriculum: CurriculumConfig) -> float:
 
 
 @dataclass
+class _Schedule:
+    """Where the curriculum stands at one step: the span weight and the ``r`` draw's exponent."""
+
+    w_logged: float  # w_mf as the ramp gives it
+    w_mf: float  # 0 while below mf_skip_below
+    gamma: float
+
+    @classmethod
+    def at(cls, weight_final: float, progress: float, cur: CurriculumConfig) -> "_Schedule":
+        w = mf_weight(progress, weight_final=weight_final, cfg=cur)
+        return cls(w_logged=w, w_mf=_switched(w, cur), gamma=gamma_at(progress, cur))
+
+    def single_pass_r(self, t: Tensor, cur: CurriculumConfig) -> Tensor:
+        """``r = t`` with probability ``(1 - w) + w p`` (those samples are the CFM term), else a
+        span ``r = t - U^gamma (t - r_min)``."""
+        p_equal = single_pass_p_equal(self.w_mf, cur.p_r_equals_t)
+        return sample_r(t, gamma=self.gamma, p_equal=p_equal, r_min=cur.r_min)
+
+    def logs(self) -> dict[str, float]:
+        return {"w_mf": self.w_logged, "gamma": self.gamma}
+
+
+@dataclass
 class MeanFlowObjective(MeanFlowConfig):
     """MeanFlow with the JVP target (method.md section 4): the CFM term on ``r = t`` samples and
     the average velocity over ``(r, t)`` on the others, weighted by the curriculum's ``w_mf``.
@@ -71,27 +95,84 @@ class MeanFlowObjective(MeanFlowConfig):
 
     def weight_at(self, progress: float, curriculum: CurriculumConfig) -> float:
         """``w_mf`` at this point of training, 0 while the MeanFlow term is skipped."""
-        return _switched(mf_weight(progress, weight_final=self.weight_final, cfg=curriculum), curriculum)
+        return _Schedule.at(self.weight_final, progress, curriculum).w_mf
+
+    @property
+    def tangent_mix(self) -> float:
+        """The conditional velocity's share of the JVP tangent: 1 here (MeanFlow's tangent)."""
+        return 1.0
 
     def __call__(self, net_fn: NetFn, batch: PathBatch, curriculum: CurriculumConfig) -> LossOutput:
-        cur = curriculum
-        w_logged = mf_weight(batch.progress, weight_final=self.weight_final, cfg=cur)
-        w_mf = _switched(w_logged, cur)
-        gamma = gamma_at(batch.progress, cur)
-        kw = dict(x_t=batch.x_t, y=batch.y, t=batch.t, v=batch.v, cfg=self)
+        cur, now = curriculum, _Schedule.at(self.weight_final, batch.progress, curriculum)
+        kw = dict(x_t=batch.x_t, y=batch.y, t=batch.t, v=batch.v, cfg=self, auto=self._auto_jvp)
         if self.formulation == "two_pass":
-            r = sample_r(batch.t, gamma=gamma, p_equal=cur.p_r_equals_t, r_min=cur.r_min)
-            out = two_pass_loss(net_fn, r=r, w_mf=w_mf, auto=self._auto_jvp, **kw)
+            r = sample_r(batch.t, gamma=now.gamma, p_equal=cur.p_r_equals_t, r_min=cur.r_min)
+            out = two_pass_loss(net_fn, r=r, w_mf=now.w_mf, tangent_mix=self.tangent_mix, **kw)
         else:
-            p_equal = single_pass_p_equal(w_mf, cur.p_r_equals_t)
-            r = sample_r(batch.t, gamma=gamma, p_equal=p_equal, r_min=cur.r_min)
-            with_jvp = w_mf > 0 and bool((r < batch.t).any())
-            out = single_pass_loss(net_fn, r=r, with_jvp=with_jvp, auto=self._auto_jvp, **kw)
-        out.logs.update(w_mf=w_logged, gamma=gamma)
+            r = now.single_pass_r(batch.t, cur)
+            with_jvp = now.w_mf > 0 and bool((r < batch.t).any())
+            out = single_pass_loss(net_fn, r=r, with_jvp=with_jvp, tangent_mix=self.tangent_mix, **kw)
+        out.logs.update(now.logs())
+        return out
+
+
+@dataclass
+class ImprovedMeanFlowObjective(MeanFlowObjective):
+    """Improved MeanFlow (iMF; Geng et al. 2025, arXiv 2512.02012): the JVP's tangent is the
+    network's own instantaneous velocity ``u(x_t, t, t | y)`` (one forward without gradient)
+    instead of the conditional velocity, whose prior noise made the target high-variance.
+
+    ``beta`` mixes the two tangents, ``beta v + (1 - beta) u(x_t, t, t)``: 0 is iMF, 1 the
+    original MeanFlow ("On Variance Reduction in Learning Mean Flows", arXiv 2605.09235, reads
+    the conditional velocity as a control variate and derives the best mix). The loss is
+    MeanFlow's with that target, which is iMF's "v-loss" ``|u + c (t - r) sg(du/dt) - v|^2``
+    rearranged; iMF uses the pure identity, ``c = 1``.
+    """
+
+    first_order_coef: float = 1.0
+    beta: float = 0.0
+
+    @property
+    def tangent_mix(self) -> float:
+        return self.beta
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"mf.beta={self.beta!r}: must be in [0, 1] (0 iMF, 1 MeanFlow)")
+
+
+@dataclass
+class SplitMeanFlowObjective(ObjectiveConfig):
+    """SplitMeanFlow (Guo et al. 2025, arXiv 2507.16884): no JVP. A span sample ``r < t`` is
+    split at ``s = t - lam (t - r)``, ``lam ~ U(0, 1)``, and ``u(x_t, r, t)`` regresses the
+    interval-additivity target ``((s - r) u(z_s, r, s) + (t - s) u(x_t, s, t)) / (t - r)`` with
+    ``z_s = x_t - (t - s) u(x_t, s, t)`` (two passes without gradient); ``r = t`` samples regress
+    ``v``, the flow-matching boundary. The ``r`` draw and its schedule are the MeanFlow single
+    pass's, so the boundary share is ``(1 - w) + w p`` (55% at the default end weight 0.5 and
+    ``p_r_equals_t`` 0.1; the paper trains 25-50% of samples on the boundary)."""
+
+    weight_final: float = 0.5  # final span weight w; 0 trains the boundary alone (CFM)
+
+    @property
+    def learns_average_velocity(self) -> bool:
+        return self.weight_final > 0
+
+    def weight_at(self, progress: float, curriculum: CurriculumConfig) -> float:
+        """The span weight ``w`` at this point of training, 0 while spans are skipped."""
+        return _Schedule.at(self.weight_final, progress, curriculum).w_mf
+
+    def __call__(self, net_fn: NetFn, batch: PathBatch, curriculum: CurriculumConfig) -> LossOutput:
+        now = _Schedule.at(self.weight_final, batch.progress, curriculum)
+        r = now.single_pass_r(batch.t, curriculum)
+        out = split_loss(net_fn, x_t=batch.x_t, y=batch.y, t=batch.t, r=r, v=batch.v, cfg=self)
+        out.logs.update(now.logs())
         return out
 
 
 OBJECTIVES = {  # name -> class; config.py registers each as the schema `schema/objective/<name>`
     "cfm": CFMObjective,
     "meanflow": MeanFlowObjective,
+    "imf": ImprovedMeanFlowObjective,
+    "split": SplitMeanFlowObjective,
 }

@@ -33,7 +33,7 @@ class SweepError(ValueError):
     """A bad sweep setting or folder; the message names the key or path and what to do."""
 
 
-PARAM_COLUMNS = ("c", "jvp_impl", "lr", "gamma_start", "seed")
+PARAM_COLUMNS = ("objective", "c", "jvp_impl", "lr", "gamma_start", "seed")
 TRAIN_COLUMNS = (
     "val_one_step_mse",
     "steps",
@@ -149,18 +149,34 @@ def rich_table(rows: list[dict], title: str):
     from rich.table import Table
 
     ok = [r for r in rows if r["status"] == "ok"]
-    params = ["c", "jvp_impl"] + [
-        k for k in ("lr", "gamma_start", "seed") if len({str(r.get(k)) for r in ok}) > 1
-    ]
+    params = [k for k in ("objective",) if _varies(ok, k)] + ["c", "jvp_impl"]
+    params += [k for k in ("lr", "gamma_start", "seed") if _varies(ok, k)]
     metrics = registry.present(ok, [*registry.brief_keys(), "rtf"])
     first_noisy = [f"noisy_{k}" for k in registry.reference_keys()[:1]]
     cols = ["job", *params, "nfe", *metrics, *first_noisy, "val_one_step_mse", "mf_step_ms", "steps_timed"]
     table = Table(title=title, caption="± : 95% interval over the evaluated files")
     for col in cols:
         table.add_column(header(col), justify="left" if col == "jvp_impl" else "right")
-    for r in sorted(ok, key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0)):
+    for r in sorted(ok, key=_order):
         table.add_row(*(_cell(r, c) for c in cols))
     return table
+
+
+def _varies(rows: list[dict], key: str) -> bool:
+    return len({str(r.get(key)) for r in rows}) > 1
+
+
+def _order(row: dict) -> tuple:
+    """Rows by objective, c, JVP implementation and NFE."""
+    return (str(row.get("objective")), str(row.get("c")), str(row.get("jvp_impl")), row.get("nfe") or 0)
+
+
+def _line_label(row: dict, objectives_vary: bool) -> str:
+    """A plot line's name: ``c = 0.5``, or ``imf, c = 1`` when the sweep varies the objective
+    (cfm and split have no c: None in a record, an empty cell in the CSV)."""
+    c, parts = row.get("c"), [str(row.get("objective"))] if objectives_vary else []
+    parts += [f"c = {float(c):g}"] if c not in (None, "") else []
+    return ", ".join(parts) or str(row.get("objective"))
 
 
 def _cell(row: dict, key: str) -> str:
@@ -180,12 +196,18 @@ def few_timed_steps(rows: list[dict]) -> list:
 def results_markdown(rows: list[dict]) -> str:
     """The finished rows as a Markdown table, then ms per training step by JVP implementation
     (mean over the jobs), for an experiment's README."""
-    ok = sorted(
-        (r for r in rows if r["status"] == "ok"),
-        key=lambda r: (str(r.get("c")), str(r.get("jvp_impl")), r.get("nfe") or 0),
-    )
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=_order)
     brief = registry.brief_keys()
-    wanted = ("c", "jvp_impl", "nfe", *brief, "rtf", *(f"noisy_{k}" for k in brief), "val_one_step_mse")
+    wanted = (
+        "objective",
+        "c",
+        "jvp_impl",
+        "nfe",
+        *brief,
+        "rtf",
+        *(f"noisy_{k}" for k in brief),
+        "val_one_step_mse",
+    )
     cols = [c for c in wanted if any(c in r for r in ok)]
     lines = ["| " + " | ".join(header(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in ok]
@@ -227,19 +249,20 @@ def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        by_c: dict[float, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+        by_line: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+        vary = _varies(ok, "objective")
         for r in ok:  # (the job's mean, its 95% half-width over files)
             if math.isfinite(r.get(key, math.nan)):
-                by_c[r["c"]][r["nfe"]].append((r[key], r.get(f"{key}_ci95", math.nan)))
-        for i, (c, by_nfe) in enumerate(sorted(by_c.items())):
+                by_line[_line_label(r, vary)][r["nfe"]].append((r[key], r.get(f"{key}_ci95", math.nan)))
+        for i, (label, by_nfe) in enumerate(sorted(by_line.items())):
             nfes = sorted(by_nfe)
-            # lines of equal values would hide each other: each c gets its marker and a small
+            # lines of equal values would hide each other: each line gets its marker and a small
             # shift along the (log) NFE axis
             xs = [n * 1.04**i for n in nfes]
             means = [mean_or_nan([v for v, _ in by_nfe[n]]) for n in nfes]
             bars = [mean_or_nan([h for _, h in by_nfe[n] if math.isfinite(h)]) for n in nfes]
             line = ax.errorbar(
-                xs, means, yerr=bars, marker=MARKERS[i % len(MARKERS)], capsize=3, label=f"c = {c:g}"
+                xs, means, yerr=bars, marker=MARKERS[i % len(MARKERS)], capsize=3, label=label
             )[0]
             for x, n in zip(xs, nfes):
                 ax.scatter(

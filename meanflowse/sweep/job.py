@@ -94,10 +94,19 @@ def _hydra_config() -> Any | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
+def objective_name(target: str | None) -> str:
+    """The ``mf_objective`` option of an objective class path (``meanflow``, ``imf``, ...)."""
+    from meanflowse.method.objectives import OBJECTIVES
+
+    names = {f"{cls.__module__}.{cls.__qualname__}": name for name, cls in OBJECTIVES.items()}
+    return names.get(str(target), str(target).rsplit(".", 1)[-1])
+
+
 def job_params(cfg: DictConfig) -> dict[str, Any]:
     """The knobs a sweep varies (the default grid and the Optuna space), resolved."""
     return {
-        # mf_objective=cfm has neither c nor a JVP: None in the record, "none" in names
+        "objective": objective_name(cfg.mf.get("_target_")),
+        # cfm and split have neither c nor a JVP: None in the record, "none" in names
         "c": None if cfg.mf.get("first_order_coef") is None else float(cfg.mf.first_order_coef),
         "jvp_impl": str(cfg.mf.get("jvp_impl", "none")),
         "lr": float(cfg.optim.lr),
@@ -135,8 +144,10 @@ def _set_logging_group(cfg: DictConfig, params: dict[str, Any], num: int) -> Non
     with open_dict(cfg):
         cfg.logger.wandb.group = sweep_group(cfg)
         if cfg.logger.wandb.get("name") is None:
-            c = "cfm" if params["c"] is None else f"c{params['c']:g}"
-            cfg.logger.wandb.name = f"{num}-{c}-{params['jvp_impl']}"
+            parts = [] if params["objective"] == "meanflow" else [params["objective"]]
+            parts += [] if params["c"] is None else [f"c{params['c']:g}"]
+            parts += [] if params["jvp_impl"] == "none" else [params["jvp_impl"]]
+            cfg.logger.wandb.name = "-".join([str(num), *parts])
 
 
 def _close_wandb() -> None:
