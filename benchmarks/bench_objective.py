@@ -3,7 +3,8 @@
 Same backbone (ncsnpp_tiny preset), same batch (2 x 128 frames, 256 bins), fp32; by default every
 sample takes the MeanFlow branch (r < t), the most expensive case (`--mf-fraction` for a mix).
 `python -m benchmarks.bench_objective [--frames 128] [--batch 2] [--repeats 3] [--device cpu]
-[--backbone ncsnpp_tiny] [--mf-fraction 1.0]`
+[--backbone ncsnpp_tiny] [--mf-fraction 1.0] [--family]`; ``--family`` times the objectives of
+``mf_objective`` (meanflow, imf, split) instead of the JVP implementations.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from benchmarks.common import machine, markdown_table, time_call
-from meanflowse.method.objective import MeanFlowConfig, cfm_loss, single_pass_loss, two_pass_loss
+from meanflowse.method.objective import MeanFlowConfig, cfm_loss, single_pass_loss, split_loss, two_pass_loss
 from meanflowse.method.path import PathConfig, complex_noise_like, conditional_velocity, sample_xt
 
 VARIANTS = [  # (label, formulation, jvp_impl, jvp_chunk, jvp_reuse_primal)
@@ -39,6 +40,7 @@ def run(
     backbone: str = "ncsnpp_tiny",
     device: str = "cpu",
     mf_fraction: float = 1.0,
+    family: bool = False,
 ):
     """``mf_fraction``: share of the batch with ``r < t`` (the rest ``r = t``); 1.0 is the worst
     case, 0.25 about the end of the reference curriculum (``w (1 - p) = 0.225``)."""
@@ -69,12 +71,22 @@ def run(
     cfm = time_call(step(lambda: cfm_loss(fn, cfg=base, **b)), repeats=repeats)
     rows = [["CFM (reference point)", f"{cfm:.3f}", "1.00x"]]
     print(" | ".join(rows[-1]), flush=True)
-    for label, form, impl, chunk, reuse in VARIANTS:
-        cfg = replace(base, formulation=form, jvp_impl=impl, jvp_chunk=chunk, jvp_reuse_primal=reuse)
-        if form == "single_pass":
-            loss = lambda: single_pass_loss(fn, r=r, cfg=cfg, **b).loss
-        else:
-            loss = lambda: two_pass_loss(fn, r=r, w_mf=0.25, cfg=cfg, **b).loss
+    losses = {  # the mean-flow family (mf_objective=meanflow, imf, split), func JVP, single pass
+        "meanflow (func, single pass)": lambda: single_pass_loss(fn, r=r, cfg=base, **b).loss,
+        "imf (predicted tangent, func, single pass)": lambda: (
+            single_pass_loss(fn, r=r, cfg=base, tangent_mix=0.0, **b).loss
+        ),
+        "split (no JVP, two passes without gradient)": lambda: split_loss(fn, r=r, cfg=base, **b).loss,
+    }
+    if not family:
+        losses = {}
+        for label, form, impl, chunk, reuse in VARIANTS:
+            cfg = replace(base, formulation=form, jvp_impl=impl, jvp_chunk=chunk, jvp_reuse_primal=reuse)
+            if form == "single_pass":
+                losses[label] = lambda cfg=cfg: single_pass_loss(fn, r=r, cfg=cfg, **b).loss
+            else:
+                losses[label] = lambda cfg=cfg: two_pass_loss(fn, r=r, w_mf=0.25, cfg=cfg, **b).loss
+    for label, loss in losses.items():
         sec = time_call(step(loss), repeats=repeats)
         rows.append([label, f"{sec:.3f}", f"{sec / cfm:.2f}x"])
         print(" | ".join(rows[-1]), flush=True)
@@ -95,6 +107,9 @@ if __name__ == "__main__":
     ap.add_argument("--backbone", default="ncsnpp_tiny")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mf-fraction", type=float, default=1.0, help="share of samples with r < t")
+    ap.add_argument(
+        "--family", action="store_true", help="meanflow, imf and split instead of the JVP variants"
+    )
     a = ap.parse_args()
     run(
         frames=a.frames,
@@ -103,4 +118,5 @@ if __name__ == "__main__":
         backbone=a.backbone,
         device=a.device,
         mf_fraction=a.mf_fraction,
+        family=a.family,
     )
