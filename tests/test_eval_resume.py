@@ -332,6 +332,10 @@ def test_eval_py_exits_zero_with_counts_when_files_were_scored(ckpt, tmp_path):
     saved = json.loads((out / "summary.json").read_text())
     assert saved["num_files"] == 2 and saved["num_failed"] == 1
     assert saved["counts"]["si_sdr"] == 2 and "dnsmos_ovrl" not in saved["counts"]  # dnsmos=false
+    # Hydra's eval.log keeps the run's record: what was done, the means, the failed file
+    record = (tmp_path / "hydra" / "eval.log").read_text()
+    assert f"{ckpt}:" in record and "2 files, 1 failed" in record
+    assert f"SI-SDR (dB) {saved['si_sdr']:.4g}" in record and "failed c.wav" in record
 
 
 def test_eval_py_exits_nonzero_when_nothing_was_scored(ckpt, tmp_path):

@@ -72,6 +72,8 @@ def test_presets_compose_and_typos_fail():
     space = optuna.hydra.sweeper.params
     assert "interval" in space["optim.lr"] and space["mf.jvp_impl"] == "func"
     assert "mf.first_order_coef" in space and "curriculum.gamma_start" in space
+    family = _compose_sweep(["hydra/sweeper=objectives"])
+    assert family.hydra.sweeper.params["mf_objective"] == "meanflow,imf,split,cfm"
     slurm = _compose_sweep(["hydra/launcher=slurm"])
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
     assert slurm.hydra.launcher.gpus_per_node == 1
@@ -413,29 +415,40 @@ def _wandb_records(run_dir: Path):
             break
 
 
-def test_a_sweep_job_s_wandb_run_holds_flat_keys_tags_and_step_time(tmp_path):
-    """One tiny job with logger=wandb (offline): the run's config has top-level dotted keys
-    (group by ``mf.first_order_coef``), its tags and job_type say the task, and the job's step
-    time and peak memory are logged beside the eval numbers."""
+def test_a_two_job_sweep_s_wandb_runs_hold_flat_keys_tags_and_step_time(tmp_path, capfd):
+    """Two tiny jobs (c 0.5 and 1.0) with logger=wandb (offline), as a multirun's jobs 0 and 1:
+    each run's config has top-level dotted keys (group by ``mf.first_order_coef``), its tags and
+    job_type say the task, both share the sweep's group under their own names, and each job's
+    step time and peak memory are logged beside the eval numbers. wandb prints no warning about
+    the ``anonymous`` setting (Lightning passed it; QuietWandbLogger does not)."""
     import json as json_
 
-    cfg = compose_cfg(
-        "sweep",
-        [*QUIET_JOB, "logger=wandb", "trainer.max_steps=3", "sweep.eval_nfe=[1]", "sweep.group=wb"],
-        tmp_path,
-    )
-    S.run_job(cfg, reraise=True)
-    run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
-    config, logged, run = {}, set(), None
-    for record in _wandb_records(run_dir):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run = record.run
-            config.update({i.key: i.value_json for i in record.run.config.update})
-        elif kind == "config":
-            config.update({i.key: i.value_json for i in record.config.update})
-        elif kind == "history":
-            logged.update(i.key or "/".join(i.nested_key) for i in record.history.item)
-    assert run is not None and "sweep" in list(run.tags) and run.job_type == "sweep" and run.run_group == "wb"
-    assert json_.loads(config["mf.first_order_coef"]) == 0.5 and json_.loads(config["mf.jvp_impl"]) == "func"
-    assert {"train/step_time_mf_s", "train/peak_memory_mb", "eval/nfe1/pesq"} <= logged
+    runs = {}
+    for num, c in enumerate((0.5, 1.0)):
+        job = tmp_path / str(num)
+        cfg = compose_cfg(
+            "sweep",
+            [*QUIET_JOB, "logger=wandb", "trainer.max_steps=3", "sweep.eval_nfe=[1]", "sweep.group=wb"]
+            + [f"mf.first_order_coef={c}"],
+            job,
+        )
+        S.run_job(cfg, reraise=True)
+        config, logged, run = {}, set(), None
+        for record in _wandb_records(next((job / "wandb").glob("offline-run-*"))):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                run = record.run
+                config.update({i.key: i.value_json for i in record.run.config.update})
+            elif kind == "config":
+                config.update({i.key: i.value_json for i in record.config.update})
+            elif kind == "history":
+                logged.update(i.key or "/".join(i.nested_key) for i in record.history.item)
+        assert run is not None and "sweep" in list(run.tags) and run.job_type == "sweep"
+        assert (
+            json_.loads(config["mf.first_order_coef"]) == c and json_.loads(config["mf.jvp_impl"]) == "func"
+        )
+        assert {"train/step_time_mf_s", "train/peak_memory_mb", "eval/nfe1/pesq"} <= logged
+        runs[num] = run
+    assert runs[0].run_group == runs[1].run_group == "wb"
+    assert runs[0].run_id != runs[1].run_id and runs[0].display_name != runs[1].display_name
+    assert "anonymous" not in "".join(capfd.readouterr())

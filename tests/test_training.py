@@ -422,8 +422,9 @@ def test_finite_model_checkpoint_skips_nan_and_ranks_numbers():
     assert cb.check_monitor_top_k(None, torch.tensor(1.0))  # fewer than top-k saved yet
 
 
-def test_a_training_run_drops_the_known_noise_and_nothing_else(tmp_path, caplog):
-    """Lightning's LeafSpec FutureWarning and its cloud-logger tip are gone; other warnings and
+def test_a_training_run_drops_the_known_noise_and_nothing_else(tmp_path, caplog, capsys):
+    """Lightning's LeafSpec FutureWarning and its cloud-logger tip are gone, and its model
+    summary with "Total FLOPs: 0" (the log names the backbone's size instead); other warnings and
     log lines of the same kinds still show."""
     import logging
     import warnings
@@ -443,3 +444,4 @@ def test_a_training_run_drops_the_known_noise_and_nothing_else(tmp_path, caplog)
     assert not any("LeafSpec" in t for t in texts) and "some other deprecation" in texts
     assert "seamless cloud logging" not in caplog.text
     assert "another message from Lightning" in caplog.text
+    assert "FLOPs" not in capsys.readouterr().out and "parameters (" in caplog.text

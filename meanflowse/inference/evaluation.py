@@ -273,4 +273,22 @@ def evaluate(cfg: DictConfig, *, enhancer: Enhancer | None = None) -> dict[str, 
     console.print(results_table(ok, summary, title=title, keys=keys))
     for it in failures:
         console.print(f"[red]failed[/red] {it.row['file']}: {it.row['error']}")
+    log_record(cfg.ckpt_path, title, summary, keys, failures)
     return summary
+
+
+def log_record(ckpt: Any, title: str, summary: dict[str, Any], keys: list[str], failures: list) -> None:
+    """What the run did, through logging, so Hydra's ``eval.log`` in the run folder keeps it (the
+    table above goes to the terminal only)."""
+    log.info("%s: %s", ckpt, title)
+    noisy = summary.get("noisy") or {}
+    means = [
+        f"{registry.label(k)} {summary[k]:.4g}"
+        + (f" (noisy {noisy[k]:.4g})" if registry.is_finite(noisy.get(k)) else "")
+        for k in keys
+        if isinstance(summary.get(k), float) and registry.is_finite(summary[k])
+    ]
+    if means:
+        log.info("means: %s", ", ".join(means))
+    for it in failures:
+        log.warning("failed %s: %s", it.row["file"], it.row["error"])

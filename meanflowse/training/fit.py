@@ -197,10 +197,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
     log_flat_config(loggers, cfg)
+    params = list(module.backbone.parameters())
     log.info(
-        "backbone %s: %.2fM parameters",
+        "backbone %s: %s parameters (%s trained), %.1f MB; objective %s",
         cfg.backbone._target_.rsplit(".", 1)[-1],
-        sum(p.numel() for p in module.backbone.parameters()) / 1e6,
+        f"{sum(p.numel() for p in params):,}",
+        f"{sum(p.numel() for p in params if p.requires_grad):,}",
+        sum(p.numel() * p.element_size() for p in params) / 1e6,
+        type(module.objective).__name__,
     )
     # Our checkpoints hold tensors and plain containers only, so the safe loader reads them.
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
