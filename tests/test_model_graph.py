@@ -101,6 +101,16 @@ def test_a_checkpoint_from_before_the_graph_resumes(tmp_path):
         train(other)
 
 
+def test_a_cfm_run_from_before_the_graph_resumes_under_mf_objective_cfm(tmp_path):
+    """Before the CFM class, mf_objective=cfm was MeanFlow at weight_final 0: the same model and
+    objective, so resume's same-model check accepts it under today's mf_objective=cfm (and not
+    a MeanFlow config with spans)."""
+    old = torch.load(FIXTURE / "last.ckpt", weights_only=True)["hyper_parameters"]["config"]
+    old_cfm = migrate_config({**old, "mf": {**old["mf"], "weight_final": 0.0}})
+    assert config_differences(old_cfm, compose_cfg("train", CFM, tmp_path)) == []
+    assert "mf._target_" in " ".join(config_differences(old_cfm, compose_cfg("train", OVERRIDES, tmp_path)))
+
+
 def test_every_declared_part_is_where_the_contents_module_says():
     ckpt = read_checkpoint(FIXTURE / "last.ckpt")
     assert all(contents.present(ckpt).values()), contents.present(ckpt)

@@ -18,6 +18,7 @@ import meanflowse.sweep.job as S
 from helpers import CONFIGS, TINY, compose_cfg
 from meanflowse.method.curriculum import CurriculumConfig
 from meanflowse.method.objectives import MeanFlowObjective
+from meanflowse.sweep import plots as sweep_plots
 from meanflowse.sweep import step_timer
 
 # a tiny job without validation metrics or progress bars; checkpoints ranked by the one-step MSE
@@ -99,7 +100,8 @@ def test_a_sweep_can_vary_the_objective(tmp_path, objective, params, name):
     S._set_logging_group(cfg, got, 3)
     assert cfg.logger.wandb.name == name
     rows = [{"status": "ok", "job": "0", "objective": objective, "c": got["c"], "jvp_impl": "x", "nfe": 1}]
-    assert G._line_label(rows[0], objectives_vary=True).startswith(objective)
+    assert sweep_plots._line_label(rows[0], objectives_vary=True).startswith(objective)
+    assert G._method(rows[0]) == ("x" if objective == "meanflow" else f"{objective}/x")
 
 
 def test_wandb_group_is_set_from_the_sweep_config(tmp_path):

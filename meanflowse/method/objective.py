@@ -135,17 +135,17 @@ def mean_flow_target(
     it on the way (``func``), else ``None`` and the caller runs an ordinary forward.
     """
     logs: dict[str, float] = {}
-    tangent = v
-    if tangent_mix != 1.0:
-        tangent = predicted_tangent(net_fn, x_t=x_t, y=y, t=t, v=v, mix=tangent_mix)
-        with torch.no_grad():
-            logs["tangent_cos"] = (
-                torch.nn.functional.cosine_similarity(tangent.flatten(1), v.flatten(1), dim=1).mean().item()
-            )
-    kw = dict(x_t=x_t, y=y, t=t, r=r, v=tangent)
     u = None
-    # The JVP is computed in fp32 whatever the surrounding autocast says.
+    # The JVP, and the predicted tangent it follows, are computed in fp32 whatever the
+    # surrounding autocast says.
     with torch.autocast(x_t.device.type, enabled=False):
+        tangent = v
+        if tangent_mix != 1.0:
+            tangent = predicted_tangent(net_fn, x_t=x_t, y=y, t=t, v=v, mix=tangent_mix)
+            with torch.no_grad():
+                cos = torch.nn.functional.cosine_similarity(tangent.flatten(1), v.flatten(1), dim=1)
+                logs["tangent_cos"] = cos.mean().item()
+        kw = dict(x_t=x_t, y=y, t=t, r=r, v=tangent)
         if cfg.jvp_impl == "func":
             u, dudt = jvp_func(net_fn, **kw, reuse_primal=cfg.jvp_reuse_primal)
         elif cfg.jvp_impl == "autograd":
@@ -280,17 +280,22 @@ def split_loss(
     r: Tensor,
     v: Tensor,
     cfg: ObjectiveConfig,
+    s_min: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> LossOutput:
     """SplitMeanFlow with one graded pass per sample: ``r = t`` samples regress ``v`` (the
-    flow-matching boundary), the others :func:`split_target` at ``s = t - lam (t - r)``,
-    ``lam ~ U(0, 1)``. No JVP: two passes without gradient on the span samples instead."""
+    flow-matching boundary), the others :func:`split_target` at ``s = t - lam (t - low)``,
+    ``lam ~ U(0, 1)``, ``low = max(r, s_min)``: the split time stays within the times training
+    draws (``s_min = t_eps``; with ``curriculum.r_min = 0``, ``r`` itself may lie below it). No
+    JVP: two passes without gradient on the span samples instead; they run under the surrounding
+    autocast (bf16-mixed gives a bf16 target, where MeanFlow's JVP target is fp32)."""
     target = v
     span = (r < t).nonzero(as_tuple=True)[0]
     if len(span):
         t_s, r_s = t[span], r[span]
         lam = torch.rand(len(span), device=t.device, dtype=t.dtype, generator=generator)
-        s = t_s - lam * (t_s - r_s)
+        low = r_s.clamp_min(s_min).minimum(t_s)
+        s = t_s - lam * (t_s - low)
         split = split_target(net_fn, x_t=x_t[span], y=y[span], t=t_s, r=r_s, s=s)
         _check_finite("the SplitMeanFlow target", split)
         target = v.index_put((span,), split.to(v.dtype))

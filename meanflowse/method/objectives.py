@@ -35,6 +35,7 @@ class PathBatch:
     t: Tensor  # [B] times in (t_eps, T_rev]
     v: Tensor  # the conditional velocity dx_t/dt
     progress: float  # training progress in [0, 1] (step / total steps): the schedules' clock
+    t_min: float = 0.0  # the lowest time training draws (path.t_eps)
 
 
 @dataclass
@@ -145,7 +146,7 @@ class ImprovedMeanFlowObjective(MeanFlowObjective):
 @dataclass
 class SplitMeanFlowObjective(ObjectiveConfig):
     """SplitMeanFlow (Guo et al. 2025, arXiv 2507.16884): no JVP. A span sample ``r < t`` is
-    split at ``s = t - lam (t - r)``, ``lam ~ U(0, 1)``, and ``u(x_t, r, t)`` regresses the
+    split at ``s = t - lam (t - max(r, t_eps))``, ``lam ~ U(0, 1)``, and ``u(x_t, r, t)`` regresses the
     interval-additivity target ``((s - r) u(z_s, r, s) + (t - s) u(x_t, s, t)) / (t - r)`` with
     ``z_s = x_t - (t - s) u(x_t, s, t)`` (two passes without gradient); ``r = t`` samples regress
     ``v``, the flow-matching boundary. The ``r`` draw and its schedule are the MeanFlow single
@@ -165,7 +166,8 @@ class SplitMeanFlowObjective(ObjectiveConfig):
     def __call__(self, net_fn: NetFn, batch: PathBatch, curriculum: CurriculumConfig) -> LossOutput:
         now = _Schedule.at(self.weight_final, batch.progress, curriculum)
         r = now.single_pass_r(batch.t, curriculum)
-        out = split_loss(net_fn, x_t=batch.x_t, y=batch.y, t=batch.t, r=r, v=batch.v, cfg=self)
+        kw = dict(x_t=batch.x_t, y=batch.y, t=batch.t, r=r, v=batch.v, cfg=self, s_min=batch.t_min)
+        out = split_loss(net_fn, **kw)
         out.logs.update(now.logs())
         return out
 

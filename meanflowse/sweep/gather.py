@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
-from meanflowse.atomic import atomic_path, write_text_atomic
+from meanflowse.atomic import write_text_atomic
 from meanflowse.metrics import registry
 
 log = logging.getLogger(__name__)
@@ -166,17 +166,16 @@ def _varies(rows: list[dict], key: str) -> bool:
     return len({str(r.get(key)) for r in rows}) > 1
 
 
+def _method(row: dict) -> str:
+    """What a job's step time measures: the JVP implementation, prefixed by the objective when
+    it is not MeanFlow (``imf/func``, ``split/none``), so objectives are never averaged together."""
+    objective, impl = row.get("objective"), str(row.get("jvp_impl"))
+    return impl if objective in (None, "", "meanflow") else f"{objective}/{impl}"
+
+
 def _order(row: dict) -> tuple:
     """Rows by objective, c, JVP implementation and NFE."""
     return (str(row.get("objective")), str(row.get("c")), str(row.get("jvp_impl")), row.get("nfe") or 0)
-
-
-def _line_label(row: dict, objectives_vary: bool) -> str:
-    """A plot line's name: ``c = 0.5``, or ``imf, c = 1`` when the sweep varies the objective
-    (cfm and split have no c: None in a record, an empty cell in the CSV)."""
-    c, parts = row.get("c"), [str(row.get("objective"))] if objectives_vary else []
-    parts += [f"c = {float(c):g}"] if c not in (None, "") else []
-    return ", ".join(parts) or str(row.get("objective"))
 
 
 def _cell(row: dict, key: str) -> str:
@@ -213,7 +212,7 @@ def results_markdown(rows: list[dict]) -> str:
     lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in ok]
     per_impl: dict[str, list[dict]] = defaultdict(list)
     for r in {r["job"]: r for r in ok}.values():
-        per_impl[r["jvp_impl"]].append(r)
+        per_impl[_method(r)].append(r)
     lines += ["", "| jvp | ms/step with JVP | ms/step without | jobs |", "|---|---|---|---|"]
     for impl, jobs in sorted(per_impl.items()):
         mf, cfm = ([r.get(k, math.nan) for r in jobs] for k in ("mf_step_ms", "step_cfm_ms"))
@@ -223,103 +222,6 @@ def results_markdown(rows: list[dict]) -> str:
     failed = [r for r in rows if r["status"] != "ok"]
     lines += [""] + [f"- job {r['job']} {r['status']}: {r['error']}" for r in failed]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _save_figure(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    return path
-
-
-MARKERS = ("o", "s", "^", "D", "v", "P")
-
-
-def plot_metric_vs_nfe(rows: list[dict], path: Path) -> Path | None:
-    """One panel per metric: the mean over JVP implementations against NFE, a line and marker per
-    c with bars of the jobs' mean 95% interval over files, each job a faint dot, the noisy input
-    dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in rows if r["status"] == "ok" and r.get("nfe") is not None]
-    keys = registry.present(ok, registry.reference_keys())
-    if not keys:
-        return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        by_line: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-        vary = _varies(ok, "objective")
-        for r in ok:  # (the job's mean, its 95% half-width over files)
-            if math.isfinite(r.get(key, math.nan)):
-                by_line[_line_label(r, vary)][r["nfe"]].append((r[key], r.get(f"{key}_ci95", math.nan)))
-        for i, (label, by_nfe) in enumerate(sorted(by_line.items())):
-            nfes = sorted(by_nfe)
-            # lines of equal values would hide each other: each line gets its marker and a small
-            # shift along the (log) NFE axis
-            xs = [n * 1.04**i for n in nfes]
-            means = [mean_or_nan([v for v, _ in by_nfe[n]]) for n in nfes]
-            bars = [mean_or_nan([h for _, h in by_nfe[n] if math.isfinite(h)]) for n in nfes]
-            line = ax.errorbar(
-                xs, means, yerr=bars, marker=MARKERS[i % len(MARKERS)], capsize=3, label=label
-            )[0]
-            for x, n in zip(xs, nfes):
-                ax.scatter(
-                    [x] * len(by_nfe[n]), [v for v, _ in by_nfe[n]], color=line.get_color(), alpha=0.3, s=12
-                )
-        noisy = [r[f"noisy_{key}"] for r in ok if math.isfinite(r.get(f"noisy_{key}", math.nan))]
-        if noisy:
-            ax.axhline(mean_or_nan(noisy), color="gray", linestyle="--", linewidth=1, label="noisy input")
-        ax.set_xscale("log")
-        ticks = sorted({r["nfe"] for r in ok})
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set(xlabel="NFE", ylabel=registry.label(key), title=f"{registry.label(key)} against NFE")
-        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=6))
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        return _save_figure(fig, path)
-    finally:
-        plt.close(fig)
-
-
-def plot_step_time(rows: list[dict], path: Path) -> Path | None:
-    """Mean training-step time per JVP implementation (steps with the MeanFlow branch on),
-    a dot per job; dashed: the steps without the branch (no JVP), for scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    per_job = {r["job"]: r for r in rows if r["status"] == "ok"}  # one row per job is enough
-    by_impl: dict[str, list[float]] = defaultdict(list)
-    for r in per_job.values():
-        ms = r.get("mf_step_ms", math.nan)
-        if not math.isfinite(ms):
-            ms = r.get("step_ms", math.nan)
-        if math.isfinite(ms):
-            by_impl[r["jvp_impl"]].append(ms)
-    if not by_impl:
-        return None
-    impls = sorted(by_impl, key=lambda k: mean_or_nan(by_impl[k]))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(impls), 3.4))
-    ax.bar(impls, [mean_or_nan(by_impl[k]) for k in impls], color="tab:blue", alpha=0.6)
-    for i, k in enumerate(impls):
-        ax.scatter([i] * len(by_impl[k]), by_impl[k], color="black", s=12, zorder=3)
-    cfm = [r["step_cfm_ms"] for r in per_job.values() if math.isfinite(r.get("step_cfm_ms", math.nan))]
-    if cfm:
-        ax.axhline(mean_or_nan(cfm), color="gray", linestyle="--", linewidth=1, label="without JVP")
-        ax.legend(fontsize=8)
-    ax.set(xlabel="mf.jvp_impl", ylabel="ms per training step", title="training step time (MeanFlow steps)")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    try:
-        return _save_figure(fig, path)
-    finally:
-        plt.close(fig)
 
 
 def gather(root: str | Path, *, plots: bool = True, console: Any = None) -> dict[str, Any]:
@@ -339,10 +241,12 @@ def gather(root: str | Path, *, plots: bool = True, console: Any = None) -> dict
     write_text_atomic(out["markdown"], results_markdown(rows))
     out["failed"] = [r for r in rows if r["status"] != "ok"]
     if plots:
+        from meanflowse.sweep import plots as plots_module  # it imports this module's helpers
+
         try:
             made = (
-                plot_metric_vs_nfe(rows, root / "metric_vs_nfe.png"),
-                plot_step_time(rows, root / "step_time.png"),
+                plots_module.plot_metric_vs_nfe(rows, root / "metric_vs_nfe.png"),
+                plots_module.plot_step_time(rows, root / "step_time.png"),
             )
             out["plots"] = [p for p in made if p is not None]
         except ImportError as err:  # the table matters more than the pictures

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -113,9 +114,30 @@ def _leaves(value: Any, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
+def _canonical_objective(mf: Any) -> Any:
+    """``mf`` of an objective whose span weight ``weight_final`` is 0 as CFM's keys: it never
+    draws ``r < t``, so it trains the flow-matching term alone, which is CFM. Runs from before
+    the CFM class (``mf_objective=cfm`` was MeanFlow at weight 0) resume under today's
+    ``mf_objective=cfm``, and the other way round."""
+    if not isinstance(mf, Mapping) or mf.get("weight_final", None) != 0:
+        return mf
+    from meanflowse.method.objective import ObjectiveConfig
+    from meanflowse.method.objectives import CFMObjective
+
+    shared = {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    target = f"{CFMObjective.__module__}.{CFMObjective.__qualname__}"
+    return {"_target_": target, **{k: v for k, v in mf.items() if k in shared}}
+
+
 def model_keys(config: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`RESUME_KEYS` leaves of a config, e.g. ``{"mf.first_order_coef": 0.5, ...}``."""
-    leaves = {k: v for key in RESUME_KEYS for k, v in _leaves(_select(config, key), key).items()}
+    leaves = {
+        k: v
+        for key in RESUME_KEYS
+        for k, v in _leaves(
+            _canonical_objective(_select(config, key)) if key == "mf" else _select(config, key), key
+        ).items()
+    }
     return {k: v for k, v in leaves.items() if k not in RESUME_FREE_KEYS}
 
 

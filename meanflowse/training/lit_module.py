@@ -109,7 +109,7 @@ class MeanFlowSEModule(LightningModule):
         z = complex_noise_like(x)
         x_t = sample_xt(x=x, y=y, z=z, t=t, cfg=self.path)
         v = conditional_velocity(x=x, y=y, z=z, cfg=self.path)
-        on_path = PathBatch(x_t=x_t, y=y, t=t, v=v, progress=progress)
+        on_path = PathBatch(x_t=x_t, y=y, t=t, v=v, progress=progress, t_min=self.path.t_eps)
         out, failure = None, None
         try:
             out = self.objective(self.net_fn, on_path, self.curriculum)
