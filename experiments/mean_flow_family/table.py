@@ -17,6 +17,7 @@ from pathlib import Path
 KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
 LABELS = {"pesq": "PESQ", "estoi": "ESTOI", "si_sdr": "SI-SDR dB", "dnsmos_ovrl": "OVRL"}
 HERE = Path(__file__).resolve().parent
+ORDER = {"cfm": 0, "meanflow": 1, "meanflow_c1": 2, "imf": 3, "imf_b094": 4, "split": 5}
 
 
 def runs(root: Path) -> dict[tuple[str, int], list[dict]]:
@@ -52,13 +53,13 @@ def main(root: Path) -> None:
     rows = []
     noisy = next(iter(found.values()))[0]["noisy"]
     print("| noisy input | — | — | " + " | ".join(f"{noisy[k]:.{digits[k]}f}" for k in KEYS) + " | — |")
-    for (recipe, nfe), seeds in sorted(found.items()):
-        cells = [cell([s[k] for s in seeds], digits[k]) for k in KEYS]
+    for (recipe, nfe), seeds in sorted(found.items(), key=lambda kv: (ORDER.get(kv[0][0], 9), kv[0])):
+        cells = [cell([s[k] for s in seeds if k in s], digits[k]) for k in KEYS]  # no DNSMOS at NFE > 1
         minutes = cell([s["train_min"] for s in seeds], 1)
         print(f"| {recipe} | {nfe} | {len(seeds)} | " + " | ".join(cells) + f" | {minutes} |")
         for s in seeds:
             rows.append({"recipe": recipe, "nfe": nfe, "seed": s["seed"], "train_min": s["train_min"]})
-            rows[-1].update({k: s[k] for k in KEYS})
+            rows[-1].update({k: s.get(k) for k in KEYS})
     with open(HERE / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
