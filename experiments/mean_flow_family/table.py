@@ -14,8 +14,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-KEYS = ("pesq", "estoi", "si_sdr", "dnsmos_ovrl")
-LABELS = {"pesq": "PESQ", "estoi": "ESTOI", "si_sdr": "SI-SDR dB", "dnsmos_ovrl": "OVRL"}
+from meanflowse.metrics import registry  # the one list of metrics
+
+KEYS = [k for k in registry.brief_keys() if k != "spk_sim"]  # the figures the study compares
 HERE = Path(__file__).resolve().parent
 ORDER = {"cfm": 0, "meanflow": 1, "meanflow_c1": 2, "imf": 3, "imf_b094": 4, "split": 5}
 
@@ -47,8 +48,8 @@ def main(root: Path) -> None:
     found = runs(root)
     if not found:
         sys.exit(f"{root}: no <recipe>-s<seed>/enhanced-nfe<N>/summary.json; run run.sh first")
-    digits = {"pesq": 3, "estoi": 3, "si_sdr": 2, "dnsmos_ovrl": 3}
-    head = ["recipe", "NFE", "seeds", *(LABELS[k] for k in KEYS), "train min"]
+    digits = {k: max(registry.metric_of(k).decimals, 2) for k in KEYS}
+    head = ["recipe", "NFE", "seeds", *(registry.label(k) for k in KEYS), "train min"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     rows = []
     noisy = next(iter(found.values()))[0]["noisy"]
