@@ -80,14 +80,10 @@ class _Schedule:
         return {"w_mf": self.w_logged, "gamma": self.gamma}
 
 
-@dataclass
-class MeanFlowObjective(MeanFlowConfig):
-    """MeanFlow with the JVP target (method.md section 4): the CFM term on ``r = t`` samples and
-    the average velocity over ``(r, t)`` on the others, weighted by the curriculum's ``w_mf``.
-    With ``weight_final = 0`` it is CFM (no JVP is ever computed)."""
+class _SpanWeighted:
+    """What objectives with a span term weighted by the curriculum (``weight_final``) share."""
 
-    def __post_init__(self) -> None:
-        self._auto_jvp = AutoJvp()  # jvp_impl=auto: which implementation works, found once
+    weight_final: float
 
     @property
     def learns_average_velocity(self) -> bool:
@@ -95,8 +91,18 @@ class MeanFlowObjective(MeanFlowConfig):
         return self.weight_final > 0
 
     def weight_at(self, progress: float, curriculum: CurriculumConfig) -> float:
-        """``w_mf`` at this point of training, 0 while the MeanFlow term is skipped."""
+        """The span weight ``w_mf`` at this point of training, 0 while spans are skipped."""
         return _Schedule.at(self.weight_final, progress, curriculum).w_mf
+
+
+@dataclass
+class MeanFlowObjective(_SpanWeighted, MeanFlowConfig):
+    """MeanFlow with the JVP target (method.md section 4): the CFM term on ``r = t`` samples and
+    the average velocity over ``(r, t)`` on the others, weighted by the curriculum's ``w_mf``.
+    With ``weight_final = 0`` it is CFM (no JVP is ever computed)."""
+
+    def __post_init__(self) -> None:
+        self._auto_jvp = AutoJvp()  # jvp_impl=auto: which implementation works, found once
 
     @property
     def tangent_mix(self) -> float:
@@ -144,7 +150,7 @@ class ImprovedMeanFlowObjective(MeanFlowObjective):
 
 
 @dataclass
-class SplitMeanFlowObjective(ObjectiveConfig):
+class SplitMeanFlowObjective(_SpanWeighted, ObjectiveConfig):
     """SplitMeanFlow (Guo et al. 2025, arXiv 2507.16884): no JVP. A span sample ``r < t`` is
     split at ``s = t - lam (t - max(r, t_eps))``, ``lam ~ U(0, 1)``, and ``u(x_t, r, t)`` regresses the
     interval-additivity target ``((s - r) u(z_s, r, s) + (t - s) u(x_t, s, t)) / (t - r)`` with
@@ -154,14 +160,6 @@ class SplitMeanFlowObjective(ObjectiveConfig):
     ``p_r_equals_t`` 0.1; the paper trains 25-50% of samples on the boundary)."""
 
     weight_final: float = 0.5  # final span weight w; 0 trains the boundary alone (CFM)
-
-    @property
-    def learns_average_velocity(self) -> bool:
-        return self.weight_final > 0
-
-    def weight_at(self, progress: float, curriculum: CurriculumConfig) -> float:
-        """The span weight ``w`` at this point of training, 0 while spans are skipped."""
-        return _Schedule.at(self.weight_final, progress, curriculum).w_mf
 
     def __call__(self, net_fn: NetFn, batch: PathBatch, curriculum: CurriculumConfig) -> LossOutput:
         now = _Schedule.at(self.weight_final, batch.progress, curriculum)

@@ -30,7 +30,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from meanflowse.atomic import write_text_atomic
-from meanflowse.config import CONFIG_DIR
+from meanflowse.config import CONFIG_DIR, target_of
 from meanflowse.sweep.gather import RECORD, SweepError
 from meanflowse.sweep.step_timer import StepTimer
 
@@ -98,7 +98,7 @@ def objective_name(target: str | None) -> str:
     """The ``mf_objective`` option of an objective class path (``meanflow``, ``imf``, ...)."""
     from meanflowse.method.objectives import OBJECTIVES
 
-    names = {f"{cls.__module__}.{cls.__qualname__}": name for name, cls in OBJECTIVES.items()}
+    names = {target_of(cls): name for name, cls in OBJECTIVES.items()}
     return names.get(str(target), str(target).rsplit(".", 1)[-1])
 
 

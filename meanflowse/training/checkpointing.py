@@ -16,8 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from meanflowse.atomic import atomic_path
 from meanflowse.checkpoint_contents import config_of
+from meanflowse.config import target_of
 from meanflowse.inference.checkpoint import checkpoint_problem
 from meanflowse.legacy_config import migrate_config
+from meanflowse.method.objective import ObjectiveConfig
+from meanflowse.method.objectives import CFMObjective
 
 LAST = "last.ckpt"
 log = logging.getLogger(__name__)
@@ -121,23 +124,18 @@ def _canonical_objective(mf: Any) -> Any:
     ``mf_objective=cfm``, and the other way round."""
     if not isinstance(mf, Mapping) or mf.get("weight_final", None) != 0:
         return mf
-    from meanflowse.method.objective import ObjectiveConfig
-    from meanflowse.method.objectives import CFMObjective
-
     shared = {f.name for f in dataclasses.fields(ObjectiveConfig)}
-    target = f"{CFMObjective.__module__}.{CFMObjective.__qualname__}"
-    return {"_target_": target, **{k: v for k, v in mf.items() if k in shared}}
+    return {"_target_": target_of(CFMObjective), **{k: v for k, v in mf.items() if k in shared}}
+
+
+def _model_node(config: Mapping[str, Any], key: str) -> Any:
+    node = _select(config, key)
+    return _canonical_objective(node) if key == "mf" else node
 
 
 def model_keys(config: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`RESUME_KEYS` leaves of a config, e.g. ``{"mf.first_order_coef": 0.5, ...}``."""
-    leaves = {
-        k: v
-        for key in RESUME_KEYS
-        for k, v in _leaves(
-            _canonical_objective(_select(config, key)) if key == "mf" else _select(config, key), key
-        ).items()
-    }
+    leaves = {k: v for key in RESUME_KEYS for k, v in _leaves(_model_node(config, key), key).items()}
     return {k: v for k, v in leaves.items() if k not in RESUME_FREE_KEYS}
 
 
