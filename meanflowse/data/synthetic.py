@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from meanflowse.data import tts
+from meanflowse.data import natural_voice, tts
 from meanflowse.data.signals import NOISE_KINDS, make_noise, spectral_tilt, speech_like
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,17 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
         clean, said = speech_like(rng, n, sr), {"voice": "formant", "text": ""}
         noise = make_noise(kind, rng, n, sr, talker=lambda g: speech_like(g, n, sr))
     else:
+        # A share of the training files is spoken by the natural voice; its own stream decides
+        # which, so the other files keep their bytes.
+        pick = np.random.SeedSequence([settings["seed"], SPLITS.index(split), index, 1])
+        share = settings.get("train_natural_share", 0.0)
+        natural = split == "train" and np.random.default_rng(pick).random() < share
         with tts.session() as eng:  # one fresh engine per file: its bytes depend on its seed only
             voice = tts.draw_voice(rng, split)
-            clean, said = tts.utterance(eng, rng, split, n, sr, voice=voice)
+            if natural:
+                clean, said = natural_voice.utterance(eng, rng, split, n, sr)
+            else:
+                clean, said = tts.utterance(eng, rng, split, n, sr, voice=voice)
             # babble talkers: other voices of the same split, saying other sentences
             noise = make_noise(
                 kind,
@@ -106,6 +114,7 @@ def _settings(
     near_clean_snr_db=(30.0, 50.0),
     train_snr_db=None,
     train_tilt_db=0.0,
+    train_natural_share=0.0,
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = tuple(float(x) for x in duration_s)
@@ -116,6 +125,10 @@ def _settings(
         raise ValueError(f"train_snr_db must be null or (low, high) with low <= high, got {train_snr_db}")
     if not 0.0 <= float(train_tilt_db) <= 24.0:
         raise ValueError(f"train_tilt_db must be in [0, 24] dB per octave, got {train_tilt_db}")
+    if not 0.0 <= float(train_natural_share) <= 1.0:
+        raise ValueError(f"train_natural_share must be in [0, 1], got {train_natural_share}")
+    if float(train_natural_share) > 0 and speech != "tts":
+        raise ValueError("train_natural_share needs data.synthetic.speech=tts (eSpeak NG makes its phonemes)")
     if not 0.0 <= float(near_clean_share) <= 1.0:
         raise ValueError(f"near_clean_share must be in [0, 1], got {near_clean_share}")
     if len(near_clean_snr_db) != 2 or near_clean_snr_db[0] > near_clean_snr_db[1]:
@@ -150,6 +163,7 @@ def _settings(
         ),
         **({"train_snr_db": list(train_snr_db)} if train_snr_db is not None else {}),
         **({"train_tilt_db": float(train_tilt_db)} if train_tilt_db else {}),
+        **({"train_natural_share": float(train_natural_share)} if train_natural_share else {}),
     }
 
 
@@ -178,6 +192,7 @@ def generate_dataset(
     near_clean_snr_db: Sequence[float] = (30.0, 50.0),
     train_snr_db: Sequence[float] | None = None,
     train_tilt_db: float = 0.0,
+    train_natural_share: float = 0.0,
 ) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
@@ -202,6 +217,7 @@ def generate_dataset(
         near_clean_snr_db,
         train_snr_db,
         train_tilt_db,
+        train_natural_share,
     )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
@@ -214,6 +230,8 @@ def generate_dataset(
 
     if settings["speech"] == "tts":
         tts.check_available()  # fail before any file is written, saying what to do
+        if settings.get("train_natural_share"):
+            natural_voice.check_available()
     log.info("generating synthetic dataset in %s (%s)", out, settings["counts"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

