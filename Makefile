@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test test-slow bench sweep-cpu lint clean clean-outputs
+.PHONY: help install demo test test-slow bench sweep-cpu slurm-check lint clean clean-outputs
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench: $(STAMP)  ## run the benchmarks reported in BENCHMARKS.md
 
 sweep-cpu: $(STAMP)  ## the default sweep sized for a 2-core CPU (experiments/cpu_sweep, about 17 minutes)
 	$(PY) sweep.py -m experiment=sweep_cpu
+
+slurm-check: $(STAMP)  ## as root: install Slurm, run it on loopback, sweep + srun DDP + scancel/resume through it (docs/cluster.md)
+	bash scripts/slurm_local.sh
 
 lint: $(STAMP)  ## ruff: lint rules and formatting (pyproject.toml [tool.ruff]); `ruff format .` fixes the latter
 	$(VENV)/bin/ruff check .
