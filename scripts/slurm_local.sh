@@ -22,9 +22,12 @@ if [ "${1:-}" != --inside ]; then
     if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
         echo "== installing Debian's Slurm and MUNGE"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            slurmctld slurmd slurm-client munge >/dev/null
     fi
-    [ -f /etc/munge/munge.key ] || mungekey --create  # Debian's postinst makes one; be sure
+    if [ ! -f /etc/munge/munge.key ]; then  # Debian's postinst makes one; be sure
+        install -d -m 0700 /etc/munge && mungekey --create
+    fi
     rm -rf "$OUT" && mkdir -p "$OUT"
     set +e
     unshare -n "$0" --inside 2>&1 | tee "$OUT/check.log"
