@@ -24,6 +24,12 @@ PY=${PY:-python}
 cd "$(dirname "$0")/.."
 mkdir -p "$RUN"
 pids=()
+stop() {  # SIGTERM first (Lightning may catch it once), then SIGKILL whatever is left
+    kill "${pids[@]}" 2>/dev/null || true
+    sleep 2
+    kill -9 "${pids[@]}" 2>/dev/null || true
+}
+trap 'stop; exit 130' INT TERM
 for ((i = 0; i < NODES; i++)); do
     MASTER_ADDR=127.0.0.1 MASTER_PORT=$PORT WORLD_SIZE=$NODES NODE_RANK=$i GLOO_SOCKET_IFNAME=lo \
         "$PY" train.py trainer=ddp trainer.accelerator=cpu trainer.devices=1 trainer.num_nodes="$NODES" \
@@ -34,7 +40,7 @@ status=0
 for ((k = 0; k < NODES; k++)); do  # a node that fails ends the others (they would wait for it)
     if ! wait -n; then
         status=1
-        kill "${pids[@]}" 2>/dev/null || true
+        stop
     fi
 done
 exit "$status"

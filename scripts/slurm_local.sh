@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make slurm-check`: a real Slurm on this one machine, bound to loopback, then the project's SLURM
 # paths through it:
-#   1. a 2-job sweep, `python sweep.py -m hydra/launcher=slurm_local ...` (hydra-submitit-launcher
+#   1. a 2-job sweep, `python sweep.py -m hydra/launcher=slurm ...` (hydra-submitit-launcher
 #      submits the jobs with sbatch; the records are gathered as on the basic launcher);
 #   2. a 2-task `srun` DDP training (2 CPU ranks, gloo) under Lightning's SLURM environment, which
 #      trains and checkpoints;
@@ -77,10 +77,21 @@ NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 
-cleanup() {
+cleanup() {  # cancel what is left, let its steps end, then stop the daemons and wait for them
     scancel --user=root >/dev/null 2>&1 || true
-    for pid in "$STATE"/run/slurmd.pid "$STATE"/run/slurmctld.pid "$STATE"/run/munged.pid; do
-        [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+    for _ in $(seq 20); do
+        squeue -h 2>/dev/null | grep -q . || break
+        sleep 1
+    done
+    pkill -f slurmstepd 2>/dev/null || true
+    local pids=()
+    for file in "$STATE"/run/slurmd.pid "$STATE"/run/slurmctld.pid "$STATE"/run/munged.pid; do
+        [ -f "$file" ] && pids+=("$(cat "$file")")
+    done
+    kill "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 20); do
+        kill -0 "${pids[@]}" 2>/dev/null || break
+        sleep 0.5
     done
 }
 trap cleanup EXIT
@@ -90,11 +101,13 @@ munged --force --socket="$STATE/munge/munge.socket" --pid-file="$STATE/run/munge
     --log-file="$STATE/munged.log" --seed-file="$STATE/munge/seed"
 slurmctld -f "$SLURM_CONF"
 slurmd -f "$SLURM_CONF"
+idle=false
 for _ in $(seq 60); do
-    sinfo -h -o %T 2>/dev/null | grep -qx idle && break
+    sinfo -h -o %T 2>/dev/null | grep -qx idle && { idle=true; break; }
     sleep 1
 done
 sinfo
+$idle || { echo "the node never became idle; see $STATE/slurmd.log and $STATE/slurmctld.log" >&2; exit 1; }
 echo "== this namespace's interfaces and listening sockets"
 ip -br addr | tee "$OUT/interfaces.txt"
 ss -ltn | tee "$OUT/listening.txt"
@@ -121,12 +134,13 @@ wait_for() {  # wait_for JOBID: until the job has left the queue; prints its fin
 }
 
 echo "== 1. a 2-job sweep through sbatch: python sweep.py -m hydra/launcher=slurm"
-"$PY" sweep.py -m hydra/launcher=slurm hydra.launcher.partition=debug hydra.launcher.gpus_per_node=null \
+timeout 900 "$PY" sweep.py -m hydra/launcher=slurm hydra.launcher.partition=debug hydra.launcher.gpus_per_node=null \
     hydra.launcher.cpus_per_task=1 hydra.launcher.mem_gb=4 hydra.launcher.timeout_min=30 \
     "${TINY[@]}" logger=none trainer.max_steps=2 sweep.eval_nfe=[1] sweep.group=slurm-check \
     mf.first_order_coef=0.5,1.0 mf.jvp_impl=func "hydra.sweep.dir=$OUT/sweep"
-echo "job ids (array_task): $(find "$OUT/sweep/.submitit" -mindepth 1 -maxdepth 1 -type d -name '*_*' -printf '%f ' | sort)"
+echo "job ids (array_task): $(find "$OUT/sweep/.submitit" -mindepth 1 -maxdepth 1 -type d -name '*_*' -printf '%f\n' | sort | tr '\n' ' ')"
 cat "$OUT/sweep/sweep_results.md"
+grep -H -o '"status": "[a-z]*"' "$OUT"/sweep/*/sweep_job.json
 test "$(grep -l '"status": "ok"' "$OUT"/sweep/*/sweep_job.json | wc -l)" = 2
 
 echo "== 2. a 2-task srun DDP training (2 CPU ranks, gloo) under Lightning's SLURM environment"

@@ -99,6 +99,7 @@ def _launch(run, out_dir, *extra, timeout=600):
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         code = None
     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(run.glob("node*.log")))
     assert code == 0, f"the two-node run {'hung' if code is None else f'exited {code}'}:\n{logs}"

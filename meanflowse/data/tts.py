@@ -255,6 +255,8 @@ class _Engine:
         clauses = []
         while cursor.value:
             ipa = self.lib.espeak_TextToPhonemes(ctypes.byref(cursor), self.CHARS_UTF8, self.PHONEMES_IPA)
+            if ipa is None:  # nothing more it can read: stop rather than ask again forever
+                break
             clauses.append(ipa)
         return " ".join(c.decode() for c in clauses if c)
 
