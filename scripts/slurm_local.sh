@@ -132,6 +132,9 @@ wait_for() {  # wait_for JOBID: until the job has left the queue; prints its fin
     done
     scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' || echo "JobState=(purged)"
 }
+ckpt_step() {  # ckpt_step FILE: the global step a checkpoint was written at
+    "$PY" -c "import sys, torch; print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['global_step'])" "$1"
+}
 
 echo "== 1. a 2-job sweep through sbatch: python sweep.py -m hydra/launcher=slurm"
 timeout 900 "$PY" sweep.py -m hydra/launcher=slurm hydra.launcher.partition=debug hydra.launcher.gpus_per_node=null \
@@ -156,16 +159,14 @@ job=$(ddp_job "$OUT/ddp" 4)
 echo "job id: $job"
 wait_for "$job"
 grep -E "GLOBAL_RANK|Restored|Trainer.fit. stopped" "$OUT/ddp.out" || true
-"$PY" - "$OUT/ddp/checkpoints/last.ckpt" <<'PY'
-import sys, torch
-ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=False)
-print(f"checkpoint {sys.argv[1]}: step {ckpt['global_step']}")
-assert ckpt["global_step"] == 4, ckpt["global_step"]
-PY
+step=$(ckpt_step "$OUT/ddp/checkpoints/last.ckpt")
+echo "checkpoint $OUT/ddp/checkpoints/last.ckpt: step $step"
+test "$step" = 4
 
 echo "== 3. scancel a training mid-run, submit it again with ckpt_path=last: it resumes"
-job=$(ddp_job "$OUT/killed" 100000 callbacks.last_checkpoint.every_n_train_steps=5 callbacks.val_metrics=null \
-    trainer.limit_val_batches=0 callbacks.best_si_sdr=null callbacks.model_checkpoint.monitor=null)
+NO_VAL=(callbacks.val_metrics=null trainer.limit_val_batches=0 callbacks.best_si_sdr=null
+    callbacks.model_checkpoint.monitor=null)
+job=$(ddp_job "$OUT/killed" 100000 callbacks.last_checkpoint.every_n_train_steps=5 "${NO_VAL[@]}")
 echo "job id: $job"
 for _ in $(seq 600); do
     [ -f "$OUT/killed/checkpoints/last.ckpt" ] && break
@@ -174,16 +175,13 @@ done
 sleep 10  # a few more checkpoints
 scancel "$job"
 wait_for "$job"
-step=$("$PY" -c "import torch,sys; print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['global_step'])" \
-    "$OUT/killed/checkpoints/last.ckpt")
+step=$(ckpt_step "$OUT/killed/checkpoints/last.ckpt")
 echo "killed; its last checkpoint is at step $step"
-job=$(ddp_job "$OUT/killed" $((step + 5)) ckpt_path=last callbacks.val_metrics=null trainer.limit_val_batches=0 \
-    callbacks.best_si_sdr=null callbacks.model_checkpoint.monitor=null)
+job=$(ddp_job "$OUT/killed" $((step + 5)) ckpt_path=last "${NO_VAL[@]}")
 echo "resubmitted: job id $job"
 wait_for "$job"
 grep -E "Restored|resum" "$OUT/killed.out" | head -3 || true
-end=$("$PY" -c "import torch,sys; print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['global_step'])" \
-    "$OUT/killed/checkpoints/last.ckpt")
+end=$(ckpt_step "$OUT/killed/checkpoints/last.ckpt")
 echo "resumed from step $step, ended at step $end"
 test "$end" = $((step + 5))
 echo "== slurm-check passed"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -13,6 +17,35 @@ import meanflowse.config  # noqa: F401  (schemas)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+
+
+def run_bounded(
+    cmd: list[str], timeout: float, *, env: dict[str, str] | None = None, logs: Callable[[], str] = str
+) -> tuple[int, str]:
+    """Run ``cmd`` from the repository root (tests/ importable, ``env`` added) in a process group
+    of its own; past ``timeout`` (a hung all-reduce) the whole group, any rank processes it started
+    included, is killed and the test fails. Returns the exit status and stdout + stderr together
+    (Hydra logs to stdout) followed by ``logs()``, e.g. the tails of log files the run wrote."""
+    import pytest
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"), **(env or {}))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{cmd[1]} hung for {timeout} s:\n{out[-3000:]}{logs()}")
+    return proc.returncode, out + logs()
+
 
 # The smallest NCSN++ the class accepts, short crops, a handful of generated files.
 TINY = [

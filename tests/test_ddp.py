@@ -4,8 +4,6 @@ validation metrics scored by both ranks, a disjoint share each), and a NaN on on
 skipped by both (mf.nan_policy=skip) instead of hanging the other."""
 
 import os
-import signal
-import subprocess
 import sys
 
 import pytest
@@ -15,7 +13,7 @@ import torch.multiprocessing as mp
 from lightning.pytorch import Callback
 from torch import nn
 
-from helpers import ROOT, TINY
+from helpers import TINY, run_bounded
 from meanflowse.method.objective import MeanFlowConfig, single_pass_loss
 
 IMPLS = ("func", "autograd", "fd")
@@ -224,28 +222,6 @@ def _two_rank_cmd(tmp_path, *extra):
     ]
 
 
-def _run_bounded(cmd, timeout):
-    """Run ``cmd`` in a process group of its own; past ``timeout`` (a hung all-reduce) the whole
-    group, the rank processes Lightning started included, is killed and the test fails."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"the two-rank run hung for {timeout} s:\n{out[-3000:]}")
-    return proc.returncode, out  # stdout and stderr together: Hydra logs to stdout
-
-
 def test_two_rank_training_run_agrees_across_ranks(tmp_path):
     cmd = _two_rank_cmd(
         tmp_path,
@@ -257,7 +233,7 @@ def test_two_rank_training_run_agrees_across_ranks(tmp_path):
         "callbacks.val_metrics.batch_size=1",  # a file per network call, on a rank or in one process
         "callbacks.val_metrics.num_media=0",
     )
-    code, out = _run_bounded(cmd, timeout=900)
+    code, out = run_bounded(cmd, timeout=900)
     assert code == 0, out[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["init"] == r1["init"]  # same initial weights on every rank
@@ -325,7 +301,7 @@ def test_a_nan_on_one_rank_is_skipped_by_both_ranks(tmp_path):
         "+callbacks.nan.batch=1",
         f"+callbacks.nan.out_dir={tmp_path}",
     )
-    code, out = _run_bounded(cmd, timeout=300)  # without a collective skip rank 0 would wait
+    code, out = run_bounded(cmd, timeout=300)  # without a collective skip rank 0 would wait
     assert code == 0, out[-3000:]
     r0, r1 = (torch.load(tmp_path / f"nan_rank{r}.pt", weights_only=True) for r in (0, 1))
     # both ranks skipped batch 1 (rank 0's loss was finite), and only that one

@@ -7,15 +7,13 @@ global rank 0 writes checkpoints and metric logs; and both nodes resume from tha
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 
 import torch
 from lightning.pytorch import Callback
 
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, run_bounded
 
 SCRIPT = ROOT / "scripts" / "loopback_nodes.sh"
 
@@ -93,16 +91,11 @@ def _launch(run, out_dir, *extra, timeout=600):
         f"+callbacks.node_report.out_dir={out_dir}",
         *extra,
     ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"), PY=sys.executable)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        code = None
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(run.glob("node*.log")))
-    assert code == 0, f"the two-node run {'hung' if code is None else f'exited {code}'}:\n{logs}"
+    node_logs = lambda: "".join(
+        f"\n--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(run.glob("node*.log"))
+    )
+    code, logs = run_bounded(cmd, timeout, env={"PY": sys.executable}, logs=node_logs)
+    assert code == 0, f"the two-node run exited {code}:\n{logs}"
     return logs
 
 
