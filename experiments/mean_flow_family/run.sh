@@ -11,7 +11,7 @@ declare -A ARGS=(
   [meanflow]=""                                   # the demo itself: MeanFlow, c 0.5
   [meanflow_c1]="mf.first_order_coef=1.0"
   [imf]="mf_objective=imf"                        # predicted tangent (beta 0), c 1
-  [imf_b094]="mf_objective=imf mf.beta=0.94"      # the variance paper's gradient-MSE optimum on its DiT (its beta = ours: unconfirmed)
+  [imf_vr]="mf_objective=imf mf.beta=0.06"         # the variance paper's gradient-MSE optimum beta* ~ 0.94 in its notation (beta weights the predicted velocity) = our 0.06
   [split]="mf_objective=split"
 )
 declare -A SAMPLER=([cfm]=euler)
