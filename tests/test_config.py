@@ -1,5 +1,6 @@
 """Every option of every config group composes and instantiates; typos fail naming the key."""
 
+import functools
 import subprocess
 import sys
 
@@ -141,11 +142,16 @@ def test_typos_fail_at_start_naming_the_key(tmp_path, override, words):
     assert all(w in text for w in words), text
 
 
-def test_train_py_cli_help_and_typo():
-    run = lambda *a: subprocess.run(
-        [sys.executable, "train.py", *a], cwd=ROOT, capture_output=True, text=True, timeout=120
+@functools.cache
+def _help(entry: str) -> subprocess.CompletedProcess:
+    """``python ENTRY.py --help``, run once per entry point for every test that reads it."""
+    return subprocess.run(
+        [sys.executable, f"{entry}.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    helped = run("--help")
+
+
+def test_train_py_cli_help_and_typo():
+    helped = _help("train")
     assert helped.returncode == 0
     listed = {
         line.split(":")[0]: [o.strip() for o in line.split(":", 1)[1].split(",")]
@@ -167,15 +173,19 @@ def test_train_py_cli_help_and_typo():
     assert listed["backbone"] == ["dcunet", "ncsnpp", "ncsnpp_small", "ncsnpp_tiny"]
     # internals are out of sight: the schemas' group, and no alias of an option
     assert "schema" not in listed and "default" not in listed["sampler"], listed
-    typo = run("mf.first_order_cof=0.5")
+    typo = subprocess.run(
+        [sys.executable, "train.py", "mf.first_order_cof=0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert typo.returncode != 0 and "first_order_cof" in typo.stderr
 
 
 @pytest.mark.parametrize("entry", ["eval", "train", "sweep"])
 def test_each_entry_point_s_help_starts_with_its_own_usage(entry):
-    helped = subprocess.run(
-        [sys.executable, f"{entry}.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    helped = _help(entry)
     assert helped.returncode == 0, helped.stderr[-2000:]
     lines = helped.stdout.splitlines()
     assert lines[0].startswith(f"{entry}.py: ")
