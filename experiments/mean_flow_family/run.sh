@@ -13,8 +13,10 @@ declare -A ARGS=(
   [imf]="mf_objective=imf"                        # predicted tangent (beta 0), c 1
   [imf_vr]="mf_objective=imf mf.beta=0.06"         # the variance paper's gradient-MSE optimum beta* ~ 0.94 in its notation (beta weights the predicted velocity) = our 0.06
   [split]="mf_objective=split"
+  [cfm_vel]="mf_objective=cfm mf.parametrization=velocity"   # one-step CFM: an Euler jump from the prior
+  [meanflow_vel]="mf.parametrization=velocity"
 )
-declare -A SAMPLER=([cfm]=euler)
+declare -A SAMPLER=([cfm]=euler [cfm_vel]=euler)
 mkdir -p outputs/family
 
 # The test split at NFE 1 with every metric, at NFE 2 and 4 without DNSMOS and speaker similarity
