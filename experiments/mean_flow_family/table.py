@@ -18,7 +18,12 @@ from meanflowse.metrics import registry  # the one list of metrics
 
 KEYS = [k for k in registry.brief_keys() if k != "spk_sim"]  # the figures the study compares
 HERE = Path(__file__).resolve().parent
-ORDER = {"cfm": 0, "meanflow": 1, "meanflow_c1": 2, "imf": 3, "imf_vr": 4, "split": 5, "cfm_vel": 6, "meanflow_vel": 7}
+ORDER = {  # the recipes of run.sh, in the table's order
+    name: i
+    for i, name in enumerate(
+        ["cfm", "meanflow", "meanflow_c1", "imf", "imf_vr", "split", "cfm_vel", "meanflow_vel"]
+    )
+}
 
 
 def runs(root: Path) -> dict[tuple[str, int], list[dict]]:
