@@ -7,6 +7,7 @@ global rank 0 writes checkpoints and metric logs; and both nodes resume from tha
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import sys
 
@@ -132,3 +133,15 @@ def test_two_nodes_on_loopback_train_as_one_global_batch_and_resume(tmp_path):
     ckpt = torch.load(node0 / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 4
     assert not (node1 / "checkpoints").exists()
+
+
+def test_slurm_check_trains_the_same_tiny_network_as_the_tests():
+    """scripts/slurm_local.sh keeps its own copy of the tiny-network overrides (a user-facing
+    script does not import from tests/): every key of helpers.TINY is there with the same value,
+    but for the two it changes on purpose (a csv log to read, 8 files for 2 ranks' shards)."""
+    text = (ROOT / "scripts" / "slurm_local.sh").read_text()
+    block = text[text.index("\nTINY=(") + len("\nTINY=(") :]
+    script = dict(o.split("=", 1) for o in shlex.split(block[: block.index(")\n")]))
+    tests = dict(o.split("=", 1) for o in TINY)
+    changed = {k for k in tests if script.get(k) != tests[k]}
+    assert changed == {"logger", "data.synthetic.num_train"}, {k: (tests[k], script.get(k)) for k in changed}
