@@ -103,6 +103,7 @@ def test_the_enhancer_as_a_library_leaves_the_allocator_alone(tmp_path, mallopt_
 @pytest.mark.parametrize("setting, applied", [("true", True), ("false", False)])
 def test_train_py_still_applies_the_setting(tmp_path, monkeypatch, mallopt_calls, setting, applied):
     cli = load_train_cli()
-    monkeypatch.setattr(cli, "train", lambda cfg: ({}, {}))  # the setting, not the training
+    # the setting, not the training (run() imports train from its module on each call)
+    monkeypatch.setattr("meanflowse.training.fit.train", lambda cfg: ({}, {}))
     cli.run(compose_cfg("train", [*TINY, f"retain_cpu_memory={setting}"], tmp_path))
     assert mallopt_calls == ([RETAINED] if applied else [])

@@ -5,11 +5,14 @@ this file (RUNS_DIR: outputs/family, as run.sh writes it; each run's csv/*/metri
 
 The curve is `train/loss_cfm`: the training loss of the batch's `r = t` samples, i.e. how well the
 network's instantaneous velocity u(x_t, t, t) fits the conditional velocity. Every objective of
-the study trains those samples with the same loss (the data parametrization's t^2-weighted MSE,
-no adaptive weighting), on the same time law, so it is one yardstick for all of them; the span
-losses (`train/loss_mf`) have a different target per objective and are not compared. It is logged
-every 25 steps from one batch, so each point is the mean over a 100-step window. It measures the
-flow-matching fit, not the one-step output: the test-split table (results.md) is the result.
+the study trains those samples with the same loss on the same time law (whether `r = t` is drawn
+independently of `t`), so it is one yardstick for all of them: the data parametrization's
+t^2-weighted MSE, no adaptive weighting. The `_vel` recipes (velocity parametrization) train them
+with the unweighted velocity MSE, another scale, so they get a panel of their own. The span losses
+(`train/loss_mf`) have a different target per objective and are not compared. It is logged every
+25 steps from one batch, so each point is the mean over a 100-step window; only finished
+trainings (with train_seconds.txt) count. It measures the flow-matching fit, not the one-step
+output: the test-split table (results.md) is the result.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ WINDOW = 100  # steps per point
 def seed_curves(root: Path) -> dict[str, list[dict[int, float]]]:
     """``recipe -> [ {window end step: mean loss} for each seed with a training log ]``."""
     found: dict[str, list[dict[int, float]]] = defaultdict(list)
-    for log in sorted(root.glob("*-s*/csv/*/metrics.csv")):
-        recipe = log.parents[2].name.rpartition("-s")[0]
+    for run in sorted(p for p in root.glob("*-s*") if (p / "train_seconds.txt").is_file()):
+        logs = sorted(run.glob("csv/*/metrics.csv"))
+        if not logs:  # (meanflow seed 0 is the demo's run, logged elsewhere)
+            continue
+        log, recipe = logs[-1], run.name.rpartition("-s")[0]  # the last version: a rerun's
         windows: dict[int, list[float]] = defaultdict(list)
         with open(log, newline="") as f:
             for row in csv.DictReader(f):
@@ -42,9 +48,9 @@ def seed_curves(root: Path) -> dict[str, list[dict[int, float]]]:
 
 
 def main(root: Path) -> None:
-    found = seed_curves(root)
+    found = {recipe: seeds for recipe, seeds in seed_curves(root).items() if any(seeds)}
     if not found:
-        sys.exit(f"{root}: no <recipe>-s<seed>/csv/*/metrics.csv; run run.sh first")
+        sys.exit(f"{root}: no finished <recipe>-s<seed>/csv/*/metrics.csv with {KEY}; run run.sh first")
     rows = []
     for recipe, seeds in sorted(found.items(), key=lambda kv: (ORDER.get(kv[0], 9), kv[0])):
         for step in sorted(set.intersection(*(set(s) for s in seeds))):
@@ -69,8 +75,23 @@ def main(root: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))
+    panels = {
+        "data parametrization (t^2-weighted MSE)": [r for r in recipes if not r.endswith("_vel")],
+        "velocity parametrization (velocity MSE)": [r for r in recipes if r.endswith("_vel")],
+    }
+    panels = {title: names for title, names in panels.items() if names}
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    for ax, (title, names) in zip(axes[0], panels.items()):
+        _draw(ax, rows, names, title)
+    fig.suptitle("Flow-matching fit of u(x_t, t, t) during training, demo recipe")
+    fig.tight_layout()
+    fig.savefig(HERE / "curves.png", dpi=120)
+    print(f"wrote {HERE / 'curves.csv'} and {HERE / 'curves.png'}")
+
+
+def _draw(ax, rows: list[dict], recipes: list[str], title: str) -> None:
+    for recipe in recipes:
         mine = [r for r in rows if r["recipe"] == recipe]
         steps = [r["step"] for r in mine]
         label = f"{recipe} ({mine[0]['seeds']} seeds)"
@@ -80,11 +101,8 @@ def main(root: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{KEY} ({WINDOW}-step mean; band: seed range)")
-    ax.set_title("Flow-matching fit of u(x_t, t, t) during training, demo recipe")
+    ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(HERE / "curves.png", dpi=120)
-    print(f"wrote {HERE / 'curves.csv'} and {HERE / 'curves.png'}")
 
 
 if __name__ == "__main__":
