@@ -130,3 +130,43 @@ def test_spectral_tilt_is_that_many_db_per_octave_around_1_khz():
         assert gain_db(y, 1000) == pytest.approx(0.0, abs=0.3)
         assert gain_db(y, 4000) == pytest.approx(2 * tilt, abs=0.3)
         assert gain_db(y, 250) == pytest.approx(-2 * tilt, abs=0.3)
+
+
+def test_a_room_response_has_the_asked_reverberation_time_and_direct_to_reverberant_ratio():
+    from meanflowse.data.signals import reverberate, room_response
+
+    for rt60, drr in ((0.2, 3.0), (0.5, 10.0)):
+        h = room_response(np.random.default_rng(1), SR, rt60, drr)
+        assert h[0] == 1.0 and 0.002 * SR - 1 <= np.flatnonzero(h[1:])[0] <= 0.008 * SR  # the gap
+        assert 10 * math.log10(1.0 / np.sum(h[1:] ** 2)) == pytest.approx(drr, abs=1e-6)
+        # Schroeder's backward integral of the tail falls 60 dB in rt60 (fit between -5 and -25 dB)
+        tail = h[np.flatnonzero(h[1:])[0] + 1 :]
+        edc = 10 * np.log10(np.cumsum(tail[::-1] ** 2)[::-1] / np.sum(tail**2))
+        fit = (edc < -5) & (edc > -25)
+        slope = np.polyfit(np.flatnonzero(fit) / SR, edc[fit], 1)[0]
+        assert -60 / slope == pytest.approx(rt60, rel=0.1)
+    x = np.random.default_rng(2).standard_normal(3000)
+    h = room_response(np.random.default_rng(3), SR, 0.1, 6.0)
+    assert np.allclose(reverberate(x, h), np.convolve(x, h)[: len(x)])
+
+
+def test_reverb_share_puts_that_share_of_training_files_in_a_room_and_nothing_else():
+    assert "train_reverb_share" not in _settings() and "train_rt60_s" not in _settings()
+    plain, half = _settings(), _settings(train_reverb_share=0.5, train_rt60_s=(0.3, 0.3))
+    same = []
+    for i in range(12):
+        test_a, test_b = synthetic.make_pair(plain, "test", i)[:2], synthetic.make_pair(half, "test", i)[:2]
+        assert all(np.array_equal(a, b) for a, b in zip(test_a, test_b))  # valid and test: as they were
+        (c0, _, i0), (c1, n1, i1) = (
+            synthetic.make_pair(plain, "train", i),
+            synthetic.make_pair(half, "train", i),
+        )
+        assert i0 == i1  # the same noise, SNR and text: the room has its own random stream
+        assert measured_snr(c1, n1) == pytest.approx(i1["snr_db"], abs=0.01)
+        same.append(np.array_equal(c0, c1))
+        if not same[-1]:  # in a room: the clean file is the dry one reverberated
+            assert abs(np.corrcoef(c0, c1)[0, 1]) < 0.999
+    assert 2 <= sum(same) <= 10, same
+    for bad in ({"train_reverb_share": 1.5}, {"train_rt60_s": (0.6, 0.2)}, {"train_drr_db": (9.0, 1.0)}):
+        with pytest.raises(ValueError, match="train_"):
+            _settings(**bad)

@@ -216,3 +216,22 @@ def spectral_tilt(x: np.ndarray, sr: int, db_per_octave: float) -> np.ndarray:
     f = np.maximum(np.fft.rfftfreq(len(x), 1.0 / sr), 62.5)
     gain_db = np.clip(db_per_octave * np.log2(f / 1000.0), -24.0, 24.0)
     return np.fft.irfft(spec * 10 ** (gain_db / 20), len(x))
+
+
+def room_response(rng: np.random.Generator, sr: int, rt60_s: float, drr_db: float) -> np.ndarray:
+    """A synthetic room impulse response: the direct path (1 at sample 0), then after a 2-8 ms gap
+    a diffuse tail of Gaussian noise decaying by 60 dB in ``rt60_s``, whose energy lies
+    ``drr_db`` below the direct path's (the direct-to-reverberant ratio). The statistical model of
+    late reverberation (Schroeder, Polack); no early reflections are modelled."""
+    gap = int(round(rng.uniform(0.002, 0.008) * sr))
+    t = np.arange(int(round(rt60_s * sr))) / sr
+    tail = rng.standard_normal(len(t)) * np.exp(-3 * np.log(10) * t / rt60_s)  # -60 dB at rt60
+    tail *= 10 ** (-drr_db / 20) / np.sqrt(np.sum(tail**2))
+    return np.concatenate([[1.0], np.zeros(gap - 1), tail])
+
+
+def reverberate(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """``x`` heard through the room ``h``, cut to ``x``'s length (the tail past its end is dropped)."""
+    n = len(x) + len(h) - 1
+    size = 1 << (n - 1).bit_length()
+    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: len(x)]

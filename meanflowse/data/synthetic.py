@@ -33,7 +33,14 @@ import numpy as np
 import soundfile as sf
 
 from meanflowse.data import natural_voice, tts
-from meanflowse.data.signals import NOISE_KINDS, make_noise, spectral_tilt, speech_like
+from meanflowse.data.signals import (
+    NOISE_KINDS,
+    make_noise,
+    reverberate,
+    room_response,
+    spectral_tilt,
+    speech_like,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +96,8 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
     share = settings.get("near_clean_share", 0.0) if train else 0.0
     if share > 0 and rng.random() < share:
         snr = float(rng.uniform(*settings["near_clean_snr_db"]))  # good input: learn to leave it
+    if train and settings.get("train_reverb_share", 0.0) > 0:
+        clean = _in_a_room(clean, settings, split, index)
     tilt = settings.get("train_tilt_db", 0.0) if train else 0.0
     if tilt > 0:  # another spectral balance of the speech (microphone, voice): keep it, not fix it
         clean = spectral_tilt(clean, sr, float(rng.uniform(-tilt, tilt)))
@@ -97,6 +106,18 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
     level = rng.uniform(0.3, 0.95) / max(np.abs(noisy).max(), np.abs(clean).max())
     info = {"noise": kind, "snr_db": round(snr, 3), "samples": n, **said}
     return (clean * level).astype(np.float32), (noisy * level).astype(np.float32), info
+
+
+def _in_a_room(clean: np.ndarray, settings: dict, split: str, index: int) -> np.ndarray:
+    """A share of the training files is speech recorded in a room: clean target and noisy input
+    both carry the same reverberation, so the model learns to keep a room's sound (a real "clean"
+    recording has one) rather than strip it. Its own stream picks the files and draws the room,
+    so the other files keep their bytes."""
+    rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index(split), index, 2]))
+    if rng.random() >= settings["train_reverb_share"]:
+        return clean
+    rt60, drr = rng.uniform(*settings["train_rt60_s"]), rng.uniform(*settings["train_drr_db"])
+    return reverberate(clean, room_response(rng, settings["sample_rate"], rt60, drr))
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -115,6 +136,9 @@ def _settings(
     train_snr_db=None,
     train_tilt_db=0.0,
     train_natural_share=0.0,
+    train_reverb_share=0.0,
+    train_rt60_s=(0.15, 0.6),
+    train_drr_db=(2.0, 12.0),
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = tuple(float(x) for x in duration_s)
@@ -129,6 +153,15 @@ def _settings(
         raise ValueError(f"train_natural_share must be in [0, 1], got {train_natural_share}")
     if float(train_natural_share) > 0 and speech != "tts":
         raise ValueError("train_natural_share needs data.synthetic.speech=tts (eSpeak NG makes its phonemes)")
+    if not 0.0 <= float(train_reverb_share) <= 1.0:
+        raise ValueError(f"train_reverb_share must be in [0, 1], got {train_reverb_share}")
+    train_rt60_s, train_drr_db = tuple(float(x) for x in train_rt60_s), tuple(float(x) for x in train_drr_db)
+    if len(train_rt60_s) != 2 or not 0.05 <= train_rt60_s[0] <= train_rt60_s[1] <= 3.0:
+        raise ValueError(
+            f"train_rt60_s must be (low, high) seconds with 0.05 <= low <= high <= 3, got {train_rt60_s}"
+        )
+    if len(train_drr_db) != 2 or train_drr_db[0] > train_drr_db[1]:
+        raise ValueError(f"train_drr_db must be (low, high) with low <= high, got {train_drr_db}")
     if not 0.0 <= float(near_clean_share) <= 1.0:
         raise ValueError(f"near_clean_share must be in [0, 1], got {near_clean_share}")
     if len(near_clean_snr_db) != 2 or near_clean_snr_db[0] > near_clean_snr_db[1]:
@@ -164,6 +197,15 @@ def _settings(
         **({"train_snr_db": list(train_snr_db)} if train_snr_db is not None else {}),
         **({"train_tilt_db": float(train_tilt_db)} if train_tilt_db else {}),
         **({"train_natural_share": float(train_natural_share)} if train_natural_share else {}),
+        **(
+            {
+                "train_reverb_share": float(train_reverb_share),
+                "train_rt60_s": list(train_rt60_s),
+                "train_drr_db": list(train_drr_db),
+            }
+            if train_reverb_share
+            else {}
+        ),
     }
 
 
@@ -193,6 +235,9 @@ def generate_dataset(
     train_snr_db: Sequence[float] | None = None,
     train_tilt_db: float = 0.0,
     train_natural_share: float = 0.0,
+    train_reverb_share: float = 0.0,
+    train_rt60_s: Sequence[float] = (0.15, 0.6),
+    train_drr_db: Sequence[float] = (2.0, 12.0),
 ) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
@@ -218,6 +263,9 @@ def generate_dataset(
         train_snr_db,
         train_tilt_db,
         train_natural_share,
+        train_reverb_share,
+        train_rt60_s,
+        train_drr_db,
     )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
