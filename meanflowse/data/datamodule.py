@@ -236,6 +236,7 @@ class PairedSpecDataModule(L.LightningDataModule):
         spec: Mapping | None = None,
         num_frames: int = 256,
         batch_size: int = 8,
+        global_batch_size: int | None = None,
         num_workers: int = 2,
         pin_memory: bool | None = None,
         limit_files: int | None = None,
@@ -255,6 +256,9 @@ class PairedSpecDataModule(L.LightningDataModule):
         self.spec = SpecConfig(**spec)
         self.num_frames = int(num_frames)
         self.batch_size = int(batch_size)
+        # the batch of one optimizer step over every device (train.py accumulates micro-batches
+        # of batch_size to reach it; fit.accumulation); None: batch_size x devices, no accumulation
+        self.global_batch_size = None if global_batch_size is None else int(global_batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.limit_files = limit_files

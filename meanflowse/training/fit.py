@@ -178,6 +178,33 @@ def _build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
         raise
 
 
+def accumulation(
+    global_batch: int | None, batch_size: int, world_size: int, accumulate: int = 1
+) -> tuple[int, str]:
+    """``(micro-batches per optimizer step, the sentence the log says)`` for
+    ``data.global_batch_size`` over ``world_size`` processes of ``batch_size`` each."""
+    per_pass = batch_size * world_size
+    where = f"{batch_size} per device x {world_size} device{'s' if world_size > 1 else ''}"
+    if global_batch is None:
+        return accumulate, f"global batch {per_pass * accumulate}: {where}" + (
+            f" x {accumulate} accumulated (trainer.accumulate_grad_batches)" if accumulate > 1 else ""
+        )
+    if accumulate != 1:
+        raise ConfigError(
+            f"data.global_batch_size={global_batch} and trainer.accumulate_grad_batches={accumulate}: "
+            "set one of them (data.global_batch_size=null keeps the trainer's)"
+        )
+    if global_batch < per_pass or global_batch % per_pass:
+        raise ConfigError(
+            f"data.global_batch_size={global_batch} is not a multiple of data.batch_size x devices "
+            f"({where} = {per_pass}); choose a batch_size that divides it, or data.global_batch_size=null"
+        )
+    k = global_batch // per_pass
+    return k, f"global batch {global_batch}: {where}" + (
+        f" x {k} micro-batches accumulated (data.global_batch_size)" if k > 1 else ""
+    )
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     os.environ.setdefault("WANDB_SILENT", "true")  # offline W&B: no banners, never a prompt
     silence_known_noise()
@@ -196,6 +223,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     trainer = _build_trainer(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
+    # The world size is known once the Trainer has resolved its devices ("auto", a list ...);
+    # Lightning reads accumulate_grad_batches only when the fit loop runs.
+    trainer.accumulate_grad_batches, batch_note = accumulation(
+        cfg.data.get("global_batch_size"),
+        datamodule.batch_size,
+        trainer.world_size,
+        trainer.accumulate_grad_batches,
+    )
+    log.info(batch_note)
     log_flat_config(loggers, cfg)
     params = list(module.backbone.parameters())
     log.info(

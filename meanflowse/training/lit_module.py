@@ -56,7 +56,10 @@ class MeanFlowSEModule(LightningModule):
         self.path, self.objective, self.curriculum, self.sampler_cfg = path, objective, curriculum, sampler
         self.optimizer_factory = optimizer
         self.save_hyperparameters({"config": config})
-        self._skip_step = False  # set by training_step when every rank skips a non-finite step
+        # set by training_step when every rank skips a non-finite step; cleared once the optimizer
+        # step it belongs to is done, so under gradient accumulation a non-finite micro-batch
+        # skips its whole optimizer step (the window's gradients are then zeroed unused)
+        self._skip_step = False
         # built once: net_fn runs several times a training step (and inside the JVP)
         self._inference = InferenceModel(
             backbone=self.backbone,
@@ -103,7 +106,6 @@ class MeanFlowSEModule(LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, y = batch["clean"], batch["noisy"]
-        self._skip_step = False
         progress = self.progress()
         t = sample_t(x.shape[0], cfg=self.curriculum, path=self.path, device=x.device)
         z = complex_noise_like(x)
@@ -157,6 +159,7 @@ class MeanFlowSEModule(LightningModule):
         loss = optimizer_closure()
         if not self._skip_step:
             optimizer.step(closure=lambda: loss)
+        self._skip_step = False
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Before Lightning clips (trainer.gradient_clip_val): how often the clip actually bites.
