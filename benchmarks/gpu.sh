@@ -9,12 +9,15 @@
 #   compile   backbones: fp32 against torch.compile, full NCSN++ and tiny
 #   bf16      the training run again with bf16-mixed
 #   backbones every preset, fp32 and bf16 autocast
+#   accum     the one-GPU recipe: global batch 8 from 4 accumulated micro-batches of 2 (data.global_batch_size)
+#   ddp1      trainer=ddp trainer.devices=1 (the multi-GPU code path, one rank): which backend (NCCL wanted)
 set -u
 PY=${PY:-python3}
 OUT=${OUT:-outputs/gpu_bench}
 WORK=${WORK:-/tmp/meanflowse_gpu}
 STEPS=${STEPS:-150}
-SECTIONS=${SECTIONS:-train enhance objective compile bf16 backbones}
+SECTIONS=${SECTIONS:-train enhance objective compile bf16 backbones accum ddp1}
+ACCEL=${ACCEL:-gpu}   # ACCEL=cpu: a dry run of the ddp1 section on a machine without a GPU
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 TRAIN="backbone=ncsnpp trainer=gpu data.batch_size=8 data.num_workers=6 paths.data_dir=$WORK/data"
@@ -36,6 +39,15 @@ for section in $SECTIONS; do
             trainer.precision=bf16-mixed 2>&1 | tail -n 12 | tee "$OUT/train_bf16.txt" ;;
     backbones) $PY -m benchmarks.bench_backbones --device cuda --presets ncsnpp,ncsnpp_small,ncsnpp_tiny,dcunet \
                  --batches 1,4 --modes fp32,bf16 --repeats ${REPEATS:-20} 2>&1 | tee "$OUT/backbones.txt" ;;
+    accum) $PY -m benchmarks.bench_train --out "$WORK/accum" --steps "$STEPS" $TRAIN data.batch_size=2 \
+             data.global_batch_size=8 2>&1 | tail -n 12 | tee "$OUT/train_accum.txt" ;;  # step times are per micro-batch
+    ddp1) $PY train.py backbone=ncsnpp_tiny trainer=ddp trainer.devices=1 trainer.accelerator=$ACCEL \
+            trainer.max_steps=5 trainer.max_epochs=-1 trainer.num_sanity_val_steps=0 trainer.limit_val_batches=0 \
+            callbacks.val_metrics=null callbacks.model_checkpoint=null callbacks.best_si_sdr=null \
+            callbacks.progress=null trainer.enable_progress_bar=false logger=none \
+            data.synthetic.num_train=8 data.synthetic.num_valid=2 data.synthetic.num_test=2 data.num_frames=64 \
+            paths.data_dir=$WORK/data_ddp1 hydra.run.dir=$WORK/ddp1 \
+            +callbacks.backend._target_=benchmarks.common.ReportBackend 2>&1 | tail -n 8 | tee "$OUT/ddp1.txt" ;;
     *) echo "unknown section $section" ;;
   esac
 done
