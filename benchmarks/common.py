@@ -37,18 +37,3 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-try:  # a Lightning callback for gpu.sh's `ddp1` section (the benchmarks import no Lightning otherwise)
-    from lightning.pytorch.callbacks import Callback
-
-    class ReportBackend(Callback):
-        """Prints the distributed backend and world size once training starts (``trainer=ddp
-        trainer.devices=1`` on a GPU must run NCCL: the multi-GPU code path with one rank)."""
-
-        def on_train_start(self, trainer, pl_module) -> None:
-            backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
-            print(f"process group backend: {backend}, world size {trainer.world_size}", flush=True)
-
-except ImportError:  # pragma: no cover
-    pass

@@ -47,7 +47,7 @@ for section in $SECTIONS; do
             callbacks.progress=null trainer.enable_progress_bar=false logger=none \
             data.synthetic.num_train=8 data.synthetic.num_valid=2 data.synthetic.num_test=2 data.num_frames=64 \
             paths.data_dir=$WORK/data_ddp1 hydra.run.dir=$WORK/ddp1 \
-            +callbacks.backend._target_=benchmarks.common.ReportBackend 2>&1 | tail -n 8 | tee "$OUT/ddp1.txt" ;;
+            +callbacks.backend._target_=benchmarks.callbacks.ReportBackend 2>&1 | tail -n 8 | tee "$OUT/ddp1.txt" ;;
     *) echo "unknown section $section" ;;
   esac
 done
