@@ -34,8 +34,9 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     try:
         with zipfile.ZipFile(ckpt) as archive:
             bad = archive.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        return f"not a complete checkpoint ({err})"
+    # (a damaged central directory can also hold a member name that is not valid UTF-8)
+    except (OSError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as err:
+        return f"not a complete checkpoint ({_first_line(err)})"
     return f"damaged: member {bad} fails its CRC check" if bad is not None else None
 
 
