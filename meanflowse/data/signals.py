@@ -232,6 +232,4 @@ def room_response(rng: np.random.Generator, sr: int, rt60_s: float, drr_db: floa
 
 def reverberate(x: np.ndarray, h: np.ndarray) -> np.ndarray:
     """``x`` heard through the room ``h``, cut to ``x``'s length (the tail past its end is dropped)."""
-    n = len(x) + len(h) - 1
-    size = 1 << (n - 1).bit_length()
-    return np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(h, size), size)[: len(x)]
+    return signal.fftconvolve(x, h)[: len(x)]

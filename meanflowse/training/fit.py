@@ -226,7 +226,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     # The world size is known once the Trainer has resolved its devices ("auto", a list ...);
     # Lightning reads accumulate_grad_batches only when the fit loop runs.
     trainer.accumulate_grad_batches, batch_note = accumulation(
-        cfg.data.get("global_batch_size"),
+        datamodule.global_batch_size,
         datamodule.batch_size,
         trainer.world_size,
         trainer.accumulate_grad_batches,
