@@ -1,8 +1,17 @@
+import os
+
 import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(2)
+# Under pytest-xdist (`make test` runs two workers on the 2-core machine) each worker, and every
+# process a test starts, gets one thread: two processes that each spin two OpenMP threads on two
+# cores run many times slower than one.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 class TinyNet(nn.Module):
