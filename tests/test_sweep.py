@@ -392,29 +392,41 @@ def test_sweep_py_multirun_as_a_process(multirun, tmp_path):
 # -- what a sweep job's W&B run holds (offline) ----------------------------------------------------
 def _wandb_records(run_dir: Path):
     """The protobuf records of an offline run's ``run-*.wandb`` file. It is a LevelDB-style log:
-    a 7-byte header, then 32 KiB blocks of chunks (crc32, length, type: full/first/middle/last)."""
+    a 7-byte header, then 32 KiB blocks of chunks (crc32 of type and data, length, type:
+    full/first/middle/last). W&B's service process may still be appending after
+    ``wandb.finish()`` returns on a busy machine, so the file is read until two reads agree, and
+    every chunk's checksum is checked (a torn write fails here, not as a protobuf error)."""
     import struct
+    import time
+    import zlib
 
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    path = next(run_dir.glob("run-*.wandb"))
+    data = path.read_bytes()
+    for _ in range(50):
+        time.sleep(0.1)
+        data, previous = path.read_bytes(), data
+        if data == previous:
+            break
     assert data[:4] == b":W&B"
     pos, block, pending = 7, 32768, b""
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            break
+        assert zlib.crc32(bytes([kind]) + chunk) == crc, f"{path}: bad chunk ending at byte {pos}"
         if kind in (1, 4):  # full, or the last piece of a split record
             record = pb.Record()
             record.ParseFromString(pending + chunk)
             pending = b""
             yield record
-        elif kind in (2, 3):
-            pending += chunk
         else:
-            break
+            pending += chunk
 
 
 def test_a_two_job_sweep_s_wandb_runs_hold_flat_keys_tags_and_step_time(tmp_path, capfd):
