@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -121,6 +122,25 @@ def _in_a_room(clean: np.ndarray, settings: dict, split: str, index: int) -> np.
 
 
 # ----------------------------------------------------------------------------- dataset
+def _span(name: str, value, low: float = -math.inf, high: float = math.inf) -> tuple[float, float]:
+    """A (low, high) pair of a setting as floats, checked: ``low <= a <= b <= high``."""
+    try:
+        pair = tuple(float(x) for x in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
+        rule = " <= ".join(
+            [
+                *([f"{low:g}"] if low > -math.inf else []),
+                "low",
+                "high",
+                *([f"{high:g}"] if high < math.inf else []),
+            ]
+        )
+        raise ValueError(f"{name} must be (low, high) with {rule}, got {value}")
+    return pair
+
+
 def _settings(
     num_train,
     num_valid,
@@ -141,39 +161,27 @@ def _settings(
     train_drr_db=(2.0, 12.0),
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
-    duration_s = tuple(float(x) for x in duration_s)
-    snr_db = tuple(float(x) for x in snr_db)
-    near_clean_snr_db = tuple(float(x) for x in near_clean_snr_db)
-    train_snr_db = tuple(float(x) for x in train_snr_db) if train_snr_db is not None else None
-    if train_snr_db is not None and (len(train_snr_db) != 2 or train_snr_db[0] > train_snr_db[1]):
-        raise ValueError(f"train_snr_db must be null or (low, high) with low <= high, got {train_snr_db}")
+    duration_s = _span("duration_s", duration_s, low=0.05)
+    snr_db = _span("snr_db", snr_db)
+    near_clean_snr_db = _span("near_clean_snr_db", near_clean_snr_db)
+    train_snr_db = None if train_snr_db is None else _span("train_snr_db", train_snr_db)
+    train_rt60_s = _span("train_rt60_s", train_rt60_s, low=0.05, high=3.0)
+    train_drr_db = _span("train_drr_db", train_drr_db)
+    for name, share in [
+        ("near_clean_share", near_clean_share),
+        ("train_natural_share", train_natural_share),
+        ("train_reverb_share", train_reverb_share),
+    ]:
+        if not 0.0 <= float(share) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {share}")
     if not 0.0 <= float(train_tilt_db) <= 24.0:
         raise ValueError(f"train_tilt_db must be in [0, 24] dB per octave, got {train_tilt_db}")
-    if not 0.0 <= float(train_natural_share) <= 1.0:
-        raise ValueError(f"train_natural_share must be in [0, 1], got {train_natural_share}")
     if float(train_natural_share) > 0 and speech != "tts":
         raise ValueError("train_natural_share needs data.synthetic.speech=tts (eSpeak NG makes its phonemes)")
-    if not 0.0 <= float(train_reverb_share) <= 1.0:
-        raise ValueError(f"train_reverb_share must be in [0, 1], got {train_reverb_share}")
-    train_rt60_s, train_drr_db = tuple(float(x) for x in train_rt60_s), tuple(float(x) for x in train_drr_db)
-    if len(train_rt60_s) != 2 or not 0.05 <= train_rt60_s[0] <= train_rt60_s[1] <= 3.0:
-        raise ValueError(
-            f"train_rt60_s must be (low, high) seconds with 0.05 <= low <= high <= 3, got {train_rt60_s}"
-        )
-    if len(train_drr_db) != 2 or train_drr_db[0] > train_drr_db[1]:
-        raise ValueError(f"train_drr_db must be (low, high) with low <= high, got {train_drr_db}")
-    if not 0.0 <= float(near_clean_share) <= 1.0:
-        raise ValueError(f"near_clean_share must be in [0, 1], got {near_clean_share}")
-    if len(near_clean_snr_db) != 2 or near_clean_snr_db[0] > near_clean_snr_db[1]:
-        raise ValueError(f"near_clean_snr_db must be (low, high) with low <= high, got {near_clean_snr_db}")
     noise_kinds = [noise_kinds] if isinstance(noise_kinds, str) else [str(k) for k in noise_kinds]
     counts = {"train": int(num_train), "valid": int(num_valid), "test": int(num_test)}
     if min(counts.values()) < 0:
         raise ValueError(f"file counts must be >= 0, got {counts}")
-    if len(duration_s) != 2 or not 0.05 <= duration_s[0] <= duration_s[1]:
-        raise ValueError(f"duration_s must be (min, max) with 0.05 <= min <= max, got {duration_s}")
-    if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
-        raise ValueError(f"snr_db must be (low, high) with low <= high, got {snr_db}")
     unknown = sorted(set(noise_kinds) - set(NOISE_KINDS))
     if not noise_kinds or unknown:
         raise ValueError(f"noise_kinds must be a non-empty subset of {NOISE_KINDS}, got {noise_kinds}")
