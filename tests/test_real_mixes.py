@@ -170,3 +170,23 @@ def test_reverb_share_puts_that_share_of_training_files_in_a_room_and_nothing_el
     for bad in ({"train_reverb_share": 1.5}, {"train_rt60_s": (0.6, 0.2)}, {"train_drr_db": (9.0, 1.0)}):
         with pytest.raises(ValueError, match="train_"):
             _settings(**bad)
+
+
+def test_estoi_band_parts_add_up_to_pystoi_s_estoi():
+    """experiments/real_voices/estoi_bands.py splits ESTOI by band: the parts must sum to the
+    score pystoi gives, for a distorted and for an untouched signal."""
+    import importlib.util
+
+    from pystoi import stoi
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "real_voices" / "estoi_bands.py"
+    spec = importlib.util.spec_from_file_location("estoi_bands", path)
+    bands = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bands)
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    clean = np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(t.size)
+    for est in (clean + 0.3 * rng.standard_normal(t.size), clean):
+        parts = bands.band_parts(clean, est, 16000)
+        assert parts.shape == (15,)
+        assert abs(parts.sum() - stoi(clean, est, 16000, extended=True)) < 1e-9
