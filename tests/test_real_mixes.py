@@ -190,3 +190,22 @@ def test_estoi_band_parts_add_up_to_pystoi_s_estoi():
         parts = bands.band_parts(clean, est, 16000)
         assert parts.shape == (15,)
         assert abs(parts.sum() - stoi(clean, est, 16000, extended=True)) < 1e-9
+
+
+def test_error_by_level_closed_forms():
+    """experiments/real_voices/error_by_level.py: an output at half the clean amplitude is 6.02 dB
+    down with a -6.02 dB error in every level group, and an input at twice it has a 0 dB error."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "real_voices" / "error_by_level.py"
+    spec = importlib.util.spec_from_file_location("error_by_level", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    t = np.arange(32000) / 16000
+    rng = np.random.default_rng(1)
+    clean = np.sin(2 * np.pi * 180 * t) * np.exp(-3 * (t % 0.5)) + 1e-3 * rng.standard_normal(t.size)
+    table = module.level_table(clean, 2 * clean, 0.5 * clean, 16000)
+    half = 20 * np.log10(0.5)
+    np.testing.assert_allclose(table[:, 0], half, atol=1e-6)
+    np.testing.assert_allclose(table[:, 1], half, atol=1e-6)
+    np.testing.assert_allclose(table[:, 2], 0.0, atol=1e-6)
