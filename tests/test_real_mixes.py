@@ -172,17 +172,23 @@ def test_reverb_share_puts_that_share_of_training_files_in_a_room_and_nothing_el
             _settings(**bad)
 
 
-def test_estoi_band_parts_add_up_to_pystoi_s_estoi():
-    """experiments/real_voices/estoi_bands.py splits ESTOI by band: the parts must sum to the
-    score pystoi gives, for a distorted and for an untouched signal."""
+def _where_it_loses():
+    """experiments/real_voices/where_it_loses.py as a module (it is a script, not a package)."""
     import importlib.util
 
+    path = Path(__file__).resolve().parents[1] / "experiments" / "real_voices" / "where_it_loses.py"
+    spec = importlib.util.spec_from_file_location("where_it_loses", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_estoi_band_parts_add_up_to_pystoi_s_estoi():
+    """experiments/real_voices/where_it_loses.py splits ESTOI by band: the parts must sum to the
+    score pystoi gives, for a distorted and for an untouched signal."""
     from pystoi import stoi
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "real_voices" / "estoi_bands.py"
-    spec = importlib.util.spec_from_file_location("estoi_bands", path)
-    bands = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bands)
+    bands = _where_it_loses()
     rng = np.random.default_rng(0)
     t = np.arange(32000) / 16000
     clean = np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(t.size)
@@ -193,14 +199,9 @@ def test_estoi_band_parts_add_up_to_pystoi_s_estoi():
 
 
 def test_error_by_level_closed_forms():
-    """experiments/real_voices/error_by_level.py: an output at half the clean amplitude is 6.02 dB
+    """experiments/real_voices/where_it_loses.py: an output at half the clean amplitude is 6.02 dB
     down with a -6.02 dB error in every level group, and an input at twice it has a 0 dB error."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "real_voices" / "error_by_level.py"
-    spec = importlib.util.spec_from_file_location("error_by_level", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _where_it_loses()
     t = np.arange(32000) / 16000
     rng = np.random.default_rng(1)
     clean = np.sin(2 * np.pi * 180 * t) * np.exp(-3 * (t % 0.5)) + 1e-3 * rng.standard_normal(t.size)
