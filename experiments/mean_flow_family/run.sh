@@ -40,7 +40,8 @@ for job in "$@"; do
   run=outputs/family/$recipe-s$seed
   echo "=== $recipe seed $seed: ${ARGS[$recipe]} ($(date -u +%H:%M:%S))"
   start=$(date +%s)
-  $PY train.py experiment=demo task_name=family seed=$seed hydra.run.dir=$run ${ARGS[$recipe]} \
+  # mf.adaptive_p=0: the study's runs predate the demo's adaptive weighting (experiments/real_voices, R10)
+  $PY train.py experiment=demo mf.adaptive_p=0 task_name=family seed=$seed hydra.run.dir=$run ${ARGS[$recipe]} \
     > outputs/family/$recipe-s$seed.log 2>&1 || { echo "training failed: outputs/family/$recipe-s$seed.log"; continue; }
   echo "$(( $(date +%s) - start ))" > $run/train_seconds.txt
   evaluate $recipe $run
