@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 declare -A ARGS=(
   [cfm]="mf_objective=cfm"
-  [meanflow]=""                                   # the demo itself: MeanFlow, c 0.5
+  [meanflow]=""                                   # the demo recipe of the study: MeanFlow, c 0.5
   [meanflow_c1]="mf.first_order_coef=1.0"
   [imf]="mf_objective=imf"                        # predicted tangent (beta 0), c 1
   [imf_vr]="mf_objective=imf mf.beta=0.06"         # the variance paper's gradient-MSE optimum beta* ~ 0.94 in its notation (beta weights the predicted velocity) = our 0.06
@@ -40,8 +40,9 @@ for job in "$@"; do
   run=outputs/family/$recipe-s$seed
   echo "=== $recipe seed $seed: ${ARGS[$recipe]} ($(date -u +%H:%M:%S))"
   start=$(date +%s)
-  # mf.adaptive_p=0: the study's runs predate the demo's adaptive weighting (experiments/real_voices, R10)
-  $PY train.py experiment=demo mf.adaptive_p=0 task_name=family seed=$seed hydra.run.dir=$run ${ARGS[$recipe]} \
+  # the demo recipe as the study ran it: before the natural training voice (data.synthetic.train_natural_share,
+  # b3596aa) and the adaptive weighting (mf.adaptive_p, ee2ad06) of experiments/real_voices
+  $PY train.py experiment=demo data.synthetic.train_natural_share=0 mf.adaptive_p=0 task_name=family seed=$seed hydra.run.dir=$run ${ARGS[$recipe]} \
     > outputs/family/$recipe-s$seed.log 2>&1 || { echo "training failed: outputs/family/$recipe-s$seed.log"; continue; }
   echo "$(( $(date +%s) - start ))" > $run/train_seconds.txt
   evaluate $recipe $run

@@ -1,6 +1,6 @@
 """Where does a model lose against its noisy input, at one SNR of check.py's real-voice mixes?
 
-1. ESTOI by band. ESTOI is a sum over its 15 one-third-octave bands (150 Hz to 4.3 kHz at 10 kHz):
+1. ESTOI by band. ESTOI is a sum over its 15 one-third-octave bands (centred from 150 Hz to 3.8 kHz):
    after the row and column normalisation of each 384 ms segment the score is the mean over
    segments of the summed products, so each band's share of the products is its part of the score;
    the parts add up to pystoi's ESTOI exactly. Printed for the noisy mixes and the outputs, and the
@@ -40,6 +40,8 @@ def band_parts(clean: np.ndarray, est: np.ndarray, fs: int) -> np.ndarray:
     """Each one-third-octave band's part of ESTOI(clean, est); they sum to the score."""
     x, y = utils.resample_oct(clean, FS, fs), utils.resample_oct(est, FS, fs)
     x, y = utils.remove_silent_frames(x, y, DYN_RANGE, N_FRAME, N_FRAME // 2)
+    if len(x) < N_FRAME * (N + 1) // 2:  # pystoi returns 1e-5 for fewer than N frames of speech
+        raise ValueError(f"too little speech for ESTOI's {N}-frame segments after silent-frame removal")
     envelopes = []
     for s in (x, y):
         spec = utils.stft(s, N_FRAME, NFFT, overlap=2).transpose()
@@ -61,8 +63,11 @@ def level_table(clean: np.ndarray, noisy: np.ndarray, enhanced: np.ndarray, fs: 
     level = 10 * np.log10(power / power.max() + 1e-20)
     rows = []
     for low, high in GROUPS_DB:
-        group = (level >= low) & (level < high)
+        group = (level >= low) & ((level < high) if high < 0 else (level <= high))  # 0 dB: the peak bin
         energy = power[group].sum()
+        if energy == 0:
+            rows.append([np.nan] * 3)
+            continue
         rows.append(
             [
                 10 * np.log10(np.sum(np.abs(s[group] - ref) ** 2) / energy)
