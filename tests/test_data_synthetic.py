@@ -152,6 +152,15 @@ def test_refuses_to_overwrite_a_foreign_folder_and_checks_settings(tmp_path):
         generate_dataset(tmp_path / "x", **TINY, noise_kinds=["jackhammer"])
     with pytest.raises(ValueError, match="snr_db"):
         generate_dataset(tmp_path / "x", **{**TINY, "snr_db": (10, 0)})
+    for key, bad in [
+        ("snr_db", "05"),
+        ("snr_db", 5),
+        ("train_rt60_s", (0.1, 4.0)),
+        ("duration_s", (0.01, 1.0)),
+    ]:
+        with pytest.raises(ValueError, match=f"{key} must be \\(low, high\\)"):
+            generate_dataset(tmp_path / "x", **{**TINY, key: bad})
+    assert not (tmp_path / "x").exists()  # nothing written for bad settings
 
 
 # ----------------------------------------------------------------------------- the TTS speech

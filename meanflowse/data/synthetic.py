@@ -124,8 +124,8 @@ def _in_a_room(clean: np.ndarray, settings: dict, split: str, index: int) -> np.
 # ----------------------------------------------------------------------------- dataset
 def _span(name: str, value, low: float = -math.inf, high: float = math.inf) -> tuple[float, float]:
     """A (low, high) pair of a setting as floats, checked: ``low <= a <= b <= high``."""
-    try:
-        pair = tuple(float(x) for x in value)
+    try:  # a string is a sequence too: "05" would read as (0, 5)
+        pair = () if isinstance(value, str) else tuple(float(x) for x in value)
     except (TypeError, ValueError):
         pair = ()
     if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
