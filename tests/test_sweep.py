@@ -417,7 +417,7 @@ def _wandb_records(run_dir: Path):
             continue
         crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 0:
+        if kind not in (1, 2, 3, 4):  # zero fill or an unknown type: the end of the log
             break
         assert zlib.crc32(bytes([kind]) + chunk) == crc, f"{path}: bad chunk ending at byte {pos}"
         if kind in (1, 4):  # full, or the last piece of a split record
@@ -425,7 +425,7 @@ def _wandb_records(run_dir: Path):
             record.ParseFromString(pending + chunk)
             pending = b""
             yield record
-        else:
+        else:  # first or middle piece
             pending += chunk
 
 
