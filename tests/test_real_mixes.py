@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import load_script
 from meanflowse.data import synthetic
 from meanflowse.data.real_mixes import mix_name, per_snr, write_mixes
 from meanflowse.data.signals import spectral_tilt, speech_like
@@ -173,14 +174,7 @@ def test_reverb_share_puts_that_share_of_training_files_in_a_room_and_nothing_el
 
 
 def _where_it_loses():
-    """experiments/real_voices/where_it_loses.py as a module (it is a script, not a package)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "real_voices" / "where_it_loses.py"
-    spec = importlib.util.spec_from_file_location("where_it_loses", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/real_voices/where_it_loses.py", "where_it_loses")
 
 
 def test_estoi_band_parts_add_up_to_pystoi_s_estoi():

@@ -1,12 +1,7 @@
 """train.py as a module, so tests call its ``run(cfg)`` (train.py without Hydra's wrapper)."""
 
-import importlib.util
-
-from helpers import ROOT
+from helpers import load_script
 
 
 def load_train_cli():
-    spec = importlib.util.spec_from_file_location("train_cli", ROOT / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
+    return load_script("train.py", "train_cli")

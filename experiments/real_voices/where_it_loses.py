@@ -32,6 +32,9 @@ from pystoi import utils
 from pystoi.stoi import DYN_RANGE, FS, N_FRAME, NFFT, OBM, N
 from scipy.signal import stft
 
+from meanflowse.data.real_mixes import mix_name
+from meanflowse.data.signals import NOISE_KINDS
+
 BAND_HZ = 150.0 * 2.0 ** (np.arange(OBM.shape[0]) / 3.0)  # the ESTOI bands' centre frequencies
 GROUPS_DB = [(-20, 0), (-30, -20), (-40, -30), (-50, -40), (-60, -50)]  # clean bin level re peak
 
@@ -84,11 +87,11 @@ def main() -> None:
     parser.add_argument("--snr", type=int, default=20)
     args = parser.parse_args()
 
-    files = sorted(args.enhanced_dir.glob(f"snr{args.snr:02d}_*.wav"))
-    if not files:
-        raise SystemExit(f"where_it_loses.py: no snr{args.snr:02d}_*.wav in {args.enhanced_dir}")
+    files = {kind: sorted(args.enhanced_dir.glob(mix_name(args.snr, kind, "*"))) for kind in NOISE_KINDS}
+    if not any(files.values()):
+        raise SystemExit(f"where_it_loses.py: no {mix_name(args.snr, '*', '*')} in {args.enhanced_dir}")
     parts, levels, by_kind = {"noisy": [], "enhanced": []}, [], defaultdict(list)
-    for path in files:
+    for kind, path in ((kind, path) for kind, paths in files.items() for path in paths):
         clean, fs = sf.read(args.mix_dir / "clean" / path.name)
         noisy, _ = sf.read(args.mix_dir / "noisy" / path.name)
         enhanced, _ = sf.read(path)
@@ -96,11 +99,11 @@ def main() -> None:
         clean, noisy, enhanced = clean[:n], noisy[:n], enhanced[:n]
         parts["noisy"].append(band_parts(clean, noisy, fs))
         parts["enhanced"].append(band_parts(clean, enhanced, fs))
-        by_kind[path.stem.split("_")[1]].append((parts["noisy"][-1].sum(), parts["enhanced"][-1].sum()))
+        by_kind[kind].append((parts["noisy"][-1].sum(), parts["enhanced"][-1].sum()))
         levels.append(level_table(clean, noisy, enhanced, fs))
 
     noisy, enhanced = np.mean(parts["noisy"], axis=0), np.mean(parts["enhanced"], axis=0)
-    print(f"ESTOI by band at {args.snr} dB, {len(files)} files (band parts sum to the score)")
+    print(f"ESTOI by band at {args.snr} dB, {len(levels)} files (band parts sum to the score)")
     print("| band (Hz) | " + " | ".join(f"{f:.0f}" for f in BAND_HZ) + " | ESTOI |")
     print("|---" * (len(BAND_HZ) + 2) + "|")
     for name, row in (("noisy", noisy), ("enhanced", enhanced), ("change", enhanced - noisy)):
