@@ -93,6 +93,35 @@ def test_train_gain_puts_training_crops_below_their_peak_and_leaves_valid_alone(
         PairedSpecDataModule(base_dir=str(syn_dir), train_gain_db=[0.0, 6.0])
 
 
+def test_snr_jitter_rescales_the_noise_of_training_crops_and_leaves_valid_alone(syn_dir):
+    dm = make(syn_dir, train_snr_jitter_db=6.0)
+    ds, plain = dm.dataset("train"), make(syn_dir).dataset("train")
+    scales = []
+    for i in range(len(ds)):
+        waves, ref = ds.waveforms(i), plain.waveforms(i)
+        clean, raw_clean = waves["clean"] * waves["peak"], ref["clean"] * ref["peak"]
+        torch.testing.assert_close(clean, raw_clean)  # the speech is untouched
+        noise = waves["noisy"] * waves["peak"] - clean
+        raw_noise = ref["noisy"] * ref["peak"] - raw_clean
+        scale = (noise @ raw_noise / (raw_noise @ raw_noise)).item()
+        torch.testing.assert_close(noise, scale * raw_noise, atol=1e-5, rtol=0)  # one gain
+        assert scale == pytest.approx(10 ** (-ds.snr_shift(i) / 20), rel=1e-4)
+        assert 10 ** (-6 / 20) - 1e-4 <= scale <= 10 ** (6 / 20) + 1e-4
+        assert waves["noisy"].abs().max().item() == pytest.approx(1.0)  # still peak-normalised
+        scales.append(scale)
+    assert len({round(s, 6) for s in scales}) == len(scales)  # drawn per file
+    shift = ds.snr_shift(0)
+    ds.set_epoch(1)
+    assert ds.snr_shift(0) != shift  # new epoch: new SNR
+    valid = dm.dataset("valid")
+    assert valid.snr_shift(0) == 0.0
+    untouched = make(syn_dir).dataset("valid").waveforms(0)["noisy"]
+    torch.testing.assert_close(valid.waveforms(0)["noisy"], untouched)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="train_snr_jitter_db"):
+            PairedSpecDataModule(base_dir=str(syn_dir), train_snr_jitter_db=bad)
+
+
 @pytest.mark.parametrize("split", ["valid", "test"])
 def test_short_files_are_zero_padded_on_both_sides(syn_dir, split):
     ds = make(syn_dir).dataset(split)

@@ -57,6 +57,7 @@ class PairedSpecDataset(Dataset):
         num_frames: int = 256,
         random_crop: bool = False,
         gain_db: tuple[float, float] = (0.0, 0.0),
+        snr_jitter_db: float = 0.0,
         seed: int = 0,
     ):
         self.pairs = list(pairs)
@@ -66,6 +67,7 @@ class PairedSpecDataset(Dataset):
         self.crop_samples = spec.samples_for_frames(num_frames)
         self.random_crop = random_crop
         self.gain_db = (float(gain_db[0]), float(gain_db[1]))
+        self.snr_jitter_db = float(snr_jitter_db)
         self.seed = seed
         # shared memory, so persistent DataLoader workers see the epoch the main process sets
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -115,6 +117,17 @@ class PairedSpecDataset(Dataset):
         rng = np.random.default_rng((self.seed, int(self._epoch), index, 1))
         return float(10 ** (rng.uniform(low, high) / 20))
 
+    def snr_shift(self, index: int) -> float:
+        """The crop's SNR change in dB, drawn from +-``snr_jitter_db`` per (seed, epoch, index).
+
+        A fixed corpus holds each clean file at one SNR; rescaling its noise (``noisy - clean``)
+        anew each epoch shows the model every voice at many SNRs, so it learns how much to
+        change from the input itself. 0 when ``snr_jitter_db`` is 0 (the default)."""
+        if self.snr_jitter_db == 0.0:
+            return 0.0
+        rng = np.random.default_rng((self.seed, int(self._epoch), index, 2))
+        return float(rng.uniform(-self.snr_jitter_db, self.snr_jitter_db))
+
     def waveforms(self, index: int) -> dict:
         """The normalised crop as waveforms ``{"noisy", "clean"?: [crop_samples], "peak"}``."""
         pair = self.pairs[index]
@@ -127,6 +140,10 @@ class PairedSpecDataset(Dataset):
             for role, path in (("noisy", pair.noisy), ("clean", pair.clean))
             if path is not None
         }
+        shift = self.snr_shift(index)
+        if shift != 0.0 and "clean" in waves:  # the noise, rescaled: SNR + shift dB
+            noise = waves["noisy"] - waves["clean"]
+            waves["noisy"] = waves["clean"] + np.float32(10 ** (-shift / 20)) * noise
         peak = max(float(np.abs(waves["noisy"]).max()), PEAK_FLOOR)
         peak /= self.gain(index)
         out = {role: torch.from_numpy(wav / np.float32(peak)) for role, wav in waves.items()}
@@ -244,6 +261,7 @@ class PairedSpecDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         length_tolerance_s: float = DEFAULT_LENGTH_TOLERANCE_S,
         train_gain_db: Sequence[float] = (0.0, 0.0),
+        train_snr_jitter_db: float = 0.0,
         seed: int = 0,
     ):
         super().__init__()
@@ -268,6 +286,9 @@ class PairedSpecDataModule(L.LightningDataModule):
         self.train_gain_db = tuple(train_gain_db)
         if len(self.train_gain_db) != 2 or not self.train_gain_db[0] <= self.train_gain_db[1] <= 0.0:
             raise ValueError(f"data.train_gain_db={list(train_gain_db)}: [low, high] dB, low <= high <= 0")
+        self.train_snr_jitter_db = float(train_snr_jitter_db)
+        if not 0.0 <= self.train_snr_jitter_db < float("inf"):
+            raise ValueError(f"data.train_snr_jitter_db={train_snr_jitter_db}: a finite number of dB >= 0")
         self.seed = int(seed)
         self._datasets: dict[str, PairedSpecDataset] = {}
 
@@ -339,6 +360,7 @@ class PairedSpecDataModule(L.LightningDataModule):
                 num_frames=self.num_frames,
                 random_crop=split == "train",
                 gain_db=self.train_gain_db if split == "train" else (0.0, 0.0),
+                snr_jitter_db=self.train_snr_jitter_db if split == "train" else 0.0,
                 seed=self.seed,
             )
         return self._datasets[split]
