@@ -110,14 +110,16 @@ def test_snr_jitter_rescales_the_noise_of_training_crops_and_leaves_valid_alone(
         assert waves["noisy"].abs().max().item() == pytest.approx(1.0)  # still peak-normalised
         scales.append(scale)
     assert len({round(s, 6) for s in scales}) == len(scales)  # drawn per file
-    shift = ds.snr_shift(0)
+    shift, before = ds.snr_shift(0), ds.waveforms(0)["noisy"]
     ds.set_epoch(1)
-    assert ds.snr_shift(0) != shift  # new epoch: new SNR
-    valid = dm.dataset("valid")
-    assert valid.snr_shift(0) == 0.0
-    untouched = make(syn_dir).dataset("valid").waveforms(0)["noisy"]
-    torch.testing.assert_close(valid.waveforms(0)["noisy"], untouched)
-    for bad in (-1.0, float("nan"), float("inf")):
+    assert ds.snr_shift(0) != shift  # new epoch: new SNR, and so another crop
+    assert not torch.allclose(ds.waveforms(0)["noisy"], before)
+    for split in ("valid", "test"):
+        held_out = dm.dataset(split)
+        assert held_out.snr_shift(0) == 0.0
+        untouched = make(syn_dir).dataset(split).waveforms(0)["noisy"]
+        torch.testing.assert_close(held_out.waveforms(0)["noisy"], untouched)
+    for bad in (-1.0, float("nan"), float("inf"), 41.0, [-6.0, 6.0], "six", True):
         with pytest.raises(ValueError, match="train_snr_jitter_db"):
             PairedSpecDataModule(base_dir=str(syn_dir), train_snr_jitter_db=bad)
 

@@ -3,8 +3,10 @@
 Each item is a crop of ``num_frames`` STFT frames, ``(num_frames - 1) * hop_length`` samples:
 at a random position for ``train`` (the same for clean and noisy), centred otherwise; shorter
 files are zero-padded on both sides. Clean and noisy crops are divided by the noisy crop's peak
-before the STFT. The random crop of item ``i`` in epoch ``e`` is drawn from a generator seeded
-with ``(seed, e, i)``, so batches depend neither on ``num_workers`` nor on the number of devices.
+before the STFT. The random draws of item ``i`` in epoch ``e`` come from generators seeded with
+``(seed, e, i)`` (crop position), ``(seed, e, i, 1)`` (training level, ``train_gain_db``) and
+``(seed, e, i, 2)`` (training SNR change, ``train_snr_jitter_db``), so batches depend neither on
+``num_workers`` nor on the number of devices.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ class PairedSpecDataset(Dataset):
     """Crops of prepared pairs as compressed spectrograms ``[2, F, num_frames]``.
 
     Items are dicts ``{"clean", "noisy": float32 [2, F, T], "peak": float32 scalar, "name": str}``;
-    ``"clean"`` is absent for a split without clean files. ``peak`` is the noisy crop's
-    ``max|y|`` the waveforms were divided by. :meth:`load_pair` gives whole files.
+    ``"clean"`` is absent for a split without clean files. ``peak`` is what the waveforms were
+    divided by (the noisy crop's ``max|y|``, after the SNR change, over the level gain), so
+    ``clean * peak`` is the file's clean crop. :meth:`load_pair` gives whole files.
     """
 
     def __init__(
@@ -235,6 +238,23 @@ def _plain(value):
     return value
 
 
+MAX_SNR_JITTER_DB = 40.0  # +-40 dB already spans 80 dB of SNR; more is a typo, and overflows float32
+
+
+def _snr_jitter(value) -> float:
+    """``data.train_snr_jitter_db`` as a float in [0, MAX_SNR_JITTER_DB], or a ValueError naming it."""
+    problem = f"data.train_snr_jitter_db={value!r}: a number of dB in [0, {MAX_SNR_JITTER_DB:g}]"
+    if isinstance(value, bool):
+        raise ValueError(problem)
+    try:
+        jitter = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(problem) from None
+    if not 0.0 <= jitter <= MAX_SNR_JITTER_DB:  # NaN fails too
+        raise ValueError(problem)
+    return jitter
+
+
 class PairedSpecDataModule(L.LightningDataModule):
     """Clean/noisy spectrogram batches from ``base_dir/{train,valid,test}/{clean,noisy}/``.
 
@@ -286,9 +306,7 @@ class PairedSpecDataModule(L.LightningDataModule):
         self.train_gain_db = tuple(train_gain_db)
         if len(self.train_gain_db) != 2 or not self.train_gain_db[0] <= self.train_gain_db[1] <= 0.0:
             raise ValueError(f"data.train_gain_db={list(train_gain_db)}: [low, high] dB, low <= high <= 0")
-        self.train_snr_jitter_db = float(train_snr_jitter_db)
-        if not 0.0 <= self.train_snr_jitter_db < float("inf"):
-            raise ValueError(f"data.train_snr_jitter_db={train_snr_jitter_db}: a finite number of dB >= 0")
+        self.train_snr_jitter_db = _snr_jitter(train_snr_jitter_db)
         self.seed = int(seed)
         self._datasets: dict[str, PairedSpecDataset] = {}
 
