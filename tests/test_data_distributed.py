@@ -18,7 +18,8 @@ from lightning.pytorch.trainer.connectors.data_connector import _DataLoaderSourc
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from torch.utils.data import DistributedSampler
 
-from meanflowse.data.datamodule import EpochDataLoader, PairedSpecDataModule
+from meanflowse.data.datamodule import PairedSpecDataModule
+from meanflowse.data.epoch_loader import EpochDataLoader
 
 SYN = dict(num_train=6, num_valid=2, num_test=0, duration_s=[0.5, 1.0], snr_db=[0.0, 10.0])
 

@@ -14,7 +14,7 @@ from lightning.pytorch import Callback
 from omegaconf import OmegaConf
 
 from helpers import ROOT, TINY, compose_cfg
-from meanflowse.data.datamodule import EpochDataLoader, EpochRandomSampler
+from meanflowse.data.epoch_loader import EpochDataLoader, EpochRandomSampler
 from meanflowse.training.checkpointing import ResumeError, resume_checkpoint
 from meanflowse.training.fit import _resume_target, train
 
