@@ -11,8 +11,6 @@ key; :func:`build_part` builds a part from its node (a stored config too, defaul
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from meanflowse.bounds import Bound
 from meanflowse.method.curriculum import CurriculumConfig
 from meanflowse.method.objectives import OBJECTIVES
 from meanflowse.method.path import PathConfig
@@ -114,36 +113,6 @@ if not OmegaConf.has_resolver("meanflowse.config_file"):
 
 
 # -- numbers a user can get wrong, checked before any data or model is built -------------------
-@dataclass(frozen=True)
-class Bound:
-    """The allowed values of one numeric key; ``None`` bounds are open-ended."""
-
-    key: str
-    integer: bool = False
-    low: float | None = None
-    low_open: bool = False  # value > low rather than >= low
-    high: float | None = None
-    high_open: bool = False  # value < high rather than <= high
-    nullable: bool = True  # null means "not set" (the default or the checkpoint's)
-
-    def holds(self, value: Any) -> bool:
-        if value is None:
-            return self.nullable
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False
-        if self.integer and not isinstance(value, int):  # 2.0 would reach range() and seeds as a float
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def allowed(self) -> str:
-        kind = "an integer" if self.integer else "a finite number"
-        low = f"{'>' if self.low_open else '>='} {self.low}" if self.low is not None else ""
-        high = f"{'<' if self.high_open else '<='} {self.high}" if self.high is not None else ""
-        return " ".join(x for x in (kind, low, "and" if low and high else "", high) if x)
-
-
 SAMPLER_NUMBERS = [
     Bound("sampler.nfe", integer=True, low=1),
     Bound("sampler.t_end", low=0.0, high=1.0, high_open=True),
@@ -177,7 +146,7 @@ def check_numbers(cfg: DictConfig, bounds: list[Bound]) -> None:
     for bound in bounds:
         value = OmegaConf.select(cfg, bound.key, default=_ABSENT)  # a null key is None, not absent
         if value is not _ABSENT and not bound.holds(value):
-            raise ConfigError(f"{bound.key}={value!r}: must be {bound.allowed()}")
+            raise ConfigError(bound.problem(value))
 
 
 def build_part(cfg: DictConfig, key: str) -> Any:

@@ -204,3 +204,16 @@ def test_error_by_level_closed_forms():
     np.testing.assert_allclose(table[:, 0], half, atol=1e-6)
     np.testing.assert_allclose(table[:, 1], half, atol=1e-6)
     np.testing.assert_allclose(table[:, 2], 0.0, atol=1e-6)
+
+
+def test_error_by_level_averages_only_the_files_that_reach_a_level():
+    """A file with no bins in a level group (a NaN row) leaves that group's mean to the others
+    instead of turning it NaN; a group no file reaches stays NaN with a count of 0."""
+    module = _where_it_loses()
+    a = np.array([[1.0, -20.0, -30.0], [2.0, -10.0, -15.0], [np.nan] * 3])
+    b = np.array([[3.0, -22.0, -34.0], [np.nan] * 3, [np.nan] * 3])
+    means, counts = module.average_levels([a, b])
+    np.testing.assert_allclose(means[0], [2.0, -21.0, -32.0])
+    np.testing.assert_allclose(means[1], [2.0, -10.0, -15.0])
+    assert np.isnan(means[2]).all()
+    assert counts.tolist() == [2, 1, 0]

@@ -80,6 +80,17 @@ def level_table(clean: np.ndarray, noisy: np.ndarray, enhanced: np.ndarray, fs: 
     return np.array(rows)
 
 
+def average_levels(levels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the mean of the files' ``level_table`` rows over the files that have bins in it
+    (a file whose clean speech never reaches a level has a NaN row there), and that count."""
+    stacked = np.array(levels)  # [files, groups, 3]
+    has_bins = ~np.isnan(stacked[:, :, 0])
+    counts = has_bins.sum(axis=0)
+    totals = np.where(has_bins[:, :, None], stacked, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a group no file reaches stays NaN
+        return totals / counts[:, None], counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mix_dir", type=Path)
@@ -114,10 +125,11 @@ def main() -> None:
         pairs = np.array(pairs)
         print(f"| {kind} | {pairs[:, 0].mean():.3f} | {pairs[:, 1].mean():.3f} |")
     print("\nError by level (dB relative to the clean energy of each group; per-file values averaged)")
-    print("| clean bin level re peak (dB) | output level | output error | noisy input error |")
-    print("|---|---|---|---|")
-    for (low, high), (out_level, out_err, in_err) in zip(GROUPS_DB, np.mean(levels, axis=0)):
-        print(f"| {low} to {high} | {out_level:+.2f} | {out_err:+.2f} | {in_err:+.2f} |")
+    print("| clean bin level re peak (dB) | output level | output error | noisy input error | files |")
+    print("|---|---|---|---|---|")
+    means, counts = average_levels(levels)
+    for (low, high), (out_level, out_err, in_err), count in zip(GROUPS_DB, means, counts):
+        print(f"| {low} to {high} | {out_level:+.2f} | {out_err:+.2f} | {in_err:+.2f} | {count} |")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from meanflowse.bounds import Bound
 from meanflowse.data.audio import PEAK_FLOOR, check_finite
 from meanflowse.data.epoch_loader import EpochDataLoader, EpochRandomSampler
 from meanflowse.data.folder import (
@@ -171,21 +172,15 @@ def _plain(value):
     return value
 
 
-MAX_SNR_JITTER_DB = 40.0  # +-40 dB already spans 80 dB of SNR; more is a typo, and overflows float32
+# +-40 dB already spans 80 dB of SNR: more is a typo, and overflows float32
+SNR_JITTER = Bound("data.train_snr_jitter_db", low=0.0, high=40.0, nullable=False)
 
 
 def _snr_jitter(value) -> float:
-    """``data.train_snr_jitter_db`` as a float in [0, MAX_SNR_JITTER_DB], or a ValueError naming it."""
-    problem = f"data.train_snr_jitter_db={value!r}: a number of dB in [0, {MAX_SNR_JITTER_DB:g}]"
-    if isinstance(value, bool):
-        raise ValueError(problem)
-    try:
-        jitter = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(problem) from None
-    if not 0.0 <= jitter <= MAX_SNR_JITTER_DB:  # NaN fails too
-        raise ValueError(problem)
-    return jitter
+    """``data.train_snr_jitter_db`` as a float, or a ValueError naming the key and its range."""
+    if not SNR_JITTER.holds(value):
+        raise ValueError(SNR_JITTER.problem(value))
+    return float(value)
 
 
 class PairedSpecDataModule(L.LightningDataModule):
