@@ -71,6 +71,30 @@ def test_the_share_changes_training_files_only_and_leaves_the_others_as_they_wer
         assert np.array_equal(a[1], b[1]) and not a[2]["voice"].startswith(natural_voice.NAME)
 
 
+@needs_voice
+def test_the_natural_voice_s_own_near_clean_share_moves_its_files_only():
+    """``natural_near_clean_share`` puts that share of the natural voice's training files at the
+    near-clean SNRs; eSpeak's files keep the common share and their bytes."""
+    base = _settings(train_natural_share=0.5, near_clean_share=0.2)
+    assert "natural_near_clean_share" not in base  # unset: the markers of older datasets still match
+    own = _settings(train_natural_share=0.5, near_clean_share=0.2, natural_near_clean_share=1.0)
+    low, high = own["near_clean_snr_db"]
+    natural = 0
+    for i in range(8):
+        a, b = synthetic.make_pair(own, "train", i), synthetic.make_pair(base, "train", i)
+        if a[2]["voice"].startswith(natural_voice.NAME):
+            natural += 1
+            assert low <= a[2]["snr_db"] <= high
+        else:
+            assert np.array_equal(a[1], b[1]) and a[2]["snr_db"] == b[2]["snr_db"]
+    assert 1 <= natural <= 7
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="natural_near_clean_share"):
+            _settings(train_natural_share=0.5, natural_near_clean_share=bad)
+    with pytest.raises(ValueError, match="natural_near_clean_share .* needs train_natural_share > 0"):
+        _settings(natural_near_clean_share=0.5)
+
+
 def test_bad_shares_are_refused_naming_the_key():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="train_natural_share"):

@@ -64,6 +64,7 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
     sr = settings["sample_rate"]
     n = int(round(rng.uniform(*settings["duration_s"]) * sr))
     kind = settings["noise_kinds"][rng.integers(len(settings["noise_kinds"]))]
+    natural = False
     if settings["speech"] == "formant":
         clean, said = speech_like(rng, n, sr), {"voice": "formant", "text": ""}
         noise = make_noise(kind, rng, n, sr, talker=lambda g: speech_like(g, n, sr))
@@ -95,6 +96,8 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
     train = split == "train"
     snr = float(rng.uniform(*(settings.get("train_snr_db") if train else None) or settings["snr_db"]))
     share = settings.get("near_clean_share", 0.0) if train else 0.0
+    if natural:  # the natural voice may have its own share (None: the same as the others)
+        share = settings.get("natural_near_clean_share", share)
     if share > 0 and rng.random() < share:
         snr = float(rng.uniform(*settings["near_clean_snr_db"]))  # good input: learn to leave it
     if train and settings.get("train_reverb_share", 0.0) > 0:
@@ -159,6 +162,7 @@ def _settings(
     train_reverb_share=0.0,
     train_rt60_s=(0.15, 0.6),
     train_drr_db=(2.0, 12.0),
+    natural_near_clean_share=None,
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = _span("duration_s", duration_s, low=0.05)
@@ -169,6 +173,7 @@ def _settings(
     train_drr_db = _span("train_drr_db", train_drr_db)
     for name, share in [
         ("near_clean_share", near_clean_share),
+        ("natural_near_clean_share", 0.0 if natural_near_clean_share is None else natural_near_clean_share),
         ("train_natural_share", train_natural_share),
         ("train_reverb_share", train_reverb_share),
     ]:
@@ -176,6 +181,11 @@ def _settings(
             raise ValueError(f"{name} must be in [0, 1], got {share}")
     if not 0.0 <= float(train_tilt_db) <= 24.0:
         raise ValueError(f"train_tilt_db must be in [0, 24] dB per octave, got {train_tilt_db}")
+    if natural_near_clean_share is not None and not float(train_natural_share) > 0:
+        raise ValueError(
+            "natural_near_clean_share sets the near-clean share of the natural voice's files: it needs "
+            "train_natural_share > 0 (or leave it null)"
+        )
     if float(train_natural_share) > 0 and speech != "tts":
         raise ValueError("train_natural_share needs data.synthetic.speech=tts (eSpeak NG makes its phonemes)")
     noise_kinds = [noise_kinds] if isinstance(noise_kinds, str) else [str(k) for k in noise_kinds]
@@ -199,7 +209,12 @@ def _settings(
         "speech": str(speech),
         **(
             {"near_clean_share": float(near_clean_share), "near_clean_snr_db": list(near_clean_snr_db)}
-            if near_clean_share
+            if near_clean_share or natural_near_clean_share
+            else {}
+        ),
+        **(
+            {"natural_near_clean_share": float(natural_near_clean_share)}
+            if natural_near_clean_share is not None
             else {}
         ),
         **({"train_snr_db": list(train_snr_db)} if train_snr_db is not None else {}),
@@ -246,6 +261,7 @@ def generate_dataset(
     train_reverb_share: float = 0.0,
     train_rt60_s: Sequence[float] = (0.15, 0.6),
     train_drr_db: Sequence[float] = (2.0, 12.0),
+    natural_near_clean_share: float | None = None,
 ) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
@@ -274,6 +290,7 @@ def generate_dataset(
         train_reverb_share,
         train_rt60_s,
         train_drr_db,
+        natural_near_clean_share=natural_near_clean_share,
     )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
