@@ -44,3 +44,8 @@ class Bound:
     def problem(self, value: Any) -> str:
         """The one-line message for a value that does not hold: the key, the value, what is allowed."""
         return f"{self.key}={value!r}: must be {self.allowed()}"
+
+
+# +-40 dB already spans 80 dB of SNR: more is a typo, and overflows float32. train.py checks it at
+# start (meanflowse.config.TRAIN_NUMBERS); the data module checks it again for direct callers.
+SNR_JITTER = Bound("data.train_snr_jitter_db", low=0.0, high=40.0, nullable=False)

@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from meanflowse.bounds import Bound
+from meanflowse.bounds import SNR_JITTER, Bound
 from meanflowse.method.curriculum import CurriculumConfig
 from meanflowse.method.objectives import OBJECTIVES
 from meanflowse.method.path import PathConfig
@@ -125,6 +125,7 @@ TRAIN_NUMBERS = [
     Bound("data.num_frames", integer=True, low=2, nullable=False),
     Bound("data.limit_files", integer=True, low=1),
     Bound("optim.lr", low=0.0, low_open=True, nullable=False),
+    SNR_JITTER,
     *SAMPLER_NUMBERS,
 ]
 EVAL_NUMBERS = [

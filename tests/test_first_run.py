@@ -52,6 +52,7 @@ def test_no_steps_to_train(tmp_path, override):
         ("seed=-1", "an integer >= 0"),
         ("data.num_frames=0", "an integer >= 2"),
         ("trainer.max_steps=null", "an integer"),
+        ("data.train_snr_jitter_db=41", "a finite number >= 0.0 and <= 40.0"),
     ],
 )
 def test_a_number_out_of_range_is_refused_before_any_data_is_made(tmp_path, override, allowed):

@@ -76,7 +76,6 @@ def test_the_natural_voice_s_own_near_clean_share_moves_its_files_only():
     """``natural_near_clean_share`` puts that share of the natural voice's training files at the
     near-clean SNRs; eSpeak's files keep the common share and their bytes."""
     base = _settings(train_natural_share=0.5, near_clean_share=0.2)
-    assert "natural_near_clean_share" not in base  # unset: the markers of older datasets still match
     own = _settings(train_natural_share=0.5, near_clean_share=0.2, natural_near_clean_share=1.0)
     low, high = own["near_clean_snr_db"]
     natural = 0
@@ -88,6 +87,12 @@ def test_the_natural_voice_s_own_near_clean_share_moves_its_files_only():
         else:
             assert np.array_equal(a[1], b[1]) and a[2]["snr_db"] == b[2]["snr_db"]
     assert 1 <= natural <= 7
+
+
+def test_the_natural_near_clean_share_is_recorded_only_when_set_and_checked():
+    assert "natural_near_clean_share" not in _settings(train_natural_share=0.5)  # older markers match
+    only = _settings(train_natural_share=0.5, natural_near_clean_share=0.5)
+    assert only["natural_near_clean_share"] == 0.5 and "near_clean_snr_db" in only  # its files need it
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="natural_near_clean_share"):
             _settings(train_natural_share=0.5, natural_near_clean_share=bad)

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from meanflowse.bounds import Bound
+from meanflowse.bounds import SNR_JITTER
 from meanflowse.data.audio import PEAK_FLOOR, check_finite
 from meanflowse.data.epoch_loader import EpochDataLoader, EpochRandomSampler
 from meanflowse.data.folder import (
@@ -170,10 +170,6 @@ def _plain(value):
     if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
         return [_plain(v) for v in value]
     return value
-
-
-# +-40 dB already spans 80 dB of SNR: more is a typo, and overflows float32
-SNR_JITTER = Bound("data.train_snr_jitter_db", low=0.0, high=40.0, nullable=False)
 
 
 def _snr_jitter(value) -> float:
