@@ -21,6 +21,7 @@ model's outputs.
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -84,11 +85,10 @@ def average_levels(levels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per group, the mean of the files' ``level_table`` rows over the files that have bins in it
     (a file whose clean speech never reaches a level has a NaN row there), and that count."""
     stacked = np.array(levels)  # [files, groups, 3]
-    has_bins = ~np.isnan(stacked[:, :, 0])
-    counts = has_bins.sum(axis=0)
-    totals = np.where(has_bins[:, :, None], stacked, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # a group no file reaches stays NaN
-        return totals / counts[:, None], counts
+    with warnings.catch_warnings():  # a group no file reaches stays NaN ("Mean of empty slice")
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(stacked, axis=0)
+    return means, (~np.isnan(stacked[:, :, 0])).sum(axis=0)
 
 
 def main() -> None:
