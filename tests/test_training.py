@@ -17,7 +17,7 @@ from meanflowse.training.checkpointing import (
     resolve_ckpt_path,
 )
 from meanflowse.training.ema import EMA
-from meanflowse.training.fit import rank_seed, train
+from meanflowse.training.fit import cpu_precision_note, rank_seed, train
 from meanflowse.training.validation import ValidationMetrics, eval_indices, spectrogram_image
 
 
@@ -85,6 +85,14 @@ def test_compiled_backbone_gives_the_same_prediction_and_jvp(tiny_net):
 
 
 # -- small pure pieces --------------------------------------------------------------------------
+def test_bf16_on_the_cpu_gets_a_warning_and_nothing_else_does():
+    note = cpu_precision_note("bf16-mixed", on_cpu=True)
+    assert "trainer.precision=bf16-mixed" in note and "32-true" in note
+    assert cpu_precision_note("bf16-true", on_cpu=True) is not None
+    assert cpu_precision_note("32-true", on_cpu=True) is None
+    assert cpu_precision_note("bf16-mixed", on_cpu=False) is None  # a GPU: bf16 is the advice
+
+
 def test_rank_seeds_differ_by_rank_and_step():
     seeds = {rank_seed(0, r, s) for r in range(4) for s in (0, 100)}
     assert len(seeds) == 8 and rank_seed(0, 1, 5) == rank_seed(0, 1, 5)
@@ -270,7 +278,7 @@ def test_loggers_get_metrics_audio_and_spectrograms(run):
     assert "val/pesq" in (out / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
 
 
-def test_bf16_mixed_runs_the_forward_in_bf16_and_the_jvp_in_fp32(tmp_path, monkeypatch):
+def test_bf16_mixed_runs_the_forward_in_bf16_and_the_jvp_in_fp32(tmp_path, monkeypatch, caplog):
     """Under bf16-mixed the training forward runs in bf16 (autocast is on: a convolution's
     output dtype, seen by a forward hook, is bf16 although every parameter and input is fp32),
     while the JVP's network calls run in fp32 (objective.py disables autocast there)."""
@@ -318,9 +326,11 @@ def test_bf16_mixed_runs_the_forward_in_bf16_and_the_jvp_in_fp32(tmp_path, monke
         ],
         tmp_path,
     )
-    metrics, objs = training.train(cfg)
+    with caplog.at_level("WARNING", logger="meanflowse.training.fit"):
+        metrics, objs = training.train(cfg)
     assert objs["trainer"].global_step == 1 and math.isfinite(metrics["train/loss"])
     assert "train/jvp_norm" in metrics
+    assert any("bf16-mixed on the CPU" in r.getMessage() for r in caplog.records)  # the user is told
     assert seen["forward"] == {torch.bfloat16}, seen
     assert seen["jvp"] == {torch.float32}, seen
     assert all(p.dtype == torch.float32 for p in objs["module"].parameters())  # master weights

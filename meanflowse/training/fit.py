@@ -14,6 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -178,6 +179,19 @@ def _build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
         raise
 
 
+def cpu_precision_note(precision: str, *, on_cpu: bool) -> str | None:
+    """A warning for bf16 autocast on a CPU, None otherwise. Measured on the 2-core machine
+    (BENCHMARKS.md sections 2 and 7): it speeds up the full NCSN++ but made the demo's narrow
+    network far slower, so a user who sets it for a small CPU run should know before waiting."""
+    if not (on_cpu and str(precision).startswith("bf16")):
+        return None
+    return (
+        f"trainer.precision={precision} on the CPU: it sped up the full NCSN++ 1.6x per step but "
+        "made the demo's narrow network (nf 16) about 28x slower (BENCHMARKS.md sections 2 and 7); "
+        "time a few steps first, or use trainer.precision=32-true"
+    )
+
+
 def accumulation(
     global_batch: int | None, batch_size: int, world_size: int, accumulate: int = 1
 ) -> tuple[int, str]:
@@ -232,6 +246,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.accumulate_grad_batches,
     )
     log.info(batch_note)
+    note = cpu_precision_note(trainer.precision, on_cpu=isinstance(trainer.accelerator, CPUAccelerator))
+    if note:
+        log.warning(note)
     log_flat_config(loggers, cfg)
     params = list(module.backbone.parameters())
     log.info(
