@@ -98,6 +98,8 @@ def test_the_natural_near_clean_share_is_recorded_only_when_set_and_checked():
             _settings(train_natural_share=0.5, natural_near_clean_share=bad)
     with pytest.raises(ValueError, match="natural_near_clean_share .* needs train_natural_share > 0"):
         _settings(natural_near_clean_share=0.5)
+    # the demo preset's 0 with the natural voice switched off: nothing to act on, nothing recorded
+    assert _settings(natural_near_clean_share=0.0) == _settings()
 
 
 def test_bad_shares_are_refused_naming_the_key():

@@ -41,8 +41,9 @@ for job in "$@"; do
   echo "=== $recipe seed $seed: ${ARGS[$recipe]} ($(date -u +%H:%M:%S))"
   start=$(date +%s)
   # the demo recipe as the study ran it: before the natural training voice (data.synthetic.train_natural_share,
-  # b3596aa) and the adaptive weighting (mf.adaptive_p, ee2ad06) of experiments/real_voices
-  $PY train.py experiment=demo data.synthetic.train_natural_share=0 mf.adaptive_p=0 task_name=family seed=$seed hydra.run.dir=$run ${ARGS[$recipe]} \
+  # b3596aa), the adaptive weighting (mf.adaptive_p, ee2ad06) and the larger nearly clean share (R26) of
+  # experiments/real_voices
+  $PY train.py experiment=demo data.synthetic.train_natural_share=0 data.synthetic.near_clean_share=0.2 mf.adaptive_p=0 task_name=family seed=$seed hydra.run.dir=$run ${ARGS[$recipe]} \
     > outputs/family/$recipe-s$seed.log 2>&1 || { echo "training failed: outputs/family/$recipe-s$seed.log"; continue; }
   echo "$(( $(date +%s) - start ))" > $run/train_seconds.txt
   evaluate $recipe $run

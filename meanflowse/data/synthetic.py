@@ -182,10 +182,14 @@ def _settings(
     if not 0.0 <= float(train_tilt_db) <= 24.0:
         raise ValueError(f"train_tilt_db must be in [0, 24] dB per octave, got {train_tilt_db}")
     if natural_near_clean_share is not None and not float(train_natural_share) > 0:
-        raise ValueError(
-            "natural_near_clean_share sets the near-clean share of the natural voice's files: it needs "
-            "train_natural_share > 0 (or leave it null)"
-        )
+        if float(natural_near_clean_share) != 0.0:
+            raise ValueError(
+                "natural_near_clean_share sets the near-clean share of the natural voice's files: it needs "
+                "train_natural_share > 0 (or leave it null)"
+            )
+        # A zero share has no files to act on: the demo preset sets 0, and its eSpeak-only form
+        # (train_natural_share=0, the hint when the voice's wheel is missing) must still work.
+        natural_near_clean_share = None
     if float(train_natural_share) > 0 and speech != "tts":
         raise ValueError("train_natural_share needs data.synthetic.speech=tts (eSpeak NG makes its phonemes)")
     noise_kinds = [noise_kinds] if isinstance(noise_kinds, str) else [str(k) for k in noise_kinds]
