@@ -72,18 +72,20 @@ def test_the_share_changes_training_files_only_and_leaves_the_others_as_they_wer
 
 
 @needs_voice
-def test_the_natural_voice_s_own_near_clean_share_moves_its_files_only():
+@pytest.mark.parametrize("common, own_share", [(0.2, 1.0), (1.0, 0.0)])  # (1.0, 0.0): the demo's form
+def test_the_natural_voice_s_own_near_clean_share_moves_its_files_only(common, own_share):
     """``natural_near_clean_share`` puts that share of the natural voice's training files at the
-    near-clean SNRs; eSpeak's files keep the common share and their bytes."""
-    base = _settings(train_natural_share=0.5, near_clean_share=0.2)
-    own = _settings(train_natural_share=0.5, near_clean_share=0.2, natural_near_clean_share=1.0)
+    near-clean SNRs (all, or none while every eSpeak file is nearly clean); eSpeak's files keep
+    the common share and their bytes."""
+    base = _settings(train_natural_share=0.5, near_clean_share=common)
+    own = _settings(train_natural_share=0.5, near_clean_share=common, natural_near_clean_share=own_share)
     low, high = own["near_clean_snr_db"]
     natural = 0
     for i in range(8):
         a, b = synthetic.make_pair(own, "train", i), synthetic.make_pair(base, "train", i)
         if a[2]["voice"].startswith(natural_voice.NAME):
             natural += 1
-            assert low <= a[2]["snr_db"] <= high
+            assert (low <= a[2]["snr_db"] <= high) == (own_share == 1.0), a[2]["snr_db"]
         else:
             assert np.array_equal(a[1], b[1]) and a[2]["snr_db"] == b[2]["snr_db"]
     assert 1 <= natural <= 7

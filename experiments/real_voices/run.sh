@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One row of experiments/real_voices: train the demo recipe with a corpus change, score its test
 # split, then the real-voice check.   usage: experiments/real_voices/run.sh TAG [overrides...]
-# e.g. experiments/real_voices/run.sh R1 'data.synthetic.snr_db=[-5,25]' data.synthetic.near_clean_share=0.2
+# e.g. experiments/real_voices/run.sh R26s1 seed=1   (the README's "Recipes" says what the older rows add)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TAG=$1; shift

@@ -247,7 +247,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     )
     log.info(batch_note)
     note = cpu_precision_note(trainer.precision, on_cpu=isinstance(trainer.accelerator, CPUAccelerator))
-    if note:
+    if note and trainer.is_global_zero:  # once, not once per process
         log.warning(note)
     log_flat_config(loggers, cfg)
     params = list(module.backbone.parameters())
