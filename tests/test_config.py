@@ -43,6 +43,18 @@ def test_data_options_instantiate(tmp_path, option):
     assert dm.spec.n_fft == cfg.data.spec.n_fft
 
 
+def test_the_study_preset_keeps_the_corpus_the_study_ran_on(tmp_path):
+    """experiment=study_cpu generates the make_it_enhance study's corpus (eSpeak only, 0-10 dB,
+    nothing nearly clean) in a folder of its own, whatever the demo's corpus has become."""
+    study = compose_cfg("train", ["experiment=study_cpu"], tmp_path).data
+    demo = compose_cfg("train", ["experiment=demo"], tmp_path).data
+    assert study.base_dir != demo.base_dir
+    s = study.synthetic
+    assert s.train_natural_share == 0 and s.near_clean_share == 0 and s.natural_near_clean_share is None
+    assert s.train_snr_db is None and list(s.snr_db) == [0.0, 10.0] and s.num_train == 240
+    assert demo.synthetic.train_natural_share > 0  # the demo's own has moved on
+
+
 @pytest.mark.parametrize("option", options("trainer"))
 def test_trainer_options_instantiate(tmp_path, option):
     # GPU presets are instantiated on the CPU here; their strategy and device count are kept.
