@@ -252,3 +252,47 @@ def test_a_named_run_is_checked_too_and_hydra_config_is_the_fallback(tmp_path):
         resume_checkpoint(str(runs / "a"), config=new, run_dir=runs / "b")
     assert resume_checkpoint(str(runs / "a"), config=new, run_dir=runs / "b", force=True)[0] == ckpt
     assert resume_checkpoint(str(ckpt), config=old, run_dir=runs / "b") == (ckpt, [])
+
+
+def _final_step_of_last_ckpt(tmp_path, callback_cls) -> int:
+    """A 5-step run that saves every 2 steps and never validates: the final step, 5, is on
+    neither schedule, so only the end of training can put it in last.ckpt."""
+    from lightning.pytorch import LightningModule, Trainer
+
+    class Tiny(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - batch).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.ones(10, 1), batch_size=1)
+
+    ckpt = callback_cls(dirpath=tmp_path, every_n_train_steps=2, save_top_k=0, save_last=True)
+    trainer = Trainer(
+        max_steps=5,
+        callbacks=[ckpt],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        limit_val_batches=0,
+    )
+    trainer.fit(Tiny())
+    return torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_last_ckpt_holds_the_final_step_when_training_ends_off_schedule(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from meanflowse.training.checkpointing import LastCheckpoint
+
+    assert _final_step_of_last_ckpt(tmp_path / "ours", LastCheckpoint) == 5
+    # why LastCheckpoint exists: Lightning's own keeps the step-4 save (if this fails, Lightning
+    # fixed it and LastCheckpoint can go)
+    assert _final_step_of_last_ckpt(tmp_path / "stock", ModelCheckpoint) == 4

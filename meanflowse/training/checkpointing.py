@@ -260,3 +260,18 @@ class FiniteModelCheckpoint(ModelCheckpoint):
         if current is not None and not bool(torch.isfinite(torch.as_tensor(current)).all()):
             return False
         return super().check_monitor_top_k(trainer, current)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` is always written at the end of training.
+
+    Lightning 2.6's ``on_train_end`` writes ``last.ckpt`` only if the callback never wrote one
+    during the run. So a run that saved at step 1000 (``every_n_train_steps``) and validated at
+    step 1440 kept the step-1440 weights in ``last.ckpt`` when it ended at step 1800, and
+    evaluation scored a model 360 steps short (experiments/real_voices R36). Here the end of
+    training always writes it, unless this callback already did at that step.
+    """
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
