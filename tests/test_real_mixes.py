@@ -1,6 +1,6 @@
 """The real-voice check's mixes: the drawn SNR is the written one, names carry it, and per_snr
 averages eval.py's metrics.csv per SNR; the corpus's training-only knobs (near-clean share, the
-training SNR range, the spectral tilt) leave valid and test byte for byte as they were."""
+training SNR range, the spectral tilt, rooms, channels) leave valid and test byte for byte as they were."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import soundfile as sf
 from helpers import load_script
 from meanflowse.data import synthetic
 from meanflowse.data.real_mixes import mix_name, per_snr, write_mixes
-from meanflowse.data.signals import spectral_tilt, speech_like
+from meanflowse.data.signals import CHANNEL_POINTS_HZ, channel_response, spectral_tilt, speech_like
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SR = 16000
@@ -171,6 +171,48 @@ def test_reverb_share_puts_that_share_of_training_files_in_a_room_and_nothing_el
     for bad in ({"train_reverb_share": 1.5}, {"train_rt60_s": (0.6, 0.2)}, {"train_drr_db": (9.0, 1.0)}):
         with pytest.raises(ValueError, match="train_"):
             _settings(**bad)
+
+
+def test_a_channel_has_its_gains_at_the_octave_points_and_interpolates_between_them():
+    x = np.random.default_rng(0).standard_normal(4 * SR)
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    gains = [3.0, -6.0, 0.0, 6.0, -3.0, 9.0, -9.0]
+    y = channel_response(x, SR, gains)
+    power = np.abs(np.fft.rfft(y)) ** 2 / np.abs(np.fft.rfft(x)) ** 2
+
+    def gain_db(hz):  # the filter is exact per bin: read the bin nearest hz (0.25 Hz apart)
+        return 10 * np.log10(power[np.argmin(np.abs(f - hz))])
+
+    for hz, g in zip(CHANNEL_POINTS_HZ[:-1], gains[:-1]):  # 8 kHz is the Nyquist bin's edge
+        assert gain_db(hz) == pytest.approx(g, abs=0.01)
+    assert gain_db(np.sqrt(1000.0 * 2000.0)) == pytest.approx((6.0 - 3.0) / 2, abs=0.01)  # halfway, log-f
+    assert gain_db(80.0) == pytest.approx(3.0, abs=0.01)  # flat below 125 Hz
+    with pytest.raises(ValueError, match="7 gains"):
+        channel_response(x, SR, [0.0, 1.0])
+
+
+def test_train_eq_db_colours_each_training_file_and_nothing_else():
+    assert "train_eq_db" not in _settings()
+    plain, eq = _settings(), _settings(train_eq_db=6.0)
+    for i in range(4):
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(synthetic.make_pair(plain, "test", i)[:2], synthetic.make_pair(eq, "test", i)[:2])
+        )
+        (c0, _, i0), (c1, n1, i1) = (
+            synthetic.make_pair(plain, "train", i),
+            synthetic.make_pair(eq, "train", i),
+        )
+        assert i0 == i1  # the same noise, SNR and text: the channel has its own random stream
+        assert measured_snr(c1, n1) == pytest.approx(i1["snr_db"], abs=0.01)
+        spec0, spec1 = np.abs(np.fft.rfft(c0.astype(np.float64))), np.abs(np.fft.rfft(c1.astype(np.float64)))
+        f = np.fft.rfftfreq(len(c0), 1 / SR)
+        band = (f > 150) & (f < 7000) & (spec0 > 1e-3 * spec0.max())  # where the speech has energy
+        ratio_db = 20 * np.log10(spec1[band] / spec0[band])  # the channel, up to the file's level
+        spread = np.percentile(ratio_db, 95) - np.percentile(ratio_db, 5)
+        assert 1.0 < spread <= 2 * 6.0 + 1.0
+    with pytest.raises(ValueError, match="train_eq_db"):
+        _settings(train_eq_db=30.0)
 
 
 def _where_it_loses():

@@ -218,6 +218,21 @@ def spectral_tilt(x: np.ndarray, sr: int, db_per_octave: float) -> np.ndarray:
     return np.fft.irfft(spec * 10 ** (gain_db / 20), len(x))
 
 
+# Where a channel's gains are drawn: every octave the corpus's 16 kHz audio carries.
+CHANNEL_POINTS_HZ = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
+
+
+def channel_response(x: np.ndarray, sr: int, gains_db) -> np.ndarray:
+    """``x`` through a smooth channel (a microphone, a speaker's own timbre): ``gains_db[i]`` dB at
+    ``CHANNEL_POINTS_HZ[i]``, linear in log-frequency between them and flat beyond both ends."""
+    if len(gains_db) != len(CHANNEL_POINTS_HZ):
+        raise ValueError(f"channel_response needs {len(CHANNEL_POINTS_HZ)} gains, got {len(gains_db)}")
+    spec = np.fft.rfft(x)
+    f = np.maximum(np.fft.rfftfreq(len(x), 1.0 / sr), 1.0)
+    gain_db = np.interp(np.log2(f), np.log2(CHANNEL_POINTS_HZ), np.asarray(gains_db, float))
+    return np.fft.irfft(spec * 10 ** (gain_db / 20), len(x))
+
+
 def room_response(rng: np.random.Generator, sr: int, rt60_s: float, drr_db: float) -> np.ndarray:
     """A synthetic room impulse response: the direct path (1 at sample 0), then after a 2-8 ms gap
     a diffuse tail of Gaussian noise decaying by 60 dB in ``rt60_s``, whose energy lies

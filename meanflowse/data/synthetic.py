@@ -35,7 +35,9 @@ import soundfile as sf
 
 from meanflowse.data import natural_voice, tts
 from meanflowse.data.signals import (
+    CHANNEL_POINTS_HZ,
     NOISE_KINDS,
+    channel_response,
     make_noise,
     reverberate,
     room_response,
@@ -105,6 +107,8 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
     tilt = settings.get("train_tilt_db", 0.0) if train else 0.0
     if tilt > 0:  # another spectral balance of the speech (microphone, voice): keep it, not fix it
         clean = spectral_tilt(clean, sr, float(rng.uniform(-tilt, tilt)))
+    if train and settings.get("train_eq_db", 0.0) > 0:
+        clean = _through_a_channel(clean, settings, index)
     noisy = mix_at_snr(clean, noise, snr)
     # random loudness, peak < 1 for both signals; the same gain keeps the SNR
     level = rng.uniform(0.3, 0.95) / max(np.abs(noisy).max(), np.abs(clean).max())
@@ -122,6 +126,16 @@ def _in_a_room(clean: np.ndarray, settings: dict, split: str, index: int) -> np.
         return clean
     rt60, drr = rng.uniform(*settings["train_rt60_s"]), rng.uniform(*settings["train_drr_db"])
     return reverberate(clean, room_response(rng, settings["sample_rate"], rt60, drr))
+
+
+def _through_a_channel(clean: np.ndarray, settings: dict, index: int) -> np.ndarray:
+    """A training file's speech through its own smooth channel, every octave from 125 Hz to 8 kHz
+    raised or lowered by up to ``train_eq_db``, target and input alike: a real recording's
+    microphone and speaker give it a spectral balance unlike any training voice's, which the model
+    should keep, not correct. Its own stream, so the other draws keep their bytes."""
+    rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index("train"), index, 3]))
+    eq = settings["train_eq_db"]
+    return channel_response(clean, settings["sample_rate"], rng.uniform(-eq, eq, len(CHANNEL_POINTS_HZ)))
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -163,6 +177,7 @@ def _settings(
     train_rt60_s=(0.15, 0.6),
     train_drr_db=(2.0, 12.0),
     natural_near_clean_share=None,
+    train_eq_db=0.0,
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = _span("duration_s", duration_s, low=0.05)
@@ -181,6 +196,8 @@ def _settings(
             raise ValueError(f"{name} must be in [0, 1], got {share}")
     if not 0.0 <= float(train_tilt_db) <= 24.0:
         raise ValueError(f"train_tilt_db must be in [0, 24] dB per octave, got {train_tilt_db}")
+    if not 0.0 <= float(train_eq_db) <= 24.0:
+        raise ValueError(f"train_eq_db must be in [0, 24] dB, got {train_eq_db}")
     if natural_near_clean_share is not None and not float(train_natural_share) > 0:
         if float(natural_near_clean_share) != 0.0:
             raise ValueError(
@@ -223,6 +240,7 @@ def _settings(
         ),
         **({"train_snr_db": list(train_snr_db)} if train_snr_db is not None else {}),
         **({"train_tilt_db": float(train_tilt_db)} if train_tilt_db else {}),
+        **({"train_eq_db": float(train_eq_db)} if train_eq_db else {}),
         **({"train_natural_share": float(train_natural_share)} if train_natural_share else {}),
         **(
             {
@@ -266,6 +284,7 @@ def generate_dataset(
     train_rt60_s: Sequence[float] = (0.15, 0.6),
     train_drr_db: Sequence[float] = (2.0, 12.0),
     natural_near_clean_share: float | None = None,
+    train_eq_db: float = 0.0,
 ) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
@@ -295,6 +314,7 @@ def generate_dataset(
         train_rt60_s,
         train_drr_db,
         natural_near_clean_share=natural_near_clean_share,
+        train_eq_db=train_eq_db,
     )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
