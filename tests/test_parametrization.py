@@ -14,6 +14,7 @@ from meanflowse.method.objective import (
     _reduce,
     cfm_loss,
     mean_flow_target,
+    octave_band_loss,
     per_sample_loss,
     single_pass_loss,
 )
@@ -113,6 +114,45 @@ def test_one_step_from_1_to_0_lands_on_y_plus_F():
     module = module_of(FixedOutput(out), parametrization="data")
     x0 = module.enhance_spec(y, z=z, name="euler_mf", nfe=1, t_end=0.0)
     torch.testing.assert_close(x0, y + out, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_octave_bands_split_the_per_sample_loss_top_half_first(loss):
+    g = torch.Generator().manual_seed(2)
+    pred, target = torch.randn(2, 3, 2, 32, 5, generator=g, dtype=F64)
+    bands = octave_band_loss(pred, target, loss, 4)  # bins 0-3, 4-7, 8-15, 16-31
+    assert bands.shape == (3, 4)
+    torch.testing.assert_close(bands.sum(1), per_sample_loss(pred, target, loss), rtol=1e-12, atol=0)
+    only_top = pred.clone()
+    only_top[:, :, 16:] = pred[:, :, 16:] + 1.0  # an error in the upper half of the bins only
+    top = octave_band_loss(pred, only_top, loss, 4)
+    assert torch.all(top[:, :3] < 1e-3) and torch.all(top[:, 3] > 1.0)  # mae: a 1e-6 floor per bin
+    with pytest.raises(ValueError, match="octave bands"):
+        octave_band_loss(pred, target, loss, 7)  # 32 bins hold 6 octave bands at most
+
+
+def test_adaptive_bands_weigh_each_octave_band_by_its_own_loss():
+    """With adaptive_bands = B the loss is the mean over bands of w_b / (w_b + eps / B), w_b the
+    band's time-weighted loss: a band with a thousand times less error counts as much."""
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.randn(2, 4, 2, 16, 6, generator=g, dtype=F64)
+    target[:, :, :8] = pred[:, :, :8] + 1e-3 * (target[:, :, :8] - pred[:, :, :8])  # quiet low bands
+    t = torch.tensor([0.1, 0.4, 0.7, 1.0], dtype=F64)
+    cfg = MeanFlowConfig(parametrization="data", adaptive_p=1.0, adaptive_bands=3)
+    w = t[:, None] ** 2 * octave_band_loss(pred, target, "mse", 3)
+    torch.testing.assert_close(
+        _reduce(pred, target, t, cfg), (w / (w + 1e-3 / 3)).mean(1), rtol=1e-14, atol=0
+    )
+    per_sample = MeanFlowConfig(parametrization="data", adaptive_p=1.0)
+    pred.requires_grad_(True)
+    grads = []
+    for c in (per_sample, cfg):
+        (grad,) = torch.autograd.grad(_reduce(pred, target, t, c).sum(), pred)
+        grads.append(grad[:, :, :8].norm() / grad[:, :, 8:].norm())  # low bands' share of the pull
+    assert grads[1] > 100 * grads[0]
+    for bad in ({"adaptive_bands": 0}, {"adaptive_bands": 3, "adaptive_p": 0.0}):
+        with pytest.raises(ValueError, match="adaptive_bands"):
+            MeanFlowConfig(**bad).check()
 
 
 @pytest.mark.parametrize("loss", ["mse", "mae"])

@@ -39,6 +39,10 @@ class ObjectiveConfig:
     loss: str = "mse"  # mse: 0.5 sum |err|^2 per sample; mae: sum |err|
     adaptive_p: float = 0.0  # adaptive weighting loss / sg(loss + eps)**p (0 = off)
     adaptive_eps: float = 1e-3
+    adaptive_bands: int = 1  # > 1: the weighting per octave band of the frequency axis, not per
+    #                          sample (the top half of the bins, the quarter below, ...), so a
+    #                          band's error counts by its size relative to that band, as ESTOI's
+    #                          per-band correlations do, not by its share of the spectrum's energy
     nan_policy: str = "raise"  # raise | skip: what a NaN/Inf in the loss or JVP does
     parametrization: str = "velocity"  # velocity: the backbone outputs u (ref); data: it outputs
     #                                    F, x0_hat = y + F, u = (x_t - x0_hat) / t, and the loss
@@ -56,6 +60,10 @@ class ObjectiveConfig:
         for key, allowed in self.CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mf.{key}={getattr(self, key)!r}; use one of {allowed}")
+        if int(self.adaptive_bands) < 1 or (self.adaptive_bands > 1 and self.adaptive_p == 0):
+            raise ValueError(
+                f"mf.adaptive_bands={self.adaptive_bands}: use 1, or more than 1 with mf.adaptive_p > 0"
+            )
 
 
 @dataclass
@@ -98,6 +106,25 @@ def per_sample_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
     if kind == "mae":  # |Re + j Im| of each bin; the small floor keeps the gradient finite at 0
         return (err.pow(2).sum(1) + 1e-12).sqrt().flatten(1).sum(1)
     raise ValueError(f"mf.loss={kind!r}; use one of {LOSSES}")
+
+
+def octave_band_loss(pred: Tensor, target: Tensor, kind: str, bands: int) -> Tensor:
+    """:func:`per_sample_loss` split into ``bands`` octave bands of the frequency axis (dim 2 of
+    ``(batch, re/im, freq, time)``): the top half of the bins, the quarter below, ..., and the
+    lowest band down to DC. Shape ``(batch, bands)``, low to high; the bands sum to the per-sample loss."""
+    err = pred - target
+    if kind == "mse":
+        per_bin = 0.5 * err.pow(2).sum(1)
+    elif kind == "mae":
+        per_bin = (err.pow(2).sum(1) + 1e-12).sqrt()
+    else:
+        raise ValueError(f"mf.loss={kind!r}; use one of {LOSSES}")
+    n = per_bin.shape[1]
+    if n >> (bands - 1) < 1:
+        most = n.bit_length()
+        raise ValueError(f"mf.adaptive_bands={bands}: {n} frequency bins hold at most {most} octave bands")
+    edges = [0, *(n >> k for k in range(bands - 1, 0, -1)), n]
+    return torch.stack([per_bin[:, a:b].flatten(1).sum(1) for a, b in zip(edges, edges[1:])], 1)
 
 
 def adaptive_weighting(per_sample: Tensor, *, p: float, eps: float) -> Tensor:
@@ -195,9 +222,15 @@ def split_target(net_fn: NetFn, *, x_t: Tensor, y: Tensor, t: Tensor, r: Tensor,
 
 def _reduce(pred: Tensor, target: Tensor, t: Tensor, cfg: ObjectiveConfig) -> Tensor:
     """Per-sample loss, times the parametrization's time weight (data: t^2 mse, t mae), then
-    adaptive weighting."""
-    per = per_sample_loss(pred, target, cfg.loss)
+    adaptive weighting (per octave band and averaged over the bands with ``adaptive_bands > 1``)."""
     weight = loss_weight(t, kind=cfg.parametrization, loss=cfg.loss)
+    if cfg.adaptive_bands > 1:
+        per = octave_band_loss(pred, target, cfg.loss, cfg.adaptive_bands)
+        if weight is not None:
+            per = per * weight.to(per.dtype)[:, None]
+        eps = cfg.adaptive_eps / cfg.adaptive_bands  # each band holds about 1/bands of the loss
+        return adaptive_weighting(per, p=cfg.adaptive_p, eps=eps).mean(1)
+    per = per_sample_loss(pred, target, cfg.loss)
     if weight is not None:
         per = per * weight.to(per.dtype)
     return adaptive_weighting(per, p=cfg.adaptive_p, eps=cfg.adaptive_eps)
