@@ -150,7 +150,11 @@ def test_adaptive_bands_weigh_each_octave_band_by_its_own_loss():
         (grad,) = torch.autograd.grad(_reduce(pred, target, t, c).sum(), pred)
         grads.append(grad[:, :, :8].norm() / grad[:, :, 8:].norm())  # low bands' share of the pull
     assert grads[1] > 100 * grads[0]
-    for bad in ({"adaptive_bands": 0}, {"adaptive_bands": 3, "adaptive_p": 0.0}):
+    for bad in (
+        {"adaptive_bands": 0},
+        {"adaptive_bands": 3, "adaptive_p": 0.0},
+        {"adaptive_bands": 2.5, "adaptive_p": 1.0},
+    ):
         with pytest.raises(ValueError, match="adaptive_bands"):
             MeanFlowConfig(**bad).check()
 

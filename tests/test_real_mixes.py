@@ -183,8 +183,9 @@ def test_a_channel_has_its_gains_at_the_octave_points_and_interpolates_between_t
     def gain_db(hz):  # the filter is exact per bin: read the bin nearest hz (0.25 Hz apart)
         return 10 * np.log10(power[np.argmin(np.abs(f - hz))])
 
-    for hz, g in zip(CHANNEL_POINTS_HZ[:-1], gains[:-1]):  # 8 kHz is the Nyquist bin's edge
+    for hz, g in zip(CHANNEL_POINTS_HZ, gains):  # 8 kHz is the Nyquist bin itself
         assert gain_db(hz) == pytest.approx(g, abs=0.01)
+    assert gain_db(np.sqrt(4000.0 * 8000.0)) == pytest.approx((9.0 - 9.0) / 2, abs=0.01)
     assert gain_db(np.sqrt(1000.0 * 2000.0)) == pytest.approx((6.0 - 3.0) / 2, abs=0.01)  # halfway, log-f
     assert gain_db(80.0) == pytest.approx(3.0, abs=0.01)  # flat below 125 Hz
     with pytest.raises(ValueError, match="7 gains"):

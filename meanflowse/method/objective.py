@@ -60,7 +60,8 @@ class ObjectiveConfig:
         for key, allowed in self.CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mf.{key}={getattr(self, key)!r}; use one of {allowed}")
-        if int(self.adaptive_bands) < 1 or (self.adaptive_bands > 1 and self.adaptive_p == 0):
+        bands = self.adaptive_bands
+        if not isinstance(bands, int) or bands < 1 or (bands > 1 and self.adaptive_p == 0):
             raise ValueError(
                 f"mf.adaptive_bands={self.adaptive_bands}: use 1, or more than 1 with mf.adaptive_p > 0"
             )
@@ -122,7 +123,9 @@ def octave_band_loss(pred: Tensor, target: Tensor, kind: str, bands: int) -> Ten
     n = per_bin.shape[1]
     if n >> (bands - 1) < 1:
         most = n.bit_length()
-        raise ValueError(f"mf.adaptive_bands={bands}: {n} frequency bins hold at most {most} octave bands")
+        raise ValueError(
+            f"mf.adaptive_bands={bands}: {n} frequency bins hold {most} octave bands; set it <= {most}"
+        )
     edges = [0, *(n >> k for k in range(bands - 1, 0, -1)), n]
     return torch.stack([per_bin[:, a:b].flatten(1).sum(1) for a, b in zip(edges, edges[1:])], 1)
 
@@ -228,7 +231,7 @@ def _reduce(pred: Tensor, target: Tensor, t: Tensor, cfg: ObjectiveConfig) -> Te
         per = octave_band_loss(pred, target, cfg.loss, cfg.adaptive_bands)
         if weight is not None:
             per = per * weight.to(per.dtype)[:, None]
-        eps = cfg.adaptive_eps / cfg.adaptive_bands  # each band holds about 1/bands of the loss
+        eps = cfg.adaptive_eps / cfg.adaptive_bands  # a loss split evenly weighs as the per-sample one
         return adaptive_weighting(per, p=cfg.adaptive_p, eps=eps).mean(1)
     per = per_sample_loss(pred, target, cfg.loss)
     if weight is not None:
