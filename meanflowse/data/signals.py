@@ -212,10 +212,13 @@ def make_noise(kind: str, rng: np.random.Generator, n: int, sr: int, talker=None
 def spectral_tilt(x: np.ndarray, sr: int, db_per_octave: float) -> np.ndarray:
     """``x`` with its spectrum tilted by ``db_per_octave`` around 1 kHz (flat below 62.5 Hz,
     at most +-24 dB): brighter for a positive tilt, darker for a negative one."""
-    spec = np.fft.rfft(x)
     f = np.maximum(np.fft.rfftfreq(len(x), 1.0 / sr), 62.5)
-    gain_db = np.clip(db_per_octave * np.log2(f / 1000.0), -24.0, 24.0)
-    return np.fft.irfft(spec * 10 ** (gain_db / 20), len(x))
+    return _with_gain(x, np.clip(db_per_octave * np.log2(f / 1000.0), -24.0, 24.0))
+
+
+def _with_gain(x: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
+    """``x`` with each rfft bin scaled by ``gain_db`` (one value per bin): a zero-phase filter."""
+    return np.fft.irfft(np.fft.rfft(x) * 10 ** (gain_db / 20), len(x))
 
 
 # Where a channel's gains are drawn: every octave the corpus's 16 kHz audio carries.
@@ -227,10 +230,8 @@ def channel_response(x: np.ndarray, sr: int, gains_db) -> np.ndarray:
     ``CHANNEL_POINTS_HZ[i]``, linear in log-frequency between them and flat beyond both ends."""
     if len(gains_db) != len(CHANNEL_POINTS_HZ):
         raise ValueError(f"channel_response needs {len(CHANNEL_POINTS_HZ)} gains, got {len(gains_db)}")
-    spec = np.fft.rfft(x)
     f = np.maximum(np.fft.rfftfreq(len(x), 1.0 / sr), 1.0)
-    gain_db = np.interp(np.log2(f), np.log2(CHANNEL_POINTS_HZ), np.asarray(gains_db, float))
-    return np.fft.irfft(spec * 10 ** (gain_db / 20), len(x))
+    return _with_gain(x, np.interp(np.log2(f), np.log2(CHANNEL_POINTS_HZ), np.asarray(gains_db, float)))
 
 
 def room_response(rng: np.random.Generator, sr: int, rt60_s: float, drr_db: float) -> np.ndarray:

@@ -60,6 +60,12 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
     return clean + gain * noise
 
 
+def _side_stream(settings: dict, split: str, index: int, tag: int) -> np.random.Generator:
+    """A file's own random stream for one optional draw (``tag``: 1 the natural voice, 2 the room,
+    3 the channel), apart from its main stream, so switching that draw on leaves the others' bytes."""
+    return np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index(split), index, tag]))
+
+
 def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """``(clean, noisy, info)`` float32 arrays for one file; a pure function of its arguments."""
     rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index(split), index]))
@@ -73,9 +79,9 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
     else:
         # A share of the training files is spoken by the natural voice; its own stream decides
         # which, so the other files keep their bytes.
-        pick = np.random.SeedSequence([settings["seed"], SPLITS.index(split), index, 1])
+        pick = _side_stream(settings, split, index, 1)
         share = settings.get("train_natural_share", 0.0)
-        natural = split == "train" and np.random.default_rng(pick).random() < share
+        natural = split == "train" and pick.random() < share
         with tts.session() as eng:  # one fresh engine per file: its bytes depend on its seed only
             voice = tts.draw_voice(rng, split)
             if natural:
@@ -121,7 +127,7 @@ def _in_a_room(clean: np.ndarray, settings: dict, split: str, index: int) -> np.
     both carry the same reverberation, so the model learns to keep a room's sound (a real "clean"
     recording has one) rather than strip it. Its own stream picks the files and draws the room,
     so the other files keep their bytes."""
-    rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index(split), index, 2]))
+    rng = _side_stream(settings, split, index, 2)
     if rng.random() >= settings["train_reverb_share"]:
         return clean
     rt60, drr = rng.uniform(*settings["train_rt60_s"]), rng.uniform(*settings["train_drr_db"])
@@ -133,8 +139,7 @@ def _through_a_channel(clean: np.ndarray, settings: dict, index: int) -> np.ndar
     raised or lowered by up to ``train_eq_db``, target and input alike: a real recording's
     microphone and speaker give it a spectral balance unlike any training voice's, which the model
     should keep, not correct. Its own stream, so the other draws keep their bytes."""
-    rng = np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index("train"), index, 3]))
-    eq = settings["train_eq_db"]
+    rng, eq = _side_stream(settings, "train", index, 3), settings["train_eq_db"]
     return channel_response(clean, settings["sample_rate"], rng.uniform(-eq, eq, len(CHANNEL_POINTS_HZ)))
 
 

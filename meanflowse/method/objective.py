@@ -113,21 +113,16 @@ def octave_band_loss(pred: Tensor, target: Tensor, kind: str, bands: int) -> Ten
     """:func:`per_sample_loss` split into ``bands`` octave bands of the frequency axis (dim 2 of
     ``(batch, re/im, freq, time)``): the top half of the bins, the quarter below, ..., and the
     lowest band down to DC. Shape ``(batch, bands)``, low to high; the bands sum to the per-sample loss."""
-    err = pred - target
-    if kind == "mse":
-        per_bin = 0.5 * err.pow(2).sum(1)
-    elif kind == "mae":
-        per_bin = (err.pow(2).sum(1) + 1e-12).sqrt()
-    else:
-        raise ValueError(f"mf.loss={kind!r}; use one of {LOSSES}")
-    n = per_bin.shape[1]
+    n = pred.shape[2]
     if n >> (bands - 1) < 1:
         most = n.bit_length()
         raise ValueError(
             f"mf.adaptive_bands={bands}: {n} frequency bins hold {most} octave bands; set it <= {most}"
         )
     edges = [0, *(n >> k for k in range(bands - 1, 0, -1)), n]
-    return torch.stack([per_bin[:, a:b].flatten(1).sum(1) for a, b in zip(edges, edges[1:])], 1)
+    return torch.stack(
+        [per_sample_loss(pred[:, :, a:b], target[:, :, a:b], kind) for a, b in zip(edges, edges[1:])], 1
+    )
 
 
 def adaptive_weighting(per_sample: Tensor, *, p: float, eps: float) -> Tensor:
