@@ -10,6 +10,13 @@
    and of the noisy input, both relative to the clean energy of the group (dB). A model that only
    removes noise has a smaller error than its input in every group; one whose own error floor
    sits above the noise loses there.
+3. Gain by frame level. The clean recording's frames are classed by their level below the file's
+   loudest frame (loud, mid, quiet); per class and band, the median over frames of the output's
+   band energy against the clean one (dB), and the noisy input's, over all mixes and per noise
+   kind for the mid frames. A model that gates weak speech shows it here, even for a noise kind
+   that leaves the band clean.
+4. What would fix it: ESTOI with the output's band energy set to the clean one's in each frame of
+   one class (an oracle; the phase and the bins' shape within a band stay the output's).
 
     python experiments/real_voices/where_it_loses.py MIX_DIR ENHANCED_DIR [--snr 20]
 
@@ -38,6 +45,8 @@ from meanflowse.data.signals import NOISE_KINDS
 
 BAND_HZ = 150.0 * 2.0 ** (np.arange(OBM.shape[0]) / 3.0)  # the ESTOI bands' centre frequencies
 GROUPS_DB = [(-20, 0), (-30, -20), (-40, -30), (-50, -40), (-60, -50)]  # clean bin level re peak
+FRAME_CLASSES = {"loud": (-10, 0), "mid": (-25, -10), "quiet": (-np.inf, -25)}  # frame level re loudest
+FRAME_BANDS_HZ = (0, 300, 800, 1500, 2500, 4300)  # 4.3 kHz: ESTOI's top band edge
 
 
 def band_parts(clean: np.ndarray, est: np.ndarray, fs: int) -> np.ndarray:
@@ -81,6 +90,53 @@ def level_table(clean: np.ndarray, noisy: np.ndarray, enhanced: np.ndarray, fs: 
     return np.array(rows)
 
 
+def _frame_classes(c: np.ndarray) -> dict[str, np.ndarray]:
+    """Each class of ``FRAME_CLASSES`` as a mask over the frames of the clean STFT ``c``."""
+    level = 10 * np.log10(np.sum(np.abs(c) ** 2, axis=0) + 1e-20)
+    level -= level.max()
+    return {
+        name: (level >= low) & ((level < high) if high < 0 else (level <= high))  # 0 dB: the loudest frame
+        for name, (low, high) in FRAME_CLASSES.items()
+    }
+
+
+def _band_energy(s: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """[bands, frames] energy of STFT ``s`` in the bands of ``FRAME_BANDS_HZ``."""
+    edges = FRAME_BANDS_HZ
+    return np.array(
+        [np.sum(np.abs(s[(freqs >= a) & (freqs < b)]) ** 2, axis=0) for a, b in zip(edges[:-1], edges[1:])]
+    )
+
+
+def frame_gains(clean: np.ndarray, est: np.ndarray, fs: int) -> dict[str, np.ndarray]:
+    """Per frame class, ``[frames, bands]``: ``est``'s band energy against ``clean``'s (dB)."""
+    freqs, _, c = stft(clean, fs, nperseg=512, noverlap=384)
+    ratio = _band_energy(_spec(est, fs), freqs) / (_band_energy(c, freqs) + 1e-20)
+    gain = 10 * np.log10(ratio + 1e-20).T
+    return {name: gain[mask] for name, mask in _frame_classes(c).items()}
+
+
+def oracle_estoi(clean: np.ndarray, est: np.ndarray, fs: int, frame_class: str | None) -> float:
+    """ESTOI of ``est`` with its band energy set to the clean one's in every frame of
+    ``frame_class`` ("all": every frame; None: none, i.e. ``est`` through an STFT round trip)."""
+    from pystoi import stoi
+    from scipy.signal import istft
+
+    freqs, _, c = stft(clean, fs, nperseg=512, noverlap=384)
+    e = _spec(est, fs)
+    if frame_class is None or frame_class == "all":
+        frames = np.full(c.shape[1], frame_class == "all")
+    else:
+        frames = _frame_classes(c)[frame_class]
+    gain = np.sqrt((_band_energy(c, freqs) + 1e-20) / (_band_energy(e, freqs) + 1e-20))  # [bands, frames]
+    edges = FRAME_BANDS_HZ
+    for band, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        rows = (freqs >= a) & (freqs < b)
+        e[np.ix_(rows, frames)] *= gain[band, frames]
+    fixed = istft(e, fs, nperseg=512, noverlap=384)[1][: len(clean)]
+    return float(stoi(clean, fixed, fs, extended=True))
+
+
 def average_levels(levels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per group, the mean of the files' ``level_table`` rows over the files that have bins in it
     (a file whose clean speech never reaches a level has a NaN row there), and that count."""
@@ -102,6 +158,8 @@ def main() -> None:
     if not any(files.values()):
         raise SystemExit(f"where_it_loses.py: no {mix_name(args.snr, '*', '*')} in {args.enhanced_dir}")
     parts, levels, by_kind = {"noisy": [], "enhanced": []}, [], defaultdict(list)
+    gains = defaultdict(list)  # (signal, class, kind) -> [frames, bands] arrays
+    oracle = defaultdict(list)  # frame class -> ESTOI per file
     for kind, path in ((kind, path) for kind, paths in files.items() for path in paths):
         clean, fs = sf.read(args.mix_dir / "clean" / path.name)
         noisy, _ = sf.read(args.mix_dir / "noisy" / path.name)
@@ -112,6 +170,11 @@ def main() -> None:
         parts["enhanced"].append(band_parts(clean, enhanced, fs))
         by_kind[kind].append((parts["noisy"][-1].sum(), parts["enhanced"][-1].sum()))
         levels.append(level_table(clean, noisy, enhanced, fs))
+        for signal, est in (("noisy", noisy), ("enhanced", enhanced)):
+            for name, rows in frame_gains(clean, est, fs).items():
+                gains[signal, name, kind].append(rows)
+        for name in (None, *FRAME_CLASSES, "all"):
+            oracle[name].append(oracle_estoi(clean, enhanced, fs, name))
 
     noisy, enhanced = np.mean(parts["noisy"], axis=0), np.mean(parts["enhanced"], axis=0)
     print(f"ESTOI by band at {args.snr} dB, {len(levels)} files (band parts sum to the score)")
@@ -130,6 +193,37 @@ def main() -> None:
     means, counts = average_levels(levels)
     for (low, high), (out_level, out_err, in_err), count in zip(GROUPS_DB, means, counts):
         print(f"| {low} to {high} | {out_level:+.2f} | {out_err:+.2f} | {in_err:+.2f} | {count} |")
+    print_frame_gains(gains, sorted(by_kind))
+    print("\nESTOI if the output's band energy were the clean one's in the frames of one class (oracle)")
+    print("| frames set right | none | " + " | ".join(FRAME_CLASSES) + " | all | noisy input |")
+    print("|---" * (len(FRAME_CLASSES) + 4) + "|")
+    noisy_estoi = np.mean([pair[0] for pairs in by_kind.values() for pair in pairs])
+    cells = [np.mean(oracle[name]) for name in (None, *FRAME_CLASSES, "all")] + [noisy_estoi]
+    print("| ESTOI | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
+
+
+def print_frame_gains(gains: dict, kinds: list[str]) -> None:
+    """Median gain (dB re clean) per frame class and band, then per noise kind for mid frames."""
+    bands = [f"{a}-{b}" for a, b in zip(FRAME_BANDS_HZ[:-1], FRAME_BANDS_HZ[1:])]
+
+    def median(signal: str, name: str, kind_list: list[str]) -> list[float]:
+        rows = [r for k in kind_list for r in gains[signal, name, k]]
+        stacked = np.concatenate(rows) if rows else np.full((1, len(bands)), np.nan)
+        return list(np.median(stacked, axis=0)) if len(stacked) else [np.nan] * len(bands)
+
+    print("\nGain by frame level: median over frames of the band energy re clean (dB), noisy -> enhanced")
+    print("| frames (level re loudest) | " + " | ".join(bands) + " |")
+    print("|---" * (len(bands) + 1) + "|")
+    for name, (low, high) in FRAME_CLASSES.items():
+        pairs = zip(median("noisy", name, kinds), median("enhanced", name, kinds))
+        print(
+            f"| {name} ({low} to {high} dB) | " + " | ".join(f"{a:+.1f} -> {b:+.1f}" for a, b in pairs) + " |"
+        )
+    print("\n| mid frames, noise | " + " | ".join(bands) + " |")
+    print("|---" * (len(bands) + 1) + "|")
+    for kind in kinds:
+        pairs = zip(median("noisy", "mid", [kind]), median("enhanced", "mid", [kind]))
+        print(f"| {kind} | " + " | ".join(f"{a:+.1f} -> {b:+.1f}" for a, b in pairs) + " |")
 
 
 if __name__ == "__main__":
