@@ -302,3 +302,17 @@ def test_oracle_estoi_undoes_a_gate_and_nothing_else():
     before = stoi(clean, gated, 16000, extended=True)
     assert module.oracle_estoi(clean, gated, 16000, None) == pytest.approx(before, abs=1e-4)
     assert module.oracle_estoi(clean, gated, 16000, "all") > max(before + 0.02, 0.98)
+
+
+def test_blend_brings_removed_noise_back_limit_db_down():
+    """experiments/real_voices/blend.py: a perfect output blended at L dB has the input's noise
+    back exactly L dB down (SNR = input SNR + L); no limit is the output, L = 0 dB the input."""
+    module = load_script("experiments/real_voices/blend.py", "blend")
+    rng = np.random.default_rng(4)
+    clean, noise = rng.standard_normal(16000), rng.standard_normal(16000)
+    noisy = clean + noise  # 0 dB
+    for limit in (6.0, 20.0):  # the perfect output plus g * noise
+        out = module.blend(noisy, clean, limit)
+        assert measured_snr(clean, out) == pytest.approx(measured_snr(clean, noisy) + limit, abs=1e-9)
+    np.testing.assert_array_equal(module.blend(noisy, clean, None), clean)
+    np.testing.assert_allclose(module.blend(noisy, clean, 0.0), noisy)

@@ -1,0 +1,87 @@
+"""Would an attenuation limit meet the real voice's points? Mix some of the noisy input back in.
+
+An attenuation limit (DeepFilterNet's ``--atten-lim``, for one) caps how far an enhancer may take
+the input down: ``out = (1 - g) * enhanced + g * noisy`` with ``g = 10^(-L/20)``, so noise the model
+removed entirely comes back L dB under where it was, and so does whatever the model took from the
+speech. This scores that blend, for several L, on check.py's mixes at the given SNRs and on the
+demo's test split, with the same scores as eval.py:
+
+    python experiments/real_voices/blend.py MIX_DIR ENHANCED_DIR DATA_DIR/test TEST_ENHANCED_DIR \
+        [--snr 15 20] [--limits 30 24 20 16 12]
+
+MIX_DIR: check.py's mixes (clean/ and noisy/); ENHANCED_DIR: a check.py tag's folder
+(outputs/real_voices/TAG); DATA_DIR/test: the corpus's test split (clean/ and noisy/);
+TEST_ENHANCED_DIR: eval.py's outputs for it (run.sh's outputs/real_voices/runs/TAG/enhanced).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from meanflowse.data.real_mixes import mix_name
+from meanflowse.metrics.scores import estoi, pesq_wb, si_sdr
+
+
+def blend(noisy: np.ndarray, enhanced: np.ndarray, limit_db: float | None) -> np.ndarray:
+    """``enhanced`` with ``noisy`` mixed back in ``limit_db`` dB down (None: ``enhanced`` as is)."""
+    g = 0.0 if limit_db is None else 10.0 ** (-abs(limit_db) / 20.0)
+    return (1.0 - g) * enhanced + g * noisy
+
+
+def scores(
+    triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], fs: int, limit_db: float | None
+) -> np.ndarray:
+    """Mean PESQ, ESTOI and SI-SDR over ``(clean, noisy, enhanced)`` of the blend at ``limit_db``."""
+    rows = []
+    for clean, noisy, enhanced in triples:
+        out = blend(noisy, enhanced, limit_db)
+        rows.append((pesq_wb(clean, out, fs), estoi(clean, out, fs), si_sdr(clean, out)))
+    return np.mean(rows, axis=0)
+
+
+def _triples(clean_dir: Path, noisy_dir: Path, outputs: list[Path]) -> list[tuple[np.ndarray, ...]]:
+    if not outputs:
+        raise SystemExit(f"blend.py: no outputs to score beside {noisy_dir}")
+    read = [(clean_dir / p.name, noisy_dir / p.name, p) for p in outputs]
+    return [tuple(sf.read(f, dtype="float64")[0] for f in files) for files in read]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("mix_dir", type=Path)
+    parser.add_argument("enhanced_dir", type=Path)
+    parser.add_argument("test_dir", type=Path)
+    parser.add_argument("test_enhanced_dir", type=Path)
+    parser.add_argument("--snr", type=int, nargs="+", default=[15, 20])
+    parser.add_argument("--limits", type=float, nargs="+", default=[30, 24, 20, 16, 12])
+    args = parser.parse_args()
+
+    sets = {
+        f"real voice {snr} dB": _triples(
+            args.mix_dir / "clean",
+            args.mix_dir / "noisy",
+            sorted(args.enhanced_dir.glob(mix_name(snr, "*", "*"))),
+        )
+        for snr in args.snr
+    }
+    sets["test split"] = _triples(
+        args.test_dir / "clean", args.test_dir / "noisy", sorted(args.test_enhanced_dir.glob("*.wav"))
+    )
+    fs = 16000
+    print(
+        "| set | noisy | " + " | ".join(["no limit", *(f"L = {limit:g} dB" for limit in args.limits)]) + " |"
+    )
+    print("|---" * (len(args.limits) + 3) + "|")
+    for name, triples in sets.items():
+        noisy = scores([(c, n, n) for c, n, _ in triples], fs, None)
+        cells = [scores(triples, fs, limit) for limit in (None, *args.limits)]
+        fmt = " / ".join(["{:.3f}", "{:.3f}", "{:.2f}"])
+        print(f"| {name} ({len(triples)}) | " + " | ".join(fmt.format(*c) for c in (noisy, *cells)) + " |")
+
+
+if __name__ == "__main__":
+    main()
