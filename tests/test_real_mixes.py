@@ -216,6 +216,43 @@ def test_train_eq_db_colours_each_training_file_and_nothing_else():
         _settings(train_eq_db=30.0)
 
 
+def test_level_swing_stays_within_its_range_and_moves_slowly():
+    """signals.level_swing: the gain is within [-swing, 0] dB, reaches most of that range over a
+    few seconds, and changes by at most swing / 0.2 s per second (linear between 0.2-0.5 s knots)."""
+    from meanflowse.data.signals import level_swing
+
+    x = np.ones(5 * SR)
+    gain_db = 20 * np.log10(level_swing(x, SR, np.random.default_rng(5), 12.0))
+    assert gain_db.max() <= 1e-9 and gain_db.min() >= -12.0 - 1e-9
+    assert gain_db.max() - gain_db.min() > 6.0
+    assert np.abs(np.diff(gain_db)).max() <= 12.0 / (0.2 * SR) + 1e-9
+
+
+def test_train_level_swing_db_changes_the_training_speech_level_and_nothing_else():
+    assert "train_level_swing_db" not in _settings()
+    plain, swung = _settings(), _settings(train_level_swing_db=12.0)
+    for i in range(4):
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                synthetic.make_pair(plain, "test", i)[:2], synthetic.make_pair(swung, "test", i)[:2]
+            )
+        )
+        (c0, _, i0), (c1, n1, i1) = (
+            synthetic.make_pair(plain, "train", i),
+            synthetic.make_pair(swung, "train", i),
+        )
+        assert i0 == i1  # the same noise, SNR and text: the swing has its own random stream
+        assert measured_snr(c1, n1) == pytest.approx(i1["snr_db"], abs=0.01)  # the SNR of the swung speech
+        loud = np.abs(c0) > 0.05 * np.abs(c0).max()  # float32 files: compare where the speech is
+        ratio_db = 20 * np.log10(
+            np.abs(c1[loud].astype(np.float64)) / np.abs(c0[loud])
+        )  # gain, up to the file's level
+        assert 1.0 < ratio_db.max() - ratio_db.min() <= 12.0 + 0.01
+    with pytest.raises(ValueError, match="train_level_swing_db"):
+        _settings(train_level_swing_db=60.0)
+
+
 def _where_it_loses():
     return load_script("experiments/real_voices/where_it_loses.py", "where_it_loses")
 

@@ -234,6 +234,18 @@ def channel_response(x: np.ndarray, sr: int, gains_db) -> np.ndarray:
     return _with_gain(x, np.interp(np.log2(f), np.log2(CHANNEL_POINTS_HZ), np.asarray(gains_db, float)))
 
 
+def level_swing(x: np.ndarray, sr: int, rng: np.random.Generator, swing_db: float) -> np.ndarray:
+    """``x`` under a slowly wandering gain: a new value in [-swing_db, 0] dB every 0.2-0.5 s,
+    linear in dB between them. A natural voice's loudness rises and falls within a sentence (weak
+    syllables, phrase ends); eSpeak's hardly does, and a model that never hears quiet speech
+    takes it for noise and turns it down."""
+    knots = [0.0]
+    while knots[-1] < len(x) / sr:
+        knots.append(knots[-1] + rng.uniform(0.2, 0.5))
+    gains_db = rng.uniform(-swing_db, 0.0, len(knots))
+    return x * 10.0 ** (np.interp(np.arange(len(x)) / sr, knots, gains_db) / 20.0)
+
+
 def room_response(rng: np.random.Generator, sr: int, rt60_s: float, drr_db: float) -> np.ndarray:
     """A synthetic room impulse response: the direct path (1 at sample 0), then after a 2-8 ms gap
     a diffuse tail of Gaussian noise decaying by 60 dB in ``rt60_s``, whose energy lies

@@ -38,6 +38,7 @@ from meanflowse.data.signals import (
     CHANNEL_POINTS_HZ,
     NOISE_KINDS,
     channel_response,
+    level_swing,
     make_noise,
     reverberate,
     room_response,
@@ -62,7 +63,8 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
 
 def _side_stream(settings: dict, split: str, index: int, tag: int) -> np.random.Generator:
     """A file's own random stream for one optional draw (``tag``: 1 the natural voice, 2 the room,
-    3 the channel), apart from its main stream, so switching that draw on leaves the others' bytes."""
+    3 the channel, 4 the level swing), apart from its main stream, so switching that draw on
+    leaves the others' bytes."""
     return np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index(split), index, tag]))
 
 
@@ -115,6 +117,10 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
         clean = spectral_tilt(clean, sr, float(rng.uniform(-tilt, tilt)))
     if train and settings.get("train_eq_db", 0.0) > 0:
         clean = _through_a_channel(clean, settings, index)
+    if train and settings.get("train_level_swing_db", 0.0) > 0:  # quiet speech is still speech
+        clean = level_swing(
+            clean, sr, _side_stream(settings, "train", index, 4), settings["train_level_swing_db"]
+        )
     noisy = mix_at_snr(clean, noise, snr)
     # random loudness, peak < 1 for both signals; the same gain keeps the SNR
     level = rng.uniform(0.3, 0.95) / max(np.abs(noisy).max(), np.abs(clean).max())
@@ -183,6 +189,7 @@ def _settings(
     train_drr_db=(2.0, 12.0),
     natural_near_clean_share=None,
     train_eq_db=0.0,
+    train_level_swing_db=0.0,
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = _span("duration_s", duration_s, low=0.05)
@@ -203,6 +210,8 @@ def _settings(
         raise ValueError(f"train_tilt_db must be in [0, 24] dB per octave, got {train_tilt_db}")
     if not 0.0 <= float(train_eq_db) <= 24.0:
         raise ValueError(f"train_eq_db must be in [0, 24] dB, got {train_eq_db}")
+    if not 0.0 <= float(train_level_swing_db) <= 40.0:
+        raise ValueError(f"train_level_swing_db must be in [0, 40] dB, got {train_level_swing_db}")
     if natural_near_clean_share is not None and not float(train_natural_share) > 0:
         if float(natural_near_clean_share) != 0.0:
             raise ValueError(
@@ -246,6 +255,7 @@ def _settings(
         **({"train_snr_db": list(train_snr_db)} if train_snr_db is not None else {}),
         **({"train_tilt_db": float(train_tilt_db)} if train_tilt_db else {}),
         **({"train_eq_db": float(train_eq_db)} if train_eq_db else {}),
+        **({"train_level_swing_db": float(train_level_swing_db)} if train_level_swing_db else {}),
         **({"train_natural_share": float(train_natural_share)} if train_natural_share else {}),
         **(
             {
@@ -290,6 +300,7 @@ def generate_dataset(
     train_drr_db: Sequence[float] = (2.0, 12.0),
     natural_near_clean_share: float | None = None,
     train_eq_db: float = 0.0,
+    train_level_swing_db: float = 0.0,
 ) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
@@ -320,6 +331,7 @@ def generate_dataset(
         train_drr_db,
         natural_near_clean_share=natural_near_clean_share,
         train_eq_db=train_eq_db,
+        train_level_swing_db=train_level_swing_db,
     )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
