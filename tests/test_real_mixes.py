@@ -253,6 +253,36 @@ def test_train_level_swing_db_changes_the_training_speech_level_and_nothing_else
         _settings(train_level_swing_db=60.0)
 
 
+def test_train_mix_swing_db_moves_speech_and_noise_together_in_training_files_only():
+    """The mix's swing scales a training file's speech and noise by one gain: the noise (noisy -
+    clean) changes by the speech's ratio sample by sample, so the local SNR stays; the ratio spans
+    more than 1 dB and at most the swing; test files and the draws (noise, SNR, text) stay."""
+    assert "train_mix_swing_db" not in _settings()
+    plain, swung = _settings(), _settings(train_mix_swing_db=12.0)
+    for i in range(4):
+        assert all(
+            np.array_equal(a, b)
+            for a, b in zip(
+                synthetic.make_pair(plain, "test", i)[:2], synthetic.make_pair(swung, "test", i)[:2]
+            )
+        )
+        (c0, n0, i0), (c1, n1, i1) = (
+            synthetic.make_pair(plain, "train", i),
+            synthetic.make_pair(swung, "train", i),
+        )
+        assert i0 == i1
+        c0, n0, c1, n1 = (a.astype(np.float64) for a in (c0, n0, c1, n1))
+        speech = np.abs(c0) > 0.05 * np.abs(c0).max()
+        noise = np.abs(n0 - c0) > 0.05 * np.abs(n0 - c0).max()
+        both = speech & noise
+        assert both.sum() > 1000
+        np.testing.assert_allclose((n1 - c1)[both] / (n0 - c0)[both], c1[both] / c0[both], rtol=1e-4)
+        ratio_db = 20 * np.log10(c1[speech] / c0[speech])
+        assert 1.0 < ratio_db.max() - ratio_db.min() <= 12.0 + 0.01
+    with pytest.raises(ValueError, match="train_mix_swing_db"):
+        _settings(train_mix_swing_db=41.0)
+
+
 def _where_it_loses():
     return load_script("experiments/real_voices/where_it_loses.py", "where_it_loses")
 

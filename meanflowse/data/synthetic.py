@@ -44,6 +44,7 @@ from meanflowse.data.signals import (
     room_response,
     spectral_tilt,
     speech_like,
+    swing_gain,
 )
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
 
 def _side_stream(settings: dict, split: str, index: int, tag: int) -> np.random.Generator:
     """A file's own random stream for one optional draw (``tag``: 1 the natural voice, 2 the room,
-    3 the channel, 4 the level swing), apart from its main stream, so switching that draw on
-    leaves the others' bytes."""
+    3 the channel, 4 the speech's level swing, 5 the mix's), apart from its main stream, so
+    switching that draw on leaves the others' bytes."""
     return np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index(split), index, tag]))
 
 
@@ -122,6 +123,11 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
             clean, sr, _side_stream(settings, "train", index, 4), settings["train_level_swing_db"]
         )
     noisy = mix_at_snr(clean, noise, snr)
+    if train and settings.get("train_mix_swing_db", 0.0) > 0:
+        # the whole recording's level wanders (a talker moving, a gain control): a quieter
+        # stretch is not a noisier one, and snr_db stays the SNR of the mix before the swing
+        gain = swing_gain(n, sr, _side_stream(settings, "train", index, 5), settings["train_mix_swing_db"])
+        clean, noisy = clean * gain, noisy * gain
     # random loudness, peak < 1 for both signals; the same gain keeps the SNR
     level = rng.uniform(0.3, 0.95) / max(np.abs(noisy).max(), np.abs(clean).max())
     info = {"noise": kind, "snr_db": round(snr, 3), "samples": n, **said}
@@ -190,6 +196,7 @@ def _settings(
     natural_near_clean_share=None,
     train_eq_db=0.0,
     train_level_swing_db=0.0,
+    train_mix_swing_db=0.0,
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = _span("duration_s", duration_s, low=0.05)
@@ -212,6 +219,8 @@ def _settings(
         raise ValueError(f"train_eq_db must be in [0, 24] dB, got {train_eq_db}")
     if not 0.0 <= float(train_level_swing_db) <= 40.0:
         raise ValueError(f"train_level_swing_db must be in [0, 40] dB, got {train_level_swing_db}")
+    if not 0.0 <= float(train_mix_swing_db) <= 40.0:
+        raise ValueError(f"train_mix_swing_db must be in [0, 40] dB, got {train_mix_swing_db}")
     if natural_near_clean_share is not None and not float(train_natural_share) > 0:
         if float(natural_near_clean_share) != 0.0:
             raise ValueError(
@@ -256,6 +265,7 @@ def _settings(
         **({"train_tilt_db": float(train_tilt_db)} if train_tilt_db else {}),
         **({"train_eq_db": float(train_eq_db)} if train_eq_db else {}),
         **({"train_level_swing_db": float(train_level_swing_db)} if train_level_swing_db else {}),
+        **({"train_mix_swing_db": float(train_mix_swing_db)} if train_mix_swing_db else {}),
         **({"train_natural_share": float(train_natural_share)} if train_natural_share else {}),
         **(
             {
@@ -301,6 +311,7 @@ def generate_dataset(
     natural_near_clean_share: float | None = None,
     train_eq_db: float = 0.0,
     train_level_swing_db: float = 0.0,
+    train_mix_swing_db: float = 0.0,
 ) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
@@ -332,6 +343,7 @@ def generate_dataset(
         natural_near_clean_share=natural_near_clean_share,
         train_eq_db=train_eq_db,
         train_level_swing_db=train_level_swing_db,
+        train_mix_swing_db=train_mix_swing_db,
     )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
