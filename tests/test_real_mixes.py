@@ -192,20 +192,31 @@ def test_a_channel_has_its_gains_at_the_octave_points_and_interpolates_between_t
         channel_response(x, SR, [0.0, 1.0])
 
 
-def test_train_eq_db_colours_each_training_file_and_nothing_else():
-    assert "train_eq_db" not in _settings()
-    plain, eq = _settings(), _settings(train_eq_db=6.0)
+def _training_pairs_changed_by(**change):
+    """``((clean, noisy) before, (clean, noisy) after, info)`` for 4 training files with and without
+    a train-only ``change``, having checked that it leaves the test files' bytes and every file's
+    draws (noise, SNR, text: the change has its own random stream) as they were."""
+    key = next(iter(change))
+    assert key not in _settings()  # unused: the markers of older datasets still match
+    plain, changed = _settings(), _settings(**change)
     for i in range(4):
         assert all(
             np.array_equal(a, b)
-            for a, b in zip(synthetic.make_pair(plain, "test", i)[:2], synthetic.make_pair(eq, "test", i)[:2])
+            for a, b in zip(
+                synthetic.make_pair(plain, "test", i)[:2], synthetic.make_pair(changed, "test", i)[:2]
+            )
         )
-        (c0, _, i0), (c1, n1, i1) = (
+        (c0, n0, i0), (c1, n1, i1) = (
             synthetic.make_pair(plain, "train", i),
-            synthetic.make_pair(eq, "train", i),
+            synthetic.make_pair(changed, "train", i),
         )
-        assert i0 == i1  # the same noise, SNR and text: the channel has its own random stream
-        assert measured_snr(c1, n1) == pytest.approx(i1["snr_db"], abs=0.01)
+        assert i0 == i1
+        yield (c0, n0), (c1, n1), i1
+
+
+def test_train_eq_db_colours_each_training_file_and_nothing_else():
+    for (c0, _), (c1, n1), info in _training_pairs_changed_by(train_eq_db=6.0):
+        assert measured_snr(c1, n1) == pytest.approx(info["snr_db"], abs=0.01)
         spec0, spec1 = np.abs(np.fft.rfft(c0.astype(np.float64))), np.abs(np.fft.rfft(c1.astype(np.float64)))
         f = np.fft.rfftfreq(len(c0), 1 / SR)
         band = (f > 150) & (f < 7000) & (spec0 > 1e-3 * spec0.max())  # where the speech has energy
@@ -229,49 +240,23 @@ def test_level_swing_stays_within_its_range_and_moves_slowly():
 
 
 def test_train_level_swing_db_changes_the_training_speech_level_and_nothing_else():
-    assert "train_level_swing_db" not in _settings()
-    plain, swung = _settings(), _settings(train_level_swing_db=12.0)
-    for i in range(4):
-        assert all(
-            np.array_equal(a, b)
-            for a, b in zip(
-                synthetic.make_pair(plain, "test", i)[:2], synthetic.make_pair(swung, "test", i)[:2]
-            )
-        )
-        (c0, _, i0), (c1, n1, i1) = (
-            synthetic.make_pair(plain, "train", i),
-            synthetic.make_pair(swung, "train", i),
-        )
-        assert i0 == i1  # the same noise, SNR and text: the swing has its own random stream
-        assert measured_snr(c1, n1) == pytest.approx(i1["snr_db"], abs=0.01)  # the SNR of the swung speech
+    for (c0, _), (c1, n1), info in _training_pairs_changed_by(train_level_swing_db=12.0):
+        assert measured_snr(c1, n1) == pytest.approx(info["snr_db"], abs=0.01)  # the SNR of the swung speech
         loud = np.abs(c0) > 0.05 * np.abs(c0).max()  # float32 files: compare where the speech is
         ratio_db = 20 * np.log10(
             np.abs(c1[loud].astype(np.float64)) / np.abs(c0[loud])
-        )  # gain, up to the file's level
+        )  # up to the file's level
         assert 1.0 < ratio_db.max() - ratio_db.min() <= 12.0 + 0.01
     with pytest.raises(ValueError, match="train_level_swing_db"):
         _settings(train_level_swing_db=60.0)
 
 
 def test_train_mix_swing_db_moves_speech_and_noise_together_in_training_files_only():
-    """The mix's swing scales a training file's speech and noise by one gain: the noise (noisy -
-    clean) changes by the speech's ratio sample by sample, so the local SNR stays; the ratio spans
-    more than 1 dB and at most the swing; test files and the draws (noise, SNR, text) stay."""
-    assert "train_mix_swing_db" not in _settings()
-    plain, swung = _settings(), _settings(train_mix_swing_db=12.0)
-    for i in range(4):
-        assert all(
-            np.array_equal(a, b)
-            for a, b in zip(
-                synthetic.make_pair(plain, "test", i)[:2], synthetic.make_pair(swung, "test", i)[:2]
-            )
-        )
-        (c0, n0, i0), (c1, n1, i1) = (
-            synthetic.make_pair(plain, "train", i),
-            synthetic.make_pair(swung, "train", i),
-        )
-        assert i0 == i1
-        c0, n0, c1, n1 = (a.astype(np.float64) for a in (c0, n0, c1, n1))
+    """The mix's swing scales a training file's speech and noise by one gain: where both are there
+    the noise (noisy - clean) changes by the speech's ratio, so the local SNR stays; the ratio
+    spans more than 1 dB and at most the swing."""
+    for before, after, _ in _training_pairs_changed_by(train_mix_swing_db=12.0):
+        c0, n0, c1, n1 = (a.astype(np.float64) for a in (*before, *after))
         speech = np.abs(c0) > 0.05 * np.abs(c0).max()
         noise = np.abs(n0 - c0) > 0.05 * np.abs(n0 - c0).max()
         both = speech & noise
