@@ -118,7 +118,7 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
         clean = spectral_tilt(clean, sr, float(rng.uniform(-tilt, tilt)))
     if train and settings.get("train_eq_db", 0.0) > 0:
         clean = _through_a_channel(clean, settings, index)
-    if train and settings.get("train_level_swing_db", 0.0) > 0:  # quiet speech is still speech
+    if train and settings.get("train_level_swing_db", 0.0) > 0:  # off: it deepens the gate (real_voices R65)
         clean = level_swing(
             clean, sr, _side_stream(settings, "train", index, 4), settings["train_level_swing_db"]
         )
