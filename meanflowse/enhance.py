@@ -29,13 +29,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nfe", type=int, default=None, help="network evaluations (default: the model's)")
     parser.add_argument("--sampler", default=None, help="euler_mf | euler | heun (default: the model's)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    parser.add_argument(
+        "--atten-lim-db",
+        type=float,
+        default=None,
+        metavar="L",
+        help="mix the input back in L dB down: nothing is taken down by more than L dB (default: off)",
+    )
     args = parser.parse_args(argv)
 
     from meanflowse import load_enhancer
     from meanflowse.data.audio import AudioError, audio_info, load_audio
+    from meanflowse.inference.attenuation import limit_attenuation
     from meanflowse.inference.audio_io import write_atomic
     from meanflowse.inference.checkpoint import CheckpointError
 
+    if args.atten_lim_db is not None and not args.atten_lim_db > 0:
+        return _fail(f"--atten-lim-db must be a level in dB above 0, got {args.atten_lim_db}")
     out = args.output or default_output(args.input)
     if out.resolve() == args.input.resolve():
         return _fail(f"output {out} is the input; choose another file")
@@ -43,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         info = audio_info(args.input)
         noisy, sr = load_audio(args.input, mono=False)
         enhancer = load_enhancer(args.ckpt, nfe=args.nfe, sampler=args.sampler, device=args.device)
-        enhanced = enhancer.enhance(noisy, sample_rate=sr)
+        enhanced = limit_attenuation(noisy, enhancer.enhance(noisy, sample_rate=sr), args.atten_lim_db)
         write_atomic(out, enhanced, sr, format=info.format, subtype=info.subtype)
     except (AudioError, CheckpointError, ValueError, OSError) as err:
         return _fail(str(err))
-    print(f"{args.input} -> {out} ({enhancer.sampler_name}, NFE {enhancer.steps})")
+    limit = "" if args.atten_lim_db is None else f", attenuation limit {args.atten_lim_db:g} dB"
+    print(f"{args.input} -> {out} ({enhancer.sampler_name}, NFE {enhancer.steps}{limit})")
     return 0
 
 

@@ -120,6 +120,34 @@ def test_enhance_resamples_in_and_out():
         enhancer.enhance(x, sample_rate=0)
 
 
+def test_enhance_cli_attenuation_limit_mixes_the_input_back_in(ckpt, tmp_path, capsys):
+    """``meanflowse-enhance --atten-lim-db L`` writes (1 - g) enhanced + g noisy, g = 10^(-L/20),
+    and refuses a limit that is not above 0 dB, naming the option."""
+    import soundfile as sf
+
+    from meanflowse.enhance import main
+
+    x = signal(0.5, seed=6)[0].numpy() * 0.3
+    sf.write(tmp_path / "in.wav", x, SR, subtype="FLOAT")  # float in and out: no rounding in the way
+    assert main([str(tmp_path / "in.wav"), str(tmp_path / "plain.wav"), "--ckpt", str(ckpt)]) == 0
+    assert (
+        main(
+            [str(tmp_path / "in.wav"), str(tmp_path / "lim.wav"), "--ckpt", str(ckpt), "--atten-lim-db", "12"]
+        )
+        == 0
+    )
+    plain, limited = sf.read(tmp_path / "plain.wav")[0], sf.read(tmp_path / "lim.wav")[0]
+    g = 10 ** (-12 / 20)
+    np.testing.assert_allclose(limited, (1 - g) * plain + g * x, atol=1e-6)
+    assert not np.allclose(plain, x, atol=1e-3)  # the model changed the input, so the check means something
+    assert "attenuation limit 12 dB" in capsys.readouterr().out
+    assert (
+        main([str(tmp_path / "in.wav"), str(tmp_path / "z.wav"), "--ckpt", str(ckpt), "--atten-lim-db", "0"])
+        == 2
+    )
+    assert "--atten-lim-db" in capsys.readouterr().err and not (tmp_path / "z.wav").exists()
+
+
 def test_the_console_entry_point_enhances_from_outside_the_repository(ckpt, tmp_path):
     """``meanflowse-enhance`` (installed by ``make install``: ``pip install -e .`` creates it) and
     ``python -m meanflowse.enhance`` run in a folder that is not the repository: a 22.05 kHz

@@ -356,15 +356,19 @@ def test_oracle_estoi_undoes_a_gate_and_nothing_else():
     assert module.oracle_estoi(clean, gated, 16000, "all") > max(before + 0.02, 0.98)
 
 
-def test_blend_brings_removed_noise_back_limit_db_down():
-    """experiments/real_voices/blend.py: a perfect output blended at L dB has the input's noise
-    back exactly L dB down (SNR = input SNR + L); no limit is the output, L = 0 dB the input."""
-    module = load_script("experiments/real_voices/blend.py", "blend")
+def test_attenuation_limit_brings_removed_noise_back_limit_db_down():
+    """meanflowse.inference.attenuation (blend.py, meanflowse-enhance --atten-lim-db): a perfect
+    output blended at L dB has the input's noise back exactly L dB down (SNR = input SNR + L); no
+    limit is the output, L = 0 dB the input, a negative limit an error."""
+    from meanflowse.inference.attenuation import limit_attenuation
+
     rng = np.random.default_rng(4)
     clean, noise = rng.standard_normal(16000), rng.standard_normal(16000)
     noisy = clean + noise  # 0 dB
     for limit in (6.0, 20.0):  # the perfect output plus g * noise
-        out = module.blend(noisy, clean, limit)
+        out = limit_attenuation(noisy, clean, limit)
         assert measured_snr(clean, out) == pytest.approx(measured_snr(clean, noisy) + limit, abs=1e-9)
-    np.testing.assert_array_equal(module.blend(noisy, clean, None), clean)
-    np.testing.assert_allclose(module.blend(noisy, clean, 0.0), noisy)
+    np.testing.assert_array_equal(limit_attenuation(noisy, clean, None), clean)
+    np.testing.assert_allclose(limit_attenuation(noisy, clean, 0.0), noisy)
+    with pytest.raises(ValueError, match="dB >= 0"):
+        limit_attenuation(noisy, clean, -6.0)

@@ -1,9 +1,10 @@
 """Would an attenuation limit meet the real voice's points? Mix some of the noisy input back in.
 
-An attenuation limit (DeepFilterNet's ``--atten-lim``, for one) caps how far an enhancer may take
-the input down: ``out = (1 - g) * enhanced + g * noisy`` with ``g = 10^(-L/20)``, so noise the model
-removed entirely comes back L dB under where it was, and so does whatever the model took from the
-speech. This scores that blend, for several L, on check.py's mixes at the given SNRs and on the
+An attenuation limit (``meanflowse-enhance --atten-lim-db L``, as DeepFilterNet's ``--atten-lim``)
+caps how far the input is taken down: ``out = (1 - g) * enhanced + g * noisy`` with
+``g = 10^(-L/20)`` (:mod:`meanflowse.inference.attenuation`), so noise the model removed entirely
+comes back L dB under where it was, and so does whatever the model took from the speech. This
+scores that blend, for several L, on check.py's mixes at the given SNRs and on the
 demo's test split, with the same scores as eval.py:
 
     python experiments/real_voices/blend.py MIX_DIR ENHANCED_DIR DATA_DIR/test TEST_ENHANCED_DIR \
@@ -23,13 +24,8 @@ import numpy as np
 import soundfile as sf
 
 from meanflowse.data.real_mixes import mix_name
+from meanflowse.inference.attenuation import limit_attenuation
 from meanflowse.metrics.scores import estoi, pesq_wb, si_sdr
-
-
-def blend(noisy: np.ndarray, enhanced: np.ndarray, limit_db: float | None) -> np.ndarray:
-    """``enhanced`` with ``noisy`` mixed back in ``limit_db`` dB down (None: ``enhanced`` as is)."""
-    g = 0.0 if limit_db is None else 10.0 ** (-abs(limit_db) / 20.0)
-    return (1.0 - g) * enhanced + g * noisy
 
 
 def scores(
@@ -38,7 +34,7 @@ def scores(
     """Mean PESQ, ESTOI and SI-SDR over ``(clean, noisy, enhanced)`` of the blend at ``limit_db``."""
     rows = []
     for clean, noisy, enhanced in triples:
-        out = blend(noisy, enhanced, limit_db)
+        out = limit_attenuation(noisy, enhanced, limit_db)
         rows.append((pesq_wb(clean, out, fs), estoi(clean, out, fs), si_sdr(clean, out)))
     return np.mean(rows, axis=0)
 
