@@ -227,13 +227,12 @@ def test_train_eq_db_colours_each_training_file_and_nothing_else():
         _settings(train_eq_db=30.0)
 
 
-def test_level_swing_stays_within_its_range_and_moves_slowly():
-    """signals.level_swing: the gain is within [-swing, 0] dB, reaches most of that range over a
+def test_swing_gain_stays_within_its_range_and_moves_slowly():
+    """signals.swing_gain: the gain is within [-swing, 0] dB, reaches most of that range over a
     few seconds, and changes by at most swing / 0.2 s per second (linear between 0.2-0.5 s knots)."""
-    from meanflowse.data.signals import level_swing
+    from meanflowse.data.signals import swing_gain
 
-    x = np.ones(5 * SR)
-    gain_db = 20 * np.log10(level_swing(x, SR, np.random.default_rng(5), 12.0))
+    gain_db = 20 * np.log10(swing_gain(5 * SR, SR, np.random.default_rng(5), 12.0))
     assert gain_db.max() <= 1e-9 and gain_db.min() >= -12.0 - 1e-9
     assert gain_db.max() - gain_db.min() > 6.0
     assert np.abs(np.diff(gain_db)).max() <= 12.0 / (0.2 * SR) + 1e-9

@@ -236,18 +236,13 @@ def channel_response(x: np.ndarray, sr: int, gains_db) -> np.ndarray:
 
 def swing_gain(n: int, sr: int, rng: np.random.Generator, swing_db: float) -> np.ndarray:
     """A slowly wandering gain for ``n`` samples: a new value in [-swing_db, 0] dB every
-    0.2-0.5 s, linear in dB between them."""
+    0.2-0.5 s, linear in dB between them. A natural voice's loudness rises and falls within a
+    sentence (weak syllables, phrase ends); eSpeak's hardly does."""
     knots = [0.0]
     while knots[-1] < n / sr:
         knots.append(knots[-1] + rng.uniform(0.2, 0.5))
     gains_db = rng.uniform(-swing_db, 0.0, len(knots))
     return 10.0 ** (np.interp(np.arange(n) / sr, knots, gains_db) / 20.0)
-
-
-def level_swing(x: np.ndarray, sr: int, rng: np.random.Generator, swing_db: float) -> np.ndarray:
-    """``x`` under :func:`swing_gain`. A natural voice's loudness rises and falls within a
-    sentence (weak syllables, phrase ends); eSpeak's hardly does."""
-    return x * swing_gain(len(x), sr, rng, swing_db)
 
 
 def room_response(rng: np.random.Generator, sr: int, rt60_s: float, drr_db: float) -> np.ndarray:

@@ -38,7 +38,6 @@ from meanflowse.data.signals import (
     CHANNEL_POINTS_HZ,
     NOISE_KINDS,
     channel_response,
-    level_swing,
     make_noise,
     reverberate,
     room_response,
@@ -119,8 +118,8 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
     if train and settings.get("train_eq_db", 0.0) > 0:
         clean = _through_a_channel(clean, settings, index)
     if train and settings.get("train_level_swing_db", 0.0) > 0:  # off: it deepens the gate (real_voices R65)
-        clean = level_swing(
-            clean, sr, _side_stream(settings, "train", index, 4), settings["train_level_swing_db"]
+        clean = clean * swing_gain(
+            n, sr, _side_stream(settings, "train", index, 4), settings["train_level_swing_db"]
         )
     noisy = mix_at_snr(clean, noise, snr)
     if train and settings.get("train_mix_swing_db", 0.0) > 0:
@@ -213,14 +212,14 @@ def _settings(
     ]:
         if not 0.0 <= float(share) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share}")
-    if not 0.0 <= float(train_tilt_db) <= 24.0:
-        raise ValueError(f"train_tilt_db must be in [0, 24] dB per octave, got {train_tilt_db}")
-    if not 0.0 <= float(train_eq_db) <= 24.0:
-        raise ValueError(f"train_eq_db must be in [0, 24] dB, got {train_eq_db}")
-    if not 0.0 <= float(train_level_swing_db) <= 40.0:
-        raise ValueError(f"train_level_swing_db must be in [0, 40] dB, got {train_level_swing_db}")
-    if not 0.0 <= float(train_mix_swing_db) <= 40.0:
-        raise ValueError(f"train_mix_swing_db must be in [0, 40] dB, got {train_mix_swing_db}")
+    for name, value, high, unit in [
+        ("train_tilt_db", train_tilt_db, 24, "dB per octave"),
+        ("train_eq_db", train_eq_db, 24, "dB"),
+        ("train_level_swing_db", train_level_swing_db, 40, "dB"),
+        ("train_mix_swing_db", train_mix_swing_db, 40, "dB"),
+    ]:
+        if not 0.0 <= float(value) <= high:
+            raise ValueError(f"{name} must be in [0, {high}] {unit}, got {value}")
     if natural_near_clean_share is not None and not float(train_natural_share) > 0:
         if float(natural_near_clean_share) != 0.0:
             raise ValueError(
