@@ -69,6 +69,11 @@ def _spec(x: np.ndarray, fs: int) -> np.ndarray:
     return stft(x, fs, nperseg=512, noverlap=384)[2]
 
 
+def _in_range(level: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``low <= level < high``, with the top (0 dB, the loudest bin or frame) included."""
+    return (level >= low) & ((level < high) if high < 0 else (level <= high))
+
+
 def level_table(clean: np.ndarray, noisy: np.ndarray, enhanced: np.ndarray, fs: int) -> np.ndarray:
     """Rows per group of ``GROUPS_DB``: output level re clean, output error, input error (dB)."""
     c, y, e = (_spec(s, fs) for s in (clean, noisy, enhanced))
@@ -76,7 +81,7 @@ def level_table(clean: np.ndarray, noisy: np.ndarray, enhanced: np.ndarray, fs: 
     level = 10 * np.log10(power / power.max() + 1e-20)
     rows = []
     for low, high in GROUPS_DB:
-        group = (level >= low) & ((level < high) if high < 0 else (level <= high))  # 0 dB: the peak bin
+        group = _in_range(level, low, high)
         energy = power[group].sum()
         if energy == 0:
             rows.append([np.nan] * 3)
@@ -94,10 +99,7 @@ def _frame_classes(c: np.ndarray) -> dict[str, np.ndarray]:
     """Each class of ``FRAME_CLASSES`` as a mask over the frames of the clean STFT ``c``."""
     level = 10 * np.log10(np.sum(np.abs(c) ** 2, axis=0) + 1e-20)
     level -= level.max()
-    return {
-        name: (level >= low) & ((level < high) if high < 0 else (level <= high))  # 0 dB: the loudest frame
-        for name, (low, high) in FRAME_CLASSES.items()
-    }
+    return {name: _in_range(level, low, high) for name, (low, high) in FRAME_CLASSES.items()}
 
 
 def _band_energy(s: np.ndarray, freqs: np.ndarray) -> np.ndarray:
@@ -116,25 +118,29 @@ def frame_gains(clean: np.ndarray, est: np.ndarray, fs: int) -> dict[str, np.nda
     return {name: gain[mask] for name, mask in _frame_classes(c).items()}
 
 
-def oracle_estoi(clean: np.ndarray, est: np.ndarray, fs: int, frame_class: str | None) -> float:
-    """ESTOI of ``est`` with its band energy set to the clean one's in every frame of
-    ``frame_class`` ("all": every frame; None: none, i.e. ``est`` through an STFT round trip)."""
+ORACLE_SETS = ("none", *FRAME_CLASSES, "all")  # the frames set right, one ESTOI each
+
+
+def oracle_estoi(clean: np.ndarray, est: np.ndarray, fs: int) -> dict[str, float]:
+    """Per set of ``ORACLE_SETS``: ESTOI of ``est`` with its band energy set to the clean one's in
+    every frame of that set ("none": ``est`` through an STFT round trip; "all": every frame)."""
     from pystoi import stoi
     from scipy.signal import istft
 
     freqs, _, c = stft(clean, fs, nperseg=512, noverlap=384)
     e = _spec(est, fs)
-    if frame_class is None or frame_class == "all":
-        frames = np.full(c.shape[1], frame_class == "all")
-    else:
-        frames = _frame_classes(c)[frame_class]
     gain = np.sqrt((_band_energy(c, freqs) + 1e-20) / (_band_energy(e, freqs) + 1e-20))  # [bands, frames]
+    frame_sets = {"none": np.zeros(c.shape[1], bool), **_frame_classes(c), "all": np.ones(c.shape[1], bool)}
     edges = FRAME_BANDS_HZ
-    for band, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-        rows = (freqs >= a) & (freqs < b)
-        e[np.ix_(rows, frames)] *= gain[band, frames]
-    fixed = istft(e, fs, nperseg=512, noverlap=384)[1][: len(clean)]
-    return float(stoi(clean, fixed, fs, extended=True))
+    scores = {}
+    for name, frames in frame_sets.items():
+        fixed = e.copy()
+        for band, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+            rows = (freqs >= a) & (freqs < b)
+            fixed[np.ix_(rows, frames)] *= gain[band, frames]
+        wav = istft(fixed, fs, nperseg=512, noverlap=384)[1][: len(clean)]
+        scores[name] = float(stoi(clean, wav, fs, extended=True))
+    return scores
 
 
 def average_levels(levels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +165,7 @@ def main() -> None:
         raise SystemExit(f"where_it_loses.py: no {mix_name(args.snr, '*', '*')} in {args.enhanced_dir}")
     parts, levels, by_kind = {"noisy": [], "enhanced": []}, [], defaultdict(list)
     gains = defaultdict(list)  # (signal, class, kind) -> [frames, bands] arrays
-    oracle = defaultdict(list)  # frame class -> ESTOI per file
+    oracle = defaultdict(list)  # set of ORACLE_SETS -> ESTOI per file
     for kind, path in ((kind, path) for kind, paths in files.items() for path in paths):
         clean, fs = sf.read(args.mix_dir / "clean" / path.name)
         noisy, _ = sf.read(args.mix_dir / "noisy" / path.name)
@@ -173,8 +179,8 @@ def main() -> None:
         for signal, est in (("noisy", noisy), ("enhanced", enhanced)):
             for name, rows in frame_gains(clean, est, fs).items():
                 gains[signal, name, kind].append(rows)
-        for name in (None, *FRAME_CLASSES, "all"):
-            oracle[name].append(oracle_estoi(clean, enhanced, fs, name))
+        for name, score in oracle_estoi(clean, enhanced, fs).items():
+            oracle[name].append(score)
 
     noisy, enhanced = np.mean(parts["noisy"], axis=0), np.mean(parts["enhanced"], axis=0)
     print(f"ESTOI by band at {args.snr} dB, {len(levels)} files (band parts sum to the score)")
@@ -195,10 +201,10 @@ def main() -> None:
         print(f"| {low} to {high} | {out_level:+.2f} | {out_err:+.2f} | {in_err:+.2f} | {count} |")
     print_frame_gains(gains, sorted(by_kind))
     print("\nESTOI if the output's band energy were the clean one's in the frames of one class (oracle)")
-    print("| frames set right | none | " + " | ".join(FRAME_CLASSES) + " | all | noisy input |")
-    print("|---" * (len(FRAME_CLASSES) + 4) + "|")
+    print("| frames set right | " + " | ".join(ORACLE_SETS) + " | noisy input |")
+    print("|---" * (len(ORACLE_SETS) + 2) + "|")
     noisy_estoi = np.mean([pair[0] for pairs in by_kind.values() for pair in pairs])
-    cells = [np.mean(oracle[name]) for name in (None, *FRAME_CLASSES, "all")] + [noisy_estoi]
+    cells = [np.mean(oracle[name]) for name in ORACLE_SETS] + [noisy_estoi]
     print("| ESTOI | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
 
 
@@ -207,8 +213,9 @@ def print_frame_gains(gains: dict, kinds: list[str]) -> None:
     bands = [f"{a}-{b}" for a, b in zip(FRAME_BANDS_HZ[:-1], FRAME_BANDS_HZ[1:])]
 
     def median(signal: str, name: str, kind_list: list[str]) -> list[float]:
-        rows = [r for k in kind_list for r in gains[signal, name, k]]
-        stacked = np.concatenate(rows) if rows else np.full((1, len(bands)), np.nan)
+        """Over every frame of the class in those kinds' files; NaN where there is none."""
+        rows = [np.empty((0, len(bands)))] + [r for k in kind_list for r in gains[signal, name, k]]
+        stacked = np.concatenate(rows)
         return list(np.median(stacked, axis=0)) if len(stacked) else [np.nan] * len(bands)
 
     print("\nGain by frame level: median over frames of the band energy re clean (dB), noisy -> enhanced")
