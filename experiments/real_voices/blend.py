@@ -39,11 +39,22 @@ def scores(
     return np.mean(rows, axis=0)
 
 
-def _triples(clean_dir: Path, noisy_dir: Path, outputs: list[Path]) -> list[tuple[np.ndarray, ...]]:
+def _triples(
+    clean_dir: Path, noisy_dir: Path, outputs: list[Path]
+) -> tuple[list[tuple[np.ndarray, ...]], int]:
+    """``(clean, noisy, output)`` per output file, and their one sample rate."""
     if not outputs:
         raise SystemExit(f"blend.py: no outputs to score beside {noisy_dir}")
-    read = [(clean_dir / p.name, noisy_dir / p.name, p) for p in outputs]
-    return [tuple(sf.read(f, dtype="float64")[0] for f in files) for files in read]
+    triples, rates = [], set()
+    for out in outputs:
+        read = [sf.read(f, dtype="float64") for f in (clean_dir / out.name, noisy_dir / out.name, out)]
+        triples.append(tuple(x for x, _ in read))
+        rates |= {sr for _, sr in read}
+    if len(rates) != 1:
+        raise SystemExit(
+            f"blend.py: {clean_dir}, {noisy_dir} and the outputs mix sample rates {sorted(rates)}"
+        )
+    return triples, rates.pop()
 
 
 def main() -> None:
@@ -67,12 +78,11 @@ def main() -> None:
     sets["test split"] = _triples(
         args.test_dir / "clean", args.test_dir / "noisy", sorted(args.test_enhanced_dir.glob("*.wav"))
     )
-    fs = 16000
     print(
         "| set | noisy | " + " | ".join(["no limit", *(f"L = {limit:g} dB" for limit in args.limits)]) + " |"
     )
     print("|---" * (len(args.limits) + 3) + "|")
-    for name, triples in sets.items():
+    for name, (triples, fs) in sets.items():
         noisy = scores([(c, n, n) for c, n, _ in triples], fs, None)
         cells = [scores(triples, fs, limit) for limit in (None, *args.limits)]
         fmt = " / ".join(["{:.3f}", "{:.3f}", "{:.2f}"])
