@@ -55,6 +55,29 @@ def test_the_study_preset_keeps_the_corpus_the_study_ran_on(tmp_path):
     assert demo.synthetic.train_natural_share > 0  # the demo's own has moved on
 
 
+def _leaves(node, prefix=""):
+    """``{dotted.key: value}`` for every leaf of a composed config."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
+
+
+def test_the_large_demo_is_the_demo_with_its_documented_changes(tmp_path):
+    """experiment=demo_large follows the demo's recipe wherever the demo goes, changing only what
+    its header says (width, steps, magnitude compression) and its own name."""
+    large = _leaves(OmegaConf.to_container(compose_cfg("train", ["experiment=demo_large"], tmp_path)))
+    demo = _leaves(OmegaConf.to_container(compose_cfg("train", ["experiment=demo"], tmp_path)))
+    keys = demo.keys() | large.keys()
+    changed = {k: (demo.get(k), large.get(k)) for k in keys if demo.get(k) != large.get(k)}
+    assert changed == {
+        "backbone.nf": (16, 24),
+        "trainer.max_steps": (900, 1200),
+        "data.spec.spec_abs_exponent": (0.5, 0.667),
+        "data.spec.spec_factor": (0.15, 0.127),
+        "task_name": ("demo", "demo_large"),
+    }
+
+
 @pytest.mark.parametrize("option", options("trainer"))
 def test_trainer_options_instantiate(tmp_path, option):
     # GPU presets are instantiated on the CPU here; their strategy and device count are kept.
