@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from helpers import CONFIGS, ROOT, TINY, compose_cfg
 from meanflowse.config import MODEL_PARTS, build_part
 from meanflowse.method.objectives import OBJECTIVES
+from meanflowse.training.fit import flat_config
 
 
 def options(group):
@@ -55,18 +56,11 @@ def test_the_study_preset_keeps_the_corpus_the_study_ran_on(tmp_path):
     assert demo.synthetic.train_natural_share > 0  # the demo's own has moved on
 
 
-def _leaves(node, prefix=""):
-    """``{dotted.key: value}`` for every leaf of a composed config."""
-    if not isinstance(node, dict):
-        return {prefix[:-1]: node}
-    return {k: v for key, child in node.items() for k, v in _leaves(child, f"{prefix}{key}.").items()}
-
-
 def test_the_large_demo_is_the_demo_with_its_documented_changes(tmp_path):
     """experiment=demo_large follows the demo's recipe wherever the demo goes, changing only what
     its header says (width, steps, magnitude compression) and its own name."""
-    large = _leaves(OmegaConf.to_container(compose_cfg("train", ["experiment=demo_large"], tmp_path)))
-    demo = _leaves(OmegaConf.to_container(compose_cfg("train", ["experiment=demo"], tmp_path)))
+    large = flat_config(compose_cfg("train", ["experiment=demo_large"], tmp_path))
+    demo = flat_config(compose_cfg("train", ["experiment=demo"], tmp_path))
     keys = demo.keys() | large.keys()
     changed = {k: (demo.get(k), large.get(k)) for k in keys if demo.get(k) != large.get(k)}
     assert changed == {
