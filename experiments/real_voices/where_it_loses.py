@@ -65,8 +65,11 @@ def band_parts(clean: np.ndarray, est: np.ndarray, fs: int) -> np.ndarray:
     return products.sum(axis=(0, 2)) / (N * products.shape[0])
 
 
+STFT_ARGS = {"nperseg": 512, "noverlap": 384}  # every STFT here, and the oracle's inverse
+
+
 def _spec(x: np.ndarray, fs: int) -> np.ndarray:
-    return stft(x, fs, nperseg=512, noverlap=384)[2]
+    return stft(x, fs, **STFT_ARGS)[2]
 
 
 def _in_range(level: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -112,7 +115,7 @@ def _band_energy(s: np.ndarray, freqs: np.ndarray) -> np.ndarray:
 
 def frame_gains(clean: np.ndarray, est: np.ndarray, fs: int) -> dict[str, np.ndarray]:
     """Per frame class, ``[frames, bands]``: ``est``'s band energy against ``clean``'s (dB)."""
-    freqs, _, c = stft(clean, fs, nperseg=512, noverlap=384)
+    freqs, _, c = stft(clean, fs, **STFT_ARGS)
     ratio = _band_energy(_spec(est, fs), freqs) / (_band_energy(c, freqs) + 1e-20)
     gain = 10 * np.log10(ratio + 1e-20).T
     return {name: gain[mask] for name, mask in _frame_classes(c).items()}
@@ -127,7 +130,7 @@ def oracle_estoi(clean: np.ndarray, est: np.ndarray, fs: int) -> dict[str, float
     from pystoi import stoi
     from scipy.signal import istft
 
-    freqs, _, c = stft(clean, fs, nperseg=512, noverlap=384)
+    freqs, _, c = stft(clean, fs, **STFT_ARGS)
     e = _spec(est, fs)
     gain = np.sqrt((_band_energy(c, freqs) + 1e-20) / (_band_energy(e, freqs) + 1e-20))  # [bands, frames]
     frame_sets = {"none": np.zeros(c.shape[1], bool), **_frame_classes(c), "all": np.ones(c.shape[1], bool)}
@@ -138,7 +141,7 @@ def oracle_estoi(clean: np.ndarray, est: np.ndarray, fs: int) -> dict[str, float
         for band, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
             rows = (freqs >= a) & (freqs < b)
             fixed[np.ix_(rows, frames)] *= gain[band, frames]
-        wav = istft(fixed, fs, nperseg=512, noverlap=384)[1][: len(clean)]
+        wav = istft(fixed, fs, **STFT_ARGS)[1][: len(clean)]
         scores[name] = float(stoi(clean, wav, fs, extended=True))
     return scores
 
