@@ -11,6 +11,7 @@ key; :func:`build_part` builds a part from its node (a stored config too, defaul
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,19 @@ class ConfigError(ValueError):
 
 def target_of(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def dotted_leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping's leaves under dotted keys, ``{"mf": {"c": 0.5}}`` -> ``{"mf.c": 0.5}``
+    (under ``prefix`` when given). An empty mapping and a list are leaves, so they are logged and
+    compared as values rather than dropped."""
+    if isinstance(node, Mapping) and node:
+        return {
+            key: value
+            for name, sub in node.items()
+            for key, value in dotted_leaves(sub, f"{prefix}.{name}" if prefix else str(name)).items()
+        }
+    return {prefix: node}
 
 
 def node_schema(cls: type) -> type:

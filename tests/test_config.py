@@ -9,13 +9,25 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from helpers import CONFIGS, ROOT, TINY, compose_cfg
-from meanflowse.config import MODEL_PARTS, build_part
+from meanflowse.config import MODEL_PARTS, build_part, dotted_leaves
 from meanflowse.method.objectives import OBJECTIVES
 from meanflowse.training.fit import flat_config
 
 
 def options(group):
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def test_dotted_leaves_name_every_leaf_by_its_path_and_keep_empty_nodes_and_lists():
+    nested = {"mf": {"first_order_coef": 0.5, "jvp": {"eps": 1e-3}}, "tags": [1, 2], "extra": {}}
+    assert dotted_leaves(nested) == {
+        "mf.first_order_coef": 0.5,
+        "mf.jvp.eps": 1e-3,
+        "tags": [1, 2],
+        "extra": {},
+    }
+    assert dotted_leaves(nested["mf"], "mf") == {"mf.first_order_coef": 0.5, "mf.jvp.eps": 1e-3}
+    assert dotted_leaves(3, "seed") == {"seed": 3}
 
 
 @pytest.mark.parametrize("key", sorted(set(MODEL_PARTS.values()) - {"backbone"}))

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from meanflowse.atomic import atomic_path
 from meanflowse.checkpoint_contents import config_of
-from meanflowse.config import target_of
+from meanflowse.config import dotted_leaves, target_of
 from meanflowse.inference.checkpoint import checkpoint_problem
 from meanflowse.legacy_config import migrate_config
 from meanflowse.method.objective import ObjectiveConfig
@@ -111,12 +111,6 @@ def _select(config: Mapping[str, Any], key: str) -> Any:
     return node
 
 
-def _leaves(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, Mapping) and value:
-        return {k: v for name, sub in value.items() for k, v in _leaves(sub, f"{prefix}.{name}").items()}
-    return {prefix: value}
-
-
 def _canonical_objective(mf: Any) -> Any:
     """``mf`` of an objective whose span weight ``weight_final`` is 0 as CFM's keys: it never
     draws ``r < t``, so it trains the flow-matching term alone, which is CFM. Runs from before
@@ -135,7 +129,7 @@ def _model_node(config: Mapping[str, Any], key: str) -> Any:
 
 def model_keys(config: Mapping[str, Any]) -> dict[str, Any]:
     """The :data:`RESUME_KEYS` leaves of a config, e.g. ``{"mf.first_order_coef": 0.5, ...}``."""
-    leaves = {k: v for key in RESUME_KEYS for k, v in _leaves(_model_node(config, key), key).items()}
+    leaves = {k: v for key in RESUME_KEYS for k, v in dotted_leaves(_model_node(config, key), key).items()}
     return {k: v for k, v in leaves.items() if k not in RESUME_FREE_KEYS}
 
 

@@ -18,7 +18,14 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from meanflowse.config import MODEL_PARTS, TRAIN_NUMBERS, ConfigError, build_part, check_numbers
+from meanflowse.config import (
+    MODEL_PARTS,
+    TRAIN_NUMBERS,
+    ConfigError,
+    build_part,
+    check_numbers,
+    dotted_leaves,
+)
 from meanflowse.training.checkpointing import AtomicCheckpointIO, resume_checkpoint, run_dir_of
 from meanflowse.training.lit_module import MeanFlowSEModule
 from meanflowse.training.quiet import silence_known_noise
@@ -38,17 +45,7 @@ def build_module(cfg: DictConfig) -> MeanFlowSEModule:
 def flat_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as ``{"mf.first_order_coef": 0.5, ...}``: W&B groups and filters runs
     by top-level keys, which a nested ``config`` key would hide one level down."""
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        else:
-            out[prefix] = node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
+    return dotted_leaves(OmegaConf.to_container(cfg, resolve=True))
 
 
 def log_flat_config(loggers: list, cfg: DictConfig) -> None:
