@@ -17,7 +17,7 @@ from meanflowse.training.checkpointing import (
     resolve_ckpt_path,
 )
 from meanflowse.training.ema import EMA
-from meanflowse.training.fit import cpu_precision_note, rank_seed, train
+from meanflowse.training.fit import compile_note, cpu_precision_note, rank_seed, train
 from meanflowse.training.validation import ValidationMetrics, eval_indices, spectrogram_image
 
 
@@ -91,6 +91,14 @@ def test_bf16_on_the_cpu_gets_a_warning_and_nothing_else_does():
     assert cpu_precision_note("bf16-true", on_cpu=True) is not None
     assert cpu_precision_note("32-true", on_cpu=True) is None
     assert cpu_precision_note("bf16-mixed", on_cpu=False) is None  # a GPU: bf16 is the advice
+
+
+def test_compile_warns_only_where_the_jvp_would_run_eager():
+    assert "mf.jvp_impl=fd" in compile_note(True, "func")
+    assert compile_note(True, "auto") is not None  # auto tries torch.func.jvp first
+    assert compile_note(True, "fd") is None
+    assert compile_note(True, None) is None  # CFM: no JVP
+    assert compile_note(False, "func") is None
 
 
 def test_rank_seeds_differ_by_rank_and_step():

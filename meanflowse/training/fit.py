@@ -189,6 +189,21 @@ def cpu_precision_note(precision: str, *, on_cpu: bool) -> str | None:
     )
 
 
+def compile_note(compile_backbone: bool, jvp_impl: str | None) -> str | None:
+    """A warning for ``compile=true`` with the ``func`` JVP (``auto`` tries it first), None
+    otherwise. Measured (BENCHMARKS.md section 7, torch 2.11): dynamo cannot trace the backbone
+    under ``torch.func.jvp`` (forward-mode dual tensors) and runs it eagerly, and compiling then
+    bought nothing per step, where the ``fd`` JVP's plain forwards compile."""
+    if not compile_backbone or jvp_impl not in ("func", "auto"):
+        return None
+    return (
+        f"compile=true with mf.jvp_impl={jvp_impl}: torch.compile falls back to eager for the "
+        "backbone inside torch.func.jvp, and on the 2-core CPU compiling gave no speed-up per step "
+        "(0.98 against 1.01 steps/s at nf 24) where mf.jvp_impl=fd compiled gained 14% "
+        "(BENCHMARKS.md section 7)"
+    )
+
+
 def accumulation(
     global_batch: int | None, batch_size: int, world_size: int, accumulate: int = 1
 ) -> tuple[int, str]:
@@ -243,9 +258,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.accumulate_grad_batches,
     )
     log.info(batch_note)
-    note = cpu_precision_note(trainer.precision, on_cpu=isinstance(trainer.accelerator, CPUAccelerator))
-    if note and trainer.is_global_zero:  # once, not once per process
-        log.warning(note)
+    notes = (
+        cpu_precision_note(trainer.precision, on_cpu=isinstance(trainer.accelerator, CPUAccelerator)),
+        compile_note(bool(cfg.get("compile")), cfg.mf.get("jvp_impl")),
+    )
+    for note in notes:
+        if note and trainer.is_global_zero:  # once, not once per process
+            log.warning(note)
     log_flat_config(loggers, cfg)
     params = list(module.backbone.parameters())
     log.info(
