@@ -15,19 +15,11 @@ import math
 import sys
 from pathlib import Path
 
-from benchmarks.common import machine
+from benchmarks.common import TRAINING_ONLY, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = [
-    "logger=csv",
-    "callbacks.progress=null",
-    "trainer.enable_progress_bar=false",
-    "callbacks.val_metrics=null",
-    "callbacks.model_checkpoint=null",
-    "callbacks.best_si_sdr=null",
-    "trainer.check_val_every_n_epoch=100000",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.max_epochs=-1",
+    *TRAINING_ONLY,
     "trainer.log_every_n_steps=5",
     "curriculum.mf_warmup_frac=0.2",
     "data.synthetic.num_train=160",

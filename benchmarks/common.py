@@ -10,6 +10,20 @@ from typing import Callable
 
 import torch
 
+# train.py overrides that leave training alone in a timed run: no validation, progress bar,
+# best-checkpoint ranking or W&B (bench_train, bench_quality).
+TRAINING_ONLY = [
+    "logger=csv",
+    "callbacks.progress=null",
+    "trainer.enable_progress_bar=false",
+    "callbacks.val_metrics=null",
+    "callbacks.model_checkpoint=null",
+    "callbacks.best_si_sdr=null",
+    "trainer.check_val_every_n_epoch=100000",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.max_epochs=-1",
+]
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
