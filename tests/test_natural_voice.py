@@ -104,14 +104,13 @@ def test_the_natural_near_clean_share_is_recorded_only_when_set_and_checked():
     assert _settings(natural_near_clean_share=0.0) == _settings()
 
 
-def test_bad_shares_are_refused_naming_the_key():
+@pytest.mark.parametrize("key", ["train_natural_share", "train_klatt_share"])  # the Klatt voices too
+def test_bad_shares_are_refused_naming_the_key(key):
     for bad in (-0.1, 1.5):
-        with pytest.raises(ValueError, match="train_natural_share"):
-            _settings(train_natural_share=bad)
-    with pytest.raises(ValueError, match="train_natural_share needs data.synthetic.speech=tts"):
-        synthetic._settings(
-            8, 0, 4, SR, (1.0, 1.0), (0.0, 10.0), ["white"], 0, "formant", train_natural_share=0.5
-        )
+        with pytest.raises(ValueError, match=key):
+            _settings(**{key: bad})
+    with pytest.raises(ValueError, match=f"{key} needs data.synthetic.speech=tts"):
+        synthetic._settings(8, 0, 4, SR, (1.0, 1.0), (0.0, 10.0), ["white"], 0, "formant", **{key: 0.5})
 
 
 def test_a_missing_voice_package_says_what_to_do(monkeypatch):

@@ -20,6 +20,7 @@ marker is always complete.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -63,8 +64,8 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
 
 def _side_stream(settings: dict, split: str, index: int, tag: int) -> np.random.Generator:
     """A file's own random stream for one optional draw (``tag``: 1 the natural voice, 2 the room,
-    3 the channel, 4 the speech's level swing, 5 the mix's), apart from its main stream, so
-    switching that draw on leaves the others' bytes."""
+    3 the channel, 4 the speech's level swing, 5 the mix's, 6 the Klatt voice), apart from its main
+    stream, so switching that draw on leaves the others' bytes."""
     return np.random.default_rng(np.random.SeedSequence([settings["seed"], SPLITS.index(split), index, tag]))
 
 
@@ -84,8 +85,17 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
         pick = _side_stream(settings, split, index, 1)
         share = settings.get("train_natural_share", 0.0)
         natural = split == "train" and pick.random() < share
+        # A share of the other training files is spoken through eSpeak's Klatt synthesiser: the
+        # same draws (accent, rate, pitch, text) with a Klatt variant, from its own stream.
+        klatt_pick = _side_stream(settings, split, index, 6)
+        klatt = (
+            split == "train" and not natural and klatt_pick.random() < settings.get("train_klatt_share", 0.0)
+        )
         with tts.session() as eng:  # one fresh engine per file: its bytes depend on its seed only
             voice = tts.draw_voice(rng, split)
+            if klatt:
+                variant = tts.KLATT_VARIANTS[klatt_pick.integers(len(tts.KLATT_VARIANTS))]
+                voice = dataclasses.replace(voice, variant=variant, volume=tts.KLATT_VOLUME)
             if natural:
                 clean, said = natural_voice.utterance(eng, rng, split, n, sr)
             else:
@@ -196,6 +206,7 @@ def _settings(
     train_eq_db=0.0,
     train_level_swing_db=0.0,
     train_mix_swing_db=0.0,
+    train_klatt_share=0.0,
 ) -> dict:
     """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
     duration_s = _span("duration_s", duration_s, low=0.05)
@@ -209,6 +220,7 @@ def _settings(
         ("natural_near_clean_share", 0.0 if natural_near_clean_share is None else natural_near_clean_share),
         ("train_natural_share", train_natural_share),
         ("train_reverb_share", train_reverb_share),
+        ("train_klatt_share", train_klatt_share),
     ]:
         if not 0.0 <= float(share) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {share}")
@@ -231,6 +243,10 @@ def _settings(
         natural_near_clean_share = None
     if float(train_natural_share) > 0 and speech != "tts":
         raise ValueError("train_natural_share needs data.synthetic.speech=tts (eSpeak NG makes its phonemes)")
+    if float(train_klatt_share) > 0 and speech != "tts":
+        raise ValueError(
+            "train_klatt_share needs data.synthetic.speech=tts (the Klatt voices are eSpeak NG's)"
+        )
     noise_kinds = [noise_kinds] if isinstance(noise_kinds, str) else [str(k) for k in noise_kinds]
     counts = {"train": int(num_train), "valid": int(num_valid), "test": int(num_test)}
     if min(counts.values()) < 0:
@@ -266,6 +282,7 @@ def _settings(
         **({"train_level_swing_db": float(train_level_swing_db)} if train_level_swing_db else {}),
         **({"train_mix_swing_db": float(train_mix_swing_db)} if train_mix_swing_db else {}),
         **({"train_natural_share": float(train_natural_share)} if train_natural_share else {}),
+        **({"train_klatt_share": float(train_klatt_share)} if train_klatt_share else {}),
         **(
             {
                 "train_reverb_share": float(train_reverb_share),
@@ -311,6 +328,7 @@ def generate_dataset(
     train_eq_db: float = 0.0,
     train_level_swing_db: float = 0.0,
     train_mix_swing_db: float = 0.0,
+    train_klatt_share: float = 0.0,
 ) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
@@ -343,6 +361,7 @@ def generate_dataset(
         train_eq_db=train_eq_db,
         train_level_swing_db=train_level_swing_db,
         train_mix_swing_db=train_mix_swing_db,
+        train_klatt_share=train_klatt_share,
     )
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:

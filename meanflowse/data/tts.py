@@ -86,6 +86,14 @@ VARIANTS = {
     "valid": ("m3", "Lee", "iven", "f3", "aunty"),
     "test": ("m7", "Henrique", "michel", "Diogo", "Marco", "steph3", "Alicia", "shelby"),
 }
+# eSpeak NG's Klatt variants (espeak-ng-data/voices/!v/klatt..klatt6): the same phonemes through
+# its Klatt formant synthesiser, each with another voicing source. Training only (data.synthetic.
+# train_klatt_share), so the splits stay speaker-disjoint; all six speak at a male pitch. At the
+# default volume klatt4 and klatt5 clip a few samples a sentence (checked 2026-12-08: 2-3 samples at
+# full scale in four sentences; at volume 50 their peak is 16.8k of 32.8k), so they speak at
+# KLATT_VOLUME.
+KLATT_VARIANTS = ("klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6")
+KLATT_VOLUME = 50
 _FEMALE = {
     "f1",
     "f2",
@@ -118,6 +126,7 @@ class Voice:
     pitch: int  # base pitch 0-100 (default 50)
     range: int  # pitch range 0-100 (default 50)
     word_gap: int  # extra pause between words, units of 10 ms
+    volume: int = 100  # eSpeak's amplitude 0-200 (its default 100)
 
     @property
     def name(self) -> str:
@@ -152,7 +161,7 @@ class _Engine:
     """
 
     # espeak_PARAMETER values and flags from speak_lib.h
-    RATE, PITCH, RANGE, WORDGAP = 1, 3, 4, 7
+    RATE, VOLUME, PITCH, RANGE, WORDGAP = 1, 2, 3, 4, 7
     OUTPUT_SYNCHRONOUS, POS_CHARACTER, CHARS_UTF8 = 1, 1, 1  # ENOUTPUT_MODE_SYNCHRONOUS
     PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: phonememode bit 1, IPA as UTF-8
     _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
@@ -235,6 +244,7 @@ class _Engine:
             (self.PITCH, voice.pitch),
             (self.RANGE, voice.range),
             (self.WORDGAP, voice.word_gap),
+            (self.VOLUME, voice.volume),
         ):
             self.lib.espeak_SetParameter(param, value, 0)
         self.lib.espeak_ng_SetRandSeed(seed)  # eSpeak's breath-noise generator
