@@ -17,6 +17,7 @@ points users run.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import subprocess
@@ -38,7 +39,10 @@ METRICS = ["pesq", "estoi", "si_sdr", "dnsmos_ovrl"]
 def steps_for_budget(budget_s: float, step_s: float, min_steps: int = 10) -> int:
     """Training steps that fit ``budget_s`` at ``step_s`` seconds a step (at least ``min_steps``)."""
     if not (step_s > 0 and math.isfinite(step_s)):
-        raise ValueError(f"step time {step_s!r} s: the probe timed no step; raise --probe-steps")
+        raise ValueError(
+            f"step time {step_s!r} s: the probe timed no MeanFlow step; raise --probe-steps "
+            "(a CFM-only objective has none to time)"
+        )
     return max(min_steps, int(budget_s / step_s))
 
 
@@ -68,6 +72,7 @@ def probe_step_time(out: Path, steps: int, overrides: list[str]) -> float:
     timer = next(c for c in objs["trainer"].callbacks if isinstance(c, StepTimer))
     step_s = timer.summary()["step_time_mf_s"]
     del objs
+    gc.collect()  # Lightning's trainer, module and loaders hold each other in reference cycles
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the training run below is another process on the same GPU
     return step_s

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # GPU figures for BENCHMARKS.md, run from the repository root on a CUDA machine whose Python
 # already has torch 2.11 (the project's own venv works too: `PY=.venv/bin/python bash benchmarks/gpu.sh`).
-# A machine without a package index but with torch, lightning and torchmetrics: make the other
+# A machine without a package index but with torch, torchaudio, lightning, torchmetrics, onnxruntime,
+# numpy, scipy and rich (the lent GPU machines' image): make the other
 # wheels here with `bash benchmarks/gpu_wheels.sh` (folder .whl) and carry it; they are installed
 # into /tmp/site when ${WHEELS:-.whl} exists.
 # Writes its logs to ${LOGS:-outputs/gpu_bench} (data and runs under ${WORK:-/tmp/meanflowse_gpu});
 # where $OUT names a folder (the lent GPU machine's folder that comes back, 8 files at most) they
-# are also packed into $OUT/gpu_bench_logs.tgz.
+# are also packed into $OUT/gpu_bench_logs.tgz after every section (a call stopped at its limit
+# still returns what finished).
 # Sections run in the order of SECTIONS (most wanted first, for short device sessions):
 #   train     multi-step training of the full NCSN++ at batch 8, fp32 (does it fit in memory?)
 #   enhance   RTF by NFE, pipeline overhead, a folder run with/without overlap_io (untrained full NCSN++)
@@ -16,8 +18,8 @@
 #   backbones every preset, fp32 and bf16 autocast
 #   accum     the one-GPU recipe: global batch 8 from 4 accumulated micro-batches of 2 (data.global_batch_size)
 #   ddp1      trainer=ddp trainer.devices=1 (the multi-GPU code path, one rank): which backend (NCCL wanted)
-#   quality   (not in the default list: about QUALITY_S + 3 minutes) train ${QUALITY_BACKBONE:-ncsnpp_small}
-#             on the built-in corpus for QUALITY_S seconds (default 360) with the paper's settings at
+#   quality   (not in the default list: about QUALITY_S + 3 minutes, at most 1.25 QUALITY_S + 3) train ${QUALITY_BACKBONE:-ncsnpp_small}
+#             on the built-in corpus for QUALITY_S seconds (default 300) with the paper's settings at
 #             batch 8, then score the test split at 1-NFE euler_mf and 5-NFE euler (bench_quality);
 #             QUALITY_ARGS adds overrides (a CPU dry run: ACCEL=cpu QUALITY_S=15 QUALITY_PROBE=5
 #             QUALITY_BACKBONE=ncsnpp_tiny QUALITY_ARGS="backbone.nf=16 data.batch_size=2 data.num_frames=64
@@ -68,16 +70,16 @@ for section in $SECTIONS; do
             data.synthetic.num_train=8 data.synthetic.num_valid=2 data.synthetic.num_test=2 data.num_frames=64 \
             paths.data_dir=$WORK/data_ddp1 hydra.run.dir=$WORK/ddp1 \
             +callbacks.backend._target_=benchmarks.callbacks.ReportBackend 2>&1 | tail -n 8 | tee "$LOGS/ddp1.txt" ;;
-    quality) $PY -m benchmarks.bench_quality --out "$WORK/quality" --budget-s "${QUALITY_S:-360}" \
+    quality) rm -f "$WORK/quality/quality.json"; $PY -m benchmarks.bench_quality --out "$WORK/quality" --budget-s "${QUALITY_S:-300}" \
                --probe-steps "${QUALITY_PROBE:-30}" backbone="${QUALITY_BACKBONE:-ncsnpp_small}" trainer=gpu \
                trainer.accelerator=$ACCEL data.batch_size=8 data.num_workers=6 ${QUALITY_ARGS:-} 2>&1 \
-               | tee "$LOGS/quality.txt"; cp "$WORK/quality/quality.json" "$LOGS/" ;;
+               | tee "$LOGS/quality.txt"; cp "$WORK/quality/quality.json" "$LOGS/" 2>/dev/null ;;
     compile_train) for run in "fd false" "fd true" "func true"; do set -- $run
                $PY -m benchmarks.bench_train --out "$WORK/compile_$1_$2" --steps "${COMPILE_STEPS:-60}" $TRAIN \
                  mf.jvp_impl=$1 compile=$2 2>&1 | tail -n 12 | tee "$LOGS/train_jvp_$1_compile_$2.txt"; done ;;
     *) echo "unknown section $section" ;;
   esac
+  if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$(cd "$OUT" && pwd)" != "$(cd "$LOGS" && pwd)" ]; then
+    tar czf "$OUT/gpu_bench_logs.tgz" -C "$LOGS" .
+  fi
 done
-if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$(cd "$OUT" && pwd)" != "$(cd "$LOGS" && pwd)" ]; then
-  tar czf "$OUT/gpu_bench_logs.tgz" -C "$LOGS" .
-fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Wheels for a GPU machine that has torch, lightning, torchmetrics, onnxruntime, numpy, scipy and
-# rich but not the rest of what the project imports, and cannot reach a package index. Run here
+# Wheels for a GPU machine that has torch, torchaudio, lightning, torchmetrics, onnxruntime, numpy,
+# scipy and rich but not the rest of what the project imports, and cannot reach a package index. Run here
 # (with a package index), carry the folder, and `benchmarks/gpu.sh` installs it when it finds it:
 #   bash benchmarks/gpu_wheels.sh [DIR]     (default .whl, which .gitignore ignores: name it in `carry`)
 # Versions are the ones this checkout's venv runs with (requirements.txt's pins). Binary wheels are
@@ -17,7 +17,7 @@ BINARY="hydra-core omegaconf pystoi espeakng-loader soundfile cffi pycparser spe
 version() { $PY -m pip show "$1" | awk '/^Version:/{print $2}'; }
 pins=()
 for name in $BINARY; do
-  v=$(version "$name")
+  v=$(version "$name" || true)
   [ -n "$v" ] || { echo "$name is not installed in $PY's environment: run make install first" >&2; exit 1; }
   pins+=("$name==$v")
 done

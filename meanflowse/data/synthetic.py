@@ -86,16 +86,18 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
         share = settings.get("train_natural_share", 0.0)
         natural = split == "train" and pick.random() < share
         # A share of the other training files is spoken through eSpeak's Klatt synthesiser: the
-        # same draws (accent, rate, pitch, text) with a Klatt variant, from its own stream.
+        # drawn voice (accent, rate, pitch) with a Klatt variant from its own stream. The text,
+        # noise and SNR are drawn after the speech, so they stay unless the Klatt voice's sentences
+        # fill the file's length with another count (1 file in 30 in a check).
         klatt_pick = _side_stream(settings, split, index, 6)
         klatt = (
             split == "train" and not natural and klatt_pick.random() < settings.get("train_klatt_share", 0.0)
         )
         with tts.session() as eng:  # one fresh engine per file: its bytes depend on its seed only
-            voice = tts.draw_voice(rng, split)
+            drawn = voice = tts.draw_voice(rng, split)
             if klatt:
                 variant = tts.KLATT_VARIANTS[klatt_pick.integers(len(tts.KLATT_VARIANTS))]
-                voice = dataclasses.replace(voice, variant=variant, volume=tts.KLATT_VOLUME)
+                voice = dataclasses.replace(drawn, variant=variant, volume=tts.KLATT_VOLUME)
             if natural:
                 clean, said = natural_voice.utterance(eng, rng, split, n, sr)
             else:
@@ -107,7 +109,7 @@ def make_pair(settings: dict, split: str, index: int) -> tuple[np.ndarray, np.nd
                 n,
                 sr,
                 talker=lambda g: tts.utterance(
-                    eng, g, split, n, sr, voice=tts.draw_voice(g, split, exclude=voice.variant)
+                    eng, g, split, n, sr, voice=tts.draw_voice(g, split, exclude=drawn.variant)
                 )[0],
             )
     # The train_* keys and the near-clean share change the training files only (valid and test
