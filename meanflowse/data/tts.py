@@ -89,9 +89,9 @@ VARIANTS = {
 # eSpeak NG's Klatt variants (espeak-ng-data/voices/!v/klatt..klatt6): the same phonemes through
 # its Klatt formant synthesiser, each with another voicing source. Training only (data.synthetic.
 # train_klatt_share), so the splits stay speaker-disjoint; all six speak at a male pitch. At the
-# default volume klatt4 and klatt5 clip a few samples a sentence (checked 2026-12-08: 2-3 samples at
-# full scale in four sentences; at volume 50 their peak is 16.8k of 32.8k), so they speak at
-# KLATT_VOLUME.
+# default volume klatt4 and klatt5 clip a few samples a sentence (2-3 in four sentences), so they
+# speak at KLATT_VOLUME: over 120 sentences with the corpus's voice draws none reached full scale,
+# the highest peak 26.1k of 32.8k (klatt5; checked 2026-12-08).
 KLATT_VARIANTS = ("klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6")
 KLATT_VOLUME = 50
 _FEMALE = {
