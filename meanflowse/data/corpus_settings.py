@@ -5,6 +5,7 @@ out of the dict, so the markers of datasets made before the key existed still ma
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from meanflowse.data.signals import NOISE_KINDS
 
@@ -31,30 +32,32 @@ def _span(name: str, value, low: float = -math.inf, high: float = math.inf) -> t
 
 
 def validated_settings(
-    num_train,
-    num_valid,
-    num_test,
-    sample_rate,
-    duration_s,
-    snr_db,
-    noise_kinds,
-    seed,
-    speech="tts",
-    near_clean_share=0.0,
-    near_clean_snr_db=(30.0, 50.0),
-    train_snr_db=None,
-    train_tilt_db=0.0,
-    train_natural_share=0.0,
-    train_reverb_share=0.0,
-    train_rt60_s=(0.15, 0.6),
-    train_drr_db=(2.0, 12.0),
-    natural_near_clean_share=None,
-    train_eq_db=0.0,
-    train_level_swing_db=0.0,
-    train_mix_swing_db=0.0,
-    train_klatt_share=0.0,
+    num_train: int = 300,
+    num_valid: int = 20,
+    num_test: int = 20,
+    sample_rate: int = 16000,
+    duration_s: Sequence[float] = (2.0, 4.0),
+    snr_db: Sequence[float] = (0.0, 15.0),
+    noise_kinds: Sequence[str] = NOISE_KINDS,
+    seed: int = 0,
+    speech: str = "tts",
+    near_clean_share: float = 0.0,
+    near_clean_snr_db: Sequence[float] = (30.0, 50.0),
+    train_snr_db: Sequence[float] | None = None,
+    train_tilt_db: float = 0.0,
+    train_natural_share: float = 0.0,
+    train_reverb_share: float = 0.0,
+    train_rt60_s: Sequence[float] = (0.15, 0.6),
+    train_drr_db: Sequence[float] = (2.0, 12.0),
+    natural_near_clean_share: float | None = None,
+    train_eq_db: float = 0.0,
+    train_level_swing_db: float = 0.0,
+    train_mix_swing_db: float = 0.0,
+    train_klatt_share: float = 0.0,
 ) -> dict:
-    """Plain, validated settings (accepts OmegaConf lists); this is what the marker records."""
+    """Plain, validated settings (accepts OmegaConf lists); this is what the marker records. The
+    names and defaults here are ``data.synthetic``'s keys and the corpus's defaults (one place:
+    ``generate_dataset`` passes its keywords through)."""
     duration_s = _span("duration_s", duration_s, low=0.05)
     snr_db = _span("snr_db", snr_db)
     near_clean_snr_db = _span("near_clean_snr_db", near_clean_snr_db)
@@ -87,12 +90,12 @@ def validated_settings(
         # A zero share has no files to act on: the demo preset sets 0, and its eSpeak-only form
         # (train_natural_share=0, the hint when the voice's wheel is missing) must still work.
         natural_near_clean_share = None
-    if float(train_natural_share) > 0 and speech != "tts":
-        raise ValueError("train_natural_share needs data.synthetic.speech=tts (eSpeak NG makes its phonemes)")
-    if float(train_klatt_share) > 0 and speech != "tts":
-        raise ValueError(
-            "train_klatt_share needs data.synthetic.speech=tts (the Klatt voices are eSpeak NG's)"
-        )
+    for name, share, why in [
+        ("train_natural_share", train_natural_share, "eSpeak NG makes its phonemes"),
+        ("train_klatt_share", train_klatt_share, "the Klatt voices are eSpeak NG's"),
+    ]:
+        if float(share) > 0 and speech != "tts":
+            raise ValueError(f"{name} needs data.synthetic.speech=tts ({why})")
     noise_kinds = [noise_kinds] if isinstance(noise_kinds, str) else [str(k) for k in noise_kinds]
     counts = {"train": int(num_train), "valid": int(num_valid), "test": int(num_test)}
     if min(counts.values()) < 0:

@@ -27,7 +27,6 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,9 @@ import soundfile as sf
 
 from meanflowse.data import natural_voice, tts
 from meanflowse.data.corpus_settings import validated_settings as _settings
-from meanflowse.data.signals import (
+from meanflowse.data.signals import (  # NOISE_KINDS: meanflowse.data and callers import it from here
     CHANNEL_POINTS_HZ,
-    NOISE_KINDS,
+    NOISE_KINDS,  # noqa: F401
     channel_response,
     make_noise,
     reverberate,
@@ -175,32 +174,7 @@ def read_marker(out_dir: str | os.PathLike) -> dict | None:
     return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR else None
 
 
-def generate_dataset(
-    out_dir: str | os.PathLike,
-    *,
-    num_train: int = 300,
-    num_valid: int = 20,
-    num_test: int = 20,
-    sample_rate: int = 16000,
-    duration_s: Sequence[float] = (2.0, 4.0),
-    snr_db: Sequence[float] = (0.0, 15.0),
-    noise_kinds: Sequence[str] = NOISE_KINDS,
-    seed: int = 0,
-    speech: str = "tts",
-    near_clean_share: float = 0.0,
-    near_clean_snr_db: Sequence[float] = (30.0, 50.0),
-    train_snr_db: Sequence[float] | None = None,
-    train_tilt_db: float = 0.0,
-    train_natural_share: float = 0.0,
-    train_reverb_share: float = 0.0,
-    train_rt60_s: Sequence[float] = (0.15, 0.6),
-    train_drr_db: Sequence[float] = (2.0, 12.0),
-    natural_near_clean_share: float | None = None,
-    train_eq_db: float = 0.0,
-    train_level_swing_db: float = 0.0,
-    train_mix_swing_db: float = 0.0,
-    train_klatt_share: float = 0.0,
-) -> Path:
+def generate_dataset(out_dir: str | os.PathLike, **synthetic) -> Path:
     """Write ``out_dir/{train,valid,test}/{clean,noisy}/<split>_<index>.wav`` (16-bit PCM)
     and ``out_dir/<split>/metadata.csv`` (noise kind, SNR, length, voice and text of each file);
     a split with zero files gets no folder.
@@ -208,32 +182,11 @@ def generate_dataset(
     Returns at once when ``out_dir/dataset.json`` records the same settings. Otherwise the set is
     generated into a hidden temp folder next to ``out_dir`` and renamed into place, replacing an
     older generated set; a non-empty folder that is not a generated set is never touched.
+    ``synthetic``: the keys of ``data.synthetic`` (and ``sample_rate``), with the names, defaults
+    and checks of :func:`meanflowse.data.corpus_settings.validated_settings`.
     """
     out = Path(out_dir)
-    settings = _settings(
-        num_train,
-        num_valid,
-        num_test,
-        sample_rate,
-        duration_s,
-        snr_db,
-        noise_kinds,
-        seed,
-        speech,
-        near_clean_share,
-        near_clean_snr_db,
-        train_snr_db,
-        train_tilt_db,
-        train_natural_share,
-        train_reverb_share,
-        train_rt60_s,
-        train_drr_db,
-        natural_near_clean_share=natural_near_clean_share,
-        train_eq_db=train_eq_db,
-        train_level_swing_db=train_level_swing_db,
-        train_mix_swing_db=train_mix_swing_db,
-        train_klatt_share=train_klatt_share,
-    )
+    settings = _settings(**synthetic)
     marker = read_marker(out)
     if marker is not None and marker.get("version") == VERSION and marker.get("settings") == settings:
         return out
